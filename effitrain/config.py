@@ -1,0 +1,397 @@
+"""Run configuration: small dataclasses, validated on construction, with one-line errors.
+
+A `Config` is the whole recipe for one run (data, model, optimizer, budget, run settings).
+`profile_config("smoke" | "cpu" | "gpu")` gives a sized starting point; `Config.replace(...)`
+and `Config.from_dict(...)` derive variants. Every field is checked in `__post_init__` and a bad
+value raises `ConfigError` naming the field, the value and what is allowed, e.g.
+``model.hidden must be divisible by model.heads (256 % 3 != 0)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+
+
+class ConfigError(ValueError):
+    """A configuration value outside what is allowed; the message is one line."""
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _positive_int(section: str, name: str, value: Any) -> None:
+    _check(
+        isinstance(value, int) and not isinstance(value, bool) and value > 0,
+        f"{section}.{name} must be a positive integer; got {value!r}",
+    )
+
+
+def _non_negative(section: str, name: str, value: Any) -> None:
+    _check(
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0,
+        f"{section}.{name} must be a finite number >= 0; got {value!r}",
+    )
+
+
+def _choice(section: str, name: str, value: Any, allowed: tuple) -> None:
+    _check(value in allowed, f"{section}.{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+
+
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the text comes from and how it becomes training blocks.
+
+    corpus: a registered name (`effitrain.data.corpus_names()`), a local file or folder of
+    .txt / .jsonl / .json / .parquet files.
+    """
+
+    corpus: str = "sotu"
+    vocab_size: int = 4096
+    seq_len: int = 64
+    mask_prob: float = 0.15
+    val_fraction: float = 0.05
+    max_val_blocks: int = 128
+    min_words: int = 20
+    pack: bool = True
+    max_train_examples: int = 0  # 0 = all; a cap keeps tiny experiments tiny
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.corpus, str) and self.corpus.strip() != "",
+               f"data.corpus must be a corpus name or a path; got {self.corpus!r}")
+        _positive_int("data", "vocab_size", self.vocab_size)
+        _check(self.vocab_size >= 128, f"data.vocab_size must be >= 128; got {self.vocab_size}")
+        _positive_int("data", "seq_len", self.seq_len)
+        _check(self.seq_len >= 8, f"data.seq_len must be >= 8; got {self.seq_len}")
+        _check(isinstance(self.mask_prob, (int, float)) and 0 < self.mask_prob < 1,
+               f"data.mask_prob must be in (0, 1); got {self.mask_prob!r}")
+        _check(isinstance(self.val_fraction, (int, float)) and 0 < self.val_fraction < 0.5,
+               f"data.val_fraction must be in (0, 0.5); got {self.val_fraction!r}")
+        _positive_int("data", "max_val_blocks", self.max_val_blocks)
+        _check(isinstance(self.min_words, int) and self.min_words >= 1,
+               f"data.min_words must be an integer >= 1; got {self.min_words!r}")
+        _check(isinstance(self.pack, bool), f"data.pack must be true or false; got {self.pack!r}")
+        _check(isinstance(self.max_train_examples, int) and self.max_train_examples >= 0,
+               f"data.max_train_examples must be an integer >= 0 (0 = all); got {self.max_train_examples!r}")
+
+
+# --------------------------------------------------------------------------------------------
+PRESETS: dict[str, dict[str, Any]] = {
+    # name: hidden, layers, heads, ffn  (parameter counts: effitrain.model.count_parameters)
+    "tiny": dict(hidden=128, layers=2, heads=2, ffn=512),
+    "mini": dict(hidden=256, layers=4, heads=4, ffn=1024),
+    "small": dict(hidden=512, layers=4, heads=8, ffn=2048),
+    "base": dict(hidden=768, layers=12, heads=12, ffn=3072),
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A BERT-style encoder. `preset` fills hidden/layers/heads/ffn; explicit values win."""
+
+    preset: str = "tiny"
+    hidden: int = 0
+    layers: int = 0
+    heads: int = 0
+    ffn: int = 0
+    max_positions: int = 512
+    norm: str = "post"  # "post" (BERT) or "pre" (pre-LN, cramming)
+    ffn_kind: str = "gelu"  # "gelu" or "glu" (gated GELU)
+    bias: bool = True
+    dropout: float = 0.1
+    tie_embeddings: bool = True
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        _check(self.preset in PRESETS,
+               f"model.preset must be one of {', '.join(PRESETS)}; got {self.preset!r}")
+        base = PRESETS[self.preset]
+        for name in ("hidden", "layers", "heads", "ffn"):
+            value = getattr(self, name)
+            if value == 0:
+                object.__setattr__(self, name, base[name])
+            else:
+                _positive_int("model", name, value)
+        _check(self.hidden % self.heads == 0,
+               f"model.hidden must be divisible by model.heads ({self.hidden} % {self.heads} != 0)")
+        _positive_int("model", "max_positions", self.max_positions)
+        _choice("model", "norm", self.norm, ("post", "pre"))
+        _choice("model", "ffn_kind", self.ffn_kind, ("gelu", "glu"))
+        _check(isinstance(self.bias, bool), f"model.bias must be true or false; got {self.bias!r}")
+        _check(isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1,
+               f"model.dropout must be in [0, 1); got {self.dropout!r}")
+        _check(isinstance(self.init_std, (int, float)) and self.init_std > 0,
+               f"model.init_std must be > 0; got {self.init_std!r}")
+
+
+# --------------------------------------------------------------------------------------------
+SCHEDULES = ("constant", "linear", "cosine", "one-cycle")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with a schedule expressed in the fraction of the budget used."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-6
+    schedule: str = "linear"
+    warmup: float = 0.06  # fraction of the budget
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0  # 0 = off
+    fused: bool = True  # fused AdamW kernel where the device supports it
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.lr, (int, float)) and 0 < self.lr < 1,
+               f"optim.lr must be in (0, 1); got {self.lr!r}")
+        _non_negative("optim", "weight_decay", self.weight_decay)
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            _check(isinstance(value, (int, float)) and 0 <= value < 1,
+                   f"optim.{name} must be in [0, 1); got {value!r}")
+        _check(isinstance(self.eps, (int, float)) and self.eps > 0, f"optim.eps must be > 0; got {self.eps!r}")
+        _choice("optim", "schedule", self.schedule, SCHEDULES)
+        _check(isinstance(self.warmup, (int, float)) and 0 <= self.warmup < 1,
+               f"optim.warmup must be a fraction of the budget in [0, 1); got {self.warmup!r}")
+        _check(isinstance(self.min_lr_ratio, (int, float)) and 0 <= self.min_lr_ratio <= 1,
+               f"optim.min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio!r}")
+        _non_negative("optim", "grad_clip", self.grad_clip)
+
+
+# --------------------------------------------------------------------------------------------
+BUDGET_UNITS = ("steps", "tokens", "seconds", "flops")
+_UNIT_ALIASES = {
+    "step": "steps", "steps": "steps",
+    "tok": "tokens", "token": "tokens", "tokens": "tokens",
+    "s": "seconds", "sec": "seconds", "secs": "seconds", "second": "seconds", "seconds": "seconds",
+    "min": "minutes", "mins": "minutes", "minute": "minutes", "minutes": "minutes",
+    "h": "hours", "hour": "hours", "hours": "hours",
+    "flop": "flops", "flops": "flops",
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long a run may train: a number of steps, tokens, wall seconds or FLOPs.
+
+    Schedules read `fraction_used`, so warm-up and decay end exactly at the deadline whatever
+    the unit (the 24h-BERT / cramming idea). Wall seconds exclude evaluation.
+    """
+
+    amount: float = 200
+    unit: str = "steps"
+
+    def __post_init__(self) -> None:
+        _choice("budget", "unit", self.unit, BUDGET_UNITS)
+        _check(isinstance(self.amount, (int, float)) and not isinstance(self.amount, bool)
+               and math.isfinite(self.amount) and self.amount > 0,
+               f"budget.amount must be a finite number > 0; got {self.amount!r}")
+
+    @classmethod
+    def parse(cls, text: "str | Budget") -> "Budget":
+        """`"2000steps"`, `"60s"`, `"5min"`, `"1e12flops"`, `"2e6tokens"` → Budget."""
+        if isinstance(text, Budget):
+            return text
+        m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([a-zA-Z]+)\s*", str(text))
+        if not m:
+            raise ConfigError(f"budget must look like 2000steps, 60s, 5min, 1e12flops or 2e6tokens; got {text!r}")
+        try:
+            amount = float(m.group(1))
+        except ValueError:
+            raise ConfigError(f"budget amount must be a number; got {m.group(1)!r} in {text!r}") from None
+        unit = _UNIT_ALIASES.get(m.group(2).lower())
+        if unit is None:
+            raise ConfigError(f"budget unit must be one of steps, tokens, s, min, h, flops; got {m.group(2)!r}")
+        if unit == "minutes":
+            amount, unit = amount * 60, "seconds"
+        elif unit == "hours":
+            amount, unit = amount * 3600, "seconds"
+        return cls(amount=amount, unit=unit)
+
+    def __str__(self) -> str:
+        amount = int(self.amount) if float(self.amount).is_integer() and self.amount < 1e9 else self.amount
+        suffix = {"seconds": "s"}.get(self.unit, self.unit)
+        return f"{amount:g}{suffix}" if isinstance(amount, float) else f"{amount}{suffix}"
+
+
+# --------------------------------------------------------------------------------------------
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything about one run that is not data, model, optimizer or budget."""
+
+    seed: int = 0
+    batch_size: int = 32
+    grad_accum: int = 1
+    device: str = "auto"
+    precision: str = "fp32"  # "bf16" = autocast to bfloat16 (GPU and AVX-512-bf16 CPUs)
+    compile: bool = False
+    evals: int = 8  # evaluations spread evenly over the budget (plus one before training)
+    log_every: int = 1
+    threads: int = 0  # torch CPU threads; 0 = leave torch's default
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
+               f"run.seed must be an integer >= 0; got {self.seed!r}")
+        _positive_int("run", "batch_size", self.batch_size)
+        _positive_int("run", "grad_accum", self.grad_accum)
+        _choice("run", "device", self.device, DEVICES)
+        _choice("run", "precision", self.precision, PRECISIONS)
+        _check(isinstance(self.compile, bool), f"run.compile must be true or false; got {self.compile!r}")
+        _check(isinstance(self.evals, int) and self.evals >= 1, f"run.evals must be an integer >= 1; got {self.evals!r}")
+        _positive_int("run", "log_every", self.log_every)
+        _check(isinstance(self.threads, int) and self.threads >= 0,
+               f"run.threads must be an integer >= 0 (0 = default); got {self.threads!r}")
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("run.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+        return torch.device(self.device)
+
+
+# --------------------------------------------------------------------------------------------
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "run": RunConfig}
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    budget: Budget = field(default_factory=Budget)
+    run: RunConfig = field(default_factory=RunConfig)
+    profile: str = "custom"
+
+    def __post_init__(self) -> None:
+        _check(self.data.seq_len <= self.model.max_positions,
+               f"data.seq_len ({self.data.seq_len}) must be <= model.max_positions ({self.model.max_positions})")
+
+    # -- derivation -------------------------------------------------------------------------
+    def replace(self, **changes: Any) -> "Config":
+        """`cfg.replace(lr=3e-4, budget="60s", preset="mini")`: flat field names or "section.field".
+
+        A flat name must belong to exactly one section; unknown names are refused.
+        """
+        sections: dict[str, dict[str, Any]] = {}
+        top: dict[str, Any] = {}
+        for key, value in changes.items():
+            if key == "budget":
+                top["budget"] = Budget.parse(value)
+                continue
+            if key == "profile":
+                top["profile"] = value
+                continue
+            section, _, name = key.rpartition(".")
+            if not section:
+                owners = [s for s, cls in _SECTIONS.items() if name in {f.name for f in fields(cls)}]
+                if not owners:
+                    raise ConfigError(f"unknown config field {key!r}; known: {', '.join(sorted(_all_field_names()))}")
+                section = owners[0]
+            if section not in _SECTIONS:
+                raise ConfigError(f"unknown config section {section!r}; known: {', '.join(_SECTIONS)}, budget")
+            if name not in {f.name for f in fields(_SECTIONS[section])}:
+                raise ConfigError(f"unknown config field {section}.{name}")
+            sections.setdefault(section, {})[name] = value
+        if "model" in sections and "preset" in sections["model"]:
+            # a new preset resets the sizes it owns unless they are given too
+            for name in ("hidden", "layers", "heads", "ffn"):
+                sections["model"].setdefault(name, 0)
+        new = {s: dataclasses.replace(getattr(self, s), **kw) for s, kw in sections.items()}
+        return dataclasses.replace(self, **new, **top)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["budget"] = str(self.budget)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        if not isinstance(d, dict):
+            raise ConfigError(f"config must be a mapping; got {type(d).__name__}")
+        unknown = set(d) - set(_SECTIONS) - {"budget", "profile"}
+        if unknown:
+            raise ConfigError(f"unknown config section {sorted(unknown)[0]!r}; known: {', '.join(_SECTIONS)}, budget, profile")
+        kwargs: dict[str, Any] = {}
+        for section, klass in _SECTIONS.items():
+            values = d.get(section, {})
+            if not isinstance(values, dict):
+                raise ConfigError(f"config section {section!r} must be a mapping")
+            known = {f.name for f in fields(klass)}
+            for name in values:
+                if name not in known:
+                    raise ConfigError(f"unknown config field {section}.{name}")
+            kwargs[section] = klass(**values)
+        if "budget" in d:
+            b = d["budget"]
+            kwargs["budget"] = Budget(**b) if isinstance(b, dict) else Budget.parse(b)
+        return cls(**kwargs, profile=d.get("profile", "custom"))
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.run.batch_size * self.run.grad_accum * self.data.seq_len
+
+
+def _all_field_names() -> set[str]:
+    return {f.name for cls in _SECTIONS.values() for f in fields(cls)}
+
+
+# --------------------------------------------------------------------------------------------
+PROFILES: dict[str, dict[str, Any]] = {
+    # CI and tests: a tiny model that still learns on real text within seconds
+    "smoke": {
+        "data": dict(vocab_size=2048, seq_len=64, max_val_blocks=64),
+        "model": dict(preset="tiny", dropout=0.0),
+        "optim": dict(lr=2e-3, warmup=0.05),
+        "budget": "150steps",
+        "run": dict(batch_size=32, evals=5, device="cpu"),
+    },
+    # a laptop CPU: minutes per run
+    "cpu": {
+        "data": dict(vocab_size=8192, seq_len=128, max_val_blocks=128),
+        "model": dict(preset="mini", dropout=0.0),
+        "optim": dict(lr=1e-3, warmup=0.05),
+        "budget": "90s",
+        "run": dict(batch_size=32, evals=8),
+    },
+    # one GPU
+    "gpu": {
+        "data": dict(vocab_size=16384, seq_len=128, max_val_blocks=256),
+        "model": dict(preset="base", dropout=0.0, norm="pre"),
+        "optim": dict(lr=5e-4, warmup=0.05),
+        "budget": "600s",
+        "run": dict(batch_size=128, precision="bf16", evals=10, log_every=10),
+    },
+}
+
+
+def default_profile() -> str:
+    """`EFFITRAIN_PROFILE` if set, else `gpu` when CUDA is available, else `cpu`."""
+    name = os.environ.get("EFFITRAIN_PROFILE", "").strip()
+    if name:
+        _check(name in PROFILES, f"EFFITRAIN_PROFILE must be one of {', '.join(PROFILES)}; got {name!r}")
+        return name
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def profile_config(name: str | None = None, **changes: Any) -> Config:
+    """The config of a profile (default: `default_profile()`), with `changes` applied."""
+    name = name or default_profile()
+    _check(name in PROFILES, f"profile must be one of {', '.join(PROFILES)}; got {name!r}")
+    cfg = Config.from_dict({**PROFILES[name], "profile": name})
+    return cfg.replace(**changes) if changes else cfg

@@ -1,0 +1,182 @@
+"""corpus → split by document → tokenizer → token ids (Arrow cache) → training examples.
+
+`prepare_data(DataConfig)` returns a `PretrainData` with the training examples as a `TrainSet`
+(what techniques prune, reorder or replace), fixed validation batches (the same masks for every
+run, so runs are comparable) and the unigram counts of the training tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import datasets
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from effitrain.config import DataConfig
+from effitrain.data.cache import cache_dir
+from effitrain.data.corpus import assign_roles, fingerprint, load_corpus
+from effitrain.data.masking import MaskedBatch, mask_tokens
+from effitrain.data.tokenizer import CLS, PAD, SEP, SPECIAL_TOKENS, get_tokenizer
+
+DOWNSTREAM_FRACTION = 0.15  # of the documents of a corpus with a downstream task, held out of pre-training
+VAL_MASK_SEED = 1234
+ERAS = ((1790, 1860, "1790-1860"), (1861, 1932, "1861-1932"), (1933, 1980, "1933-1980"), (1981, 9999, "1981-"))
+
+
+def era_of(year: int) -> int:
+    for i, (lo, hi, _) in enumerate(ERAS):
+        if lo <= year <= hi:
+            return i
+    return -1
+
+
+# --------------------------------------------------------------------------------------------
+@dataclass
+class TrainSet:
+    """Training examples as a (N, T) id tensor (PAD-padded when unpacked) with per-example facts.
+
+    ``features`` holds tensors of length N that techniques may use: ``length`` (real tokens),
+    ``chars`` (characters of text covered). ``origin`` maps each row to the index it had in the
+    full training set, so a pruned or reordered set still says where its rows came from.
+    """
+
+    ids: torch.Tensor
+    features: dict[str, torch.Tensor]
+    origin: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.ids.shape[0]
+
+    @property
+    def seq_len(self) -> int:
+        return self.ids.shape[1]
+
+    def select(self, indices: torch.Tensor | list[int] | np.ndarray) -> "TrainSet":
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return TrainSet(self.ids[idx], {k: v[idx] for k, v in self.features.items()}, self.origin[idx])
+
+    def batch(self, indices: torch.Tensor) -> torch.Tensor:
+        """The (B, T') ids of these rows, trimmed to the longest row (rounded up to 8)."""
+        ids = self.ids[indices]
+        longest = int(self.features["length"][indices].max())
+        keep = min(self.seq_len, max(8, -(-longest // 8) * 8))
+        return ids[:, :keep]
+
+
+@dataclass
+class PretrainData:
+    config: DataConfig
+    tokenizer: Tokenizer
+    train: TrainSet
+    val: list[MaskedBatch]
+    unigram_counts: torch.Tensor  # (V,) counts of each id in the training examples
+    key: str
+    corpus: datasets.Dataset = field(repr=False)  # all paragraphs, with a "role" column
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def unigram_entropy(self) -> float:
+        """Cross-entropy (nats) of predicting a masked token from corpus frequencies alone.
+
+        A model whose MLM loss is below this uses the context; above it, it has not yet learned
+        even which words are common.
+        """
+        counts = self.unigram_counts[len(SPECIAL_TOKENS):].double()
+        p = counts[counts > 0] / counts.sum()
+        return float(-(p * p.log()).sum())
+
+
+# --------------------------------------------------------------------------------------------
+def _tokenize(corpus: datasets.Dataset, tokenizer: Tokenizer, key: str) -> datasets.Dataset:
+    def encode(batch: dict) -> dict:
+        encs = tokenizer.encode_batch(batch["text"], add_special_tokens=False)
+        return {"ids": [e.ids for e in encs], "chars": [len(t) for t in batch["text"]]}
+
+    path = cache_dir("tokenized") / f"ids-{key}.arrow"
+    return corpus.map(encode, batched=True, batch_size=1000, cache_file_name=str(path),
+                      desc="tokenizing", keep_in_memory=False)
+
+
+def _pack(tokenized: datasets.Dataset, seq_len: int, cache_key: str) -> datasets.Dataset:
+    """Concatenate paragraphs ([SEP] between them) and cut into [CLS] + (seq_len - 1) token blocks."""
+    body = seq_len - 1
+
+    def pack(batch: dict) -> dict:
+        stream: list[int] = []
+        chars: list[float] = []
+        for ids, n_chars in zip(batch["ids"], batch["chars"]):
+            stream.extend(ids)
+            stream.append(SEP)
+            per_token = n_chars / max(1, len(ids))
+            chars.extend([per_token] * len(ids) + [0.0])
+        n = len(stream) // body
+        blocks = [[CLS] + stream[i * body:(i + 1) * body] for i in range(n)]
+        block_chars = [sum(chars[i * body:(i + 1) * body]) for i in range(n)]
+        return {"input_ids": blocks, "length": [seq_len] * n, "chars": block_chars}
+
+    path = cache_dir("tokenized") / f"blocks-{cache_key}-{seq_len}.arrow"
+    return tokenized.map(pack, batched=True, batch_size=1000, remove_columns=tokenized.column_names,
+                         cache_file_name=str(path), desc="packing")
+
+
+def _examples(tokenized: datasets.Dataset, seq_len: int) -> dict:
+    """One paragraph per example: [CLS] ids [SEP], truncated, PAD-padded to seq_len."""
+    ids = np.full((len(tokenized), seq_len), PAD, dtype=np.int64)
+    lengths = np.zeros(len(tokenized), dtype=np.int64)
+    for i, row in enumerate(tokenized["ids"]):
+        row = [CLS] + row[: seq_len - 2] + [SEP]
+        ids[i, : len(row)] = row
+        lengths[i] = len(row)
+    return {"input_ids": torch.from_numpy(ids), "length": torch.from_numpy(lengths),
+            "chars": torch.tensor(tokenized["chars"], dtype=torch.float32)}
+
+
+def _to_trainset(cols: dict) -> TrainSet:
+    ids = torch.as_tensor(cols["input_ids"], dtype=torch.long)
+    return TrainSet(ids, {"length": torch.as_tensor(cols["length"], dtype=torch.long),
+                          "chars": torch.as_tensor(cols["chars"], dtype=torch.float32)},
+                    torch.arange(ids.shape[0]))
+
+
+def _build(cfg: DataConfig, tokenized: datasets.Dataset, role: str, key: str) -> TrainSet:
+    part = tokenized.filter(lambda r: r == role, input_columns="role",
+                            cache_file_name=str(cache_dir("tokenized") / f"{role}-{key}.arrow"))
+    if cfg.pack:
+        blocks = _pack(part, cfg.seq_len, f"{role}-{key}").with_format("numpy")
+        return _to_trainset(blocks[:])
+    return _to_trainset(_examples(part, cfg.seq_len))
+
+
+@lru_cache(maxsize=8)
+def prepare_data(cfg: DataConfig) -> PretrainData:
+    """Load, split, tokenize and cut the corpus of `cfg`; cached on disk and within the process."""
+    corpus = load_corpus(cfg.corpus, min_words=cfg.min_words)
+    cols = corpus[:]  # one read; datasets' column views iterate row by row
+    has_years = any(y >= 0 for y in cols["year"])
+    groups = [era_of(y) for y in cols["year"]] if has_years else [0] * len(corpus)
+    fractions = {"val": cfg.val_fraction, **({"downstream": DOWNSTREAM_FRACTION} if has_years else {})}
+    roles = assign_roles(cols["doc"], groups, fractions)
+    role_col = [roles[d] for d in cols["doc"]]
+    corpus = corpus.add_column("role", role_col)
+    if "train" not in roles.values():
+        raise ValueError(f"corpus {cfg.corpus!r} is too small to split: no document left for training")
+    train_texts = [t for t, r in zip(cols["text"], role_col) if r == "train"]
+    corpus_key = fingerprint(train_texts)
+    tokenizer = get_tokenizer(train_texts, cfg.vocab_size, corpus_key)
+    key = fingerprint(cols["text"], role_col, cfg.vocab_size, corpus_key)
+    tokenized = _tokenize(corpus, tokenizer, key)
+
+    train = _build(cfg, tokenized, "train", key)
+    if cfg.max_train_examples and len(train) > cfg.max_train_examples:
+        train = train.select(torch.arange(cfg.max_train_examples))
+    val_set = _build(cfg, tokenized, "val", key) if "val" in roles.values() else train
+    val_ids = val_set.ids[: cfg.max_val_blocks]
+    g = torch.Generator().manual_seed(VAL_MASK_SEED)
+    val = [mask_tokens(val_ids[i:i + 32], cfg.mask_prob, tokenizer.get_vocab_size(), g)
+           for i in range(0, val_ids.shape[0], 32)]
+    counts = torch.bincount(train.ids.flatten(), minlength=tokenizer.get_vocab_size())
+    return PretrainData(cfg, tokenizer, train, val, counts, key, corpus)

@@ -1,0 +1,73 @@
+"""Counting FLOPs and measuring the device's peak.
+
+`torch.utils.flop_counter.FlopCounterMode` counts matmul-like ops. On CPU, SDPA runs
+`aten._scaled_dot_product_flash_attention_for_cpu` (+ `_backward`), which torch gives no formula,
+so attention would count as 0: we register torch's own SDPA formulas for them here.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from functools import lru_cache
+from typing import Callable
+
+import torch
+from torch.utils.flop_counter import (FlopCounterMode, flop_registry, register_flop_formula,
+                                      sdpa_backward_flop_count, sdpa_flop_count)
+
+_aten = torch.ops.aten
+
+
+def _register_cpu_sdpa() -> None:
+    fwd = getattr(_aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    bwd = getattr(_aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+    if fwd is not None and fwd not in flop_registry:
+        @register_flop_formula(fwd)
+        def _cpu_flash_fwd(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+            return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    if bwd is not None and bwd not in flop_registry:
+        @register_flop_formula(bwd)
+        def _cpu_flash_bwd(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+            return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+_register_cpu_sdpa()
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of everything `fn` runs (forward and backward if it calls backward)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@lru_cache(maxsize=8)
+def measure_peak_flops(device_type: str = "cpu", dtype: str = "fp32", size: int = 0, repeats: int = 5) -> float:
+    """Achievable matmul FLOP/s of a device: median over repeats of a large square matmul.
+
+    This is the denominator of MFU: "what fraction of what this machine can do with a matmul did
+    training reach". Measured, not looked up in a spec sheet.
+    """
+    device = torch.device(device_type)
+    n = size or (8192 if device.type == "cuda" else 1024)
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    a = torch.randn(n, n, device=device, dtype=torch_dtype)
+    b = torch.randn(n, n, device=device, dtype=torch_dtype)
+    inner = 20 if device.type == "cuda" else 3
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            a @ b
+        _sync(device)
+        rates.append(2 * n**3 * inner / (time.perf_counter() - t0))
+    return statistics.median(rates)
