@@ -355,16 +355,16 @@ def _all_field_names() -> set[str]:
 PROFILES: dict[str, dict[str, Any]] = {
     # CI and tests: a tiny model that still learns on real text within seconds
     "smoke": {
-        "data": dict(vocab_size=2048, seq_len=64, max_val_blocks=64),
-        "model": dict(preset="tiny", dropout=0.0),
-        "optim": dict(lr=2e-3, warmup=0.05),
-        "budget": "150steps",
+        "data": dict(vocab_size=2048, seq_len=64, max_val_blocks=128),
+        "model": dict(preset="tiny", dropout=0.0, norm="pre"),
+        "optim": dict(lr=1e-3, warmup=0.05),
+        "budget": "300steps",
         "run": dict(batch_size=32, evals=5, device="cpu"),
     },
     # a laptop CPU: minutes per run
     "cpu": {
         "data": dict(vocab_size=8192, seq_len=128, max_val_blocks=128),
-        "model": dict(preset="mini", dropout=0.0),
+        "model": dict(preset="mini", dropout=0.0, norm="pre"),
         "optim": dict(lr=1e-3, warmup=0.05),
         "budget": "90s",
         "run": dict(batch_size=32, evals=8),

@@ -89,6 +89,17 @@ class PretrainData:
         p = counts[counts > 0] / counts.sum()
         return float(-(p * p.log()).sum())
 
+    def unigram_val_loss(self) -> float:
+        """Cross-entropy on the validation targets of a model that knows only training frequencies.
+
+        The honest "learned nothing but word counts" line for val loss (add-one smoothing).
+        """
+        counts = self.unigram_counts.double() + 1
+        counts[: len(SPECIAL_TOKENS)] = 0
+        p = counts / counts.sum()
+        labels = torch.cat([b.labels for b in self.val])
+        return float(-p[labels].log().mean())
+
 
 # --------------------------------------------------------------------------------------------
 def _tokenize(corpus: datasets.Dataset, tokenizer: Tokenizer, key: str) -> datasets.Dataset:

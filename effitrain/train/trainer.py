@@ -235,38 +235,14 @@ class Trainer:
         self.technique_rng = torch.Generator().manual_seed(cfg.run.seed + 2)
         pos = _Position()
 
-        train: TrainSet = self.data.train
-        for t in self.techniques:
-            train = t.on_dataset(train, self._ctx(pos))
-        if len(train) == 0:
-            raise ValueError("the training set is empty after on_dataset; keep at least one example")
-        self.train_set = train
-        sampler = getattr(train, "sampler", None) or EpochSampler(len(train), cfg.run.seed)
-
-        model: torch.nn.Module = BertForMLM(cfg.model, self.data.vocab_size)
-        for t in self.techniques:
-            model = t.on_model(model, self._ctx(pos))
-        model.to(self.device).train()
-        run.extra.update(parameters=count_parameters(model), unigram_entropy=self.data.unigram_entropy(),
-                         train_examples=len(train))
-        self.model = run.model = model
-        optimizer = make_optimizer(model, cfg, self.device)
-        step_model = torch.compile(model) if cfg.run.compile else model
-
-        if self.resume:
-            state = load_checkpoint(self.resume, cfg)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            tr = state["trainer"]
-            pos = _Position(**tr["position"])
-            sampler.load_state_dict(tr["sampler"])
-            torch.set_rng_state(tr["rng"]["torch"])
-            self.mask_rng.set_state(tr["rng"]["mask"])
-            self.technique_rng.set_state(tr["rng"]["technique"])
-            for t, s in zip(self.techniques, tr.get("techniques", [])):
-                t.load_state_dict(s)
-            run.history = type(run.history).from_dict(state["history"])
-
+        try:
+            optimizer, sampler = self._setup(pos)
+        except BaseException as exc:
+            run.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            run.message = f"{type(exc).__name__}: {exc}" if run.status == "failed" else "interrupted during setup"
+            self._emit("end", run.summary())
+            raise
+        pos = self._position
         evals_total = cfg.run.evals
         run.status = "running"
         bar = _progress_bar(cfg, enabled=self.progress)
@@ -281,14 +257,14 @@ class Trainer:
                     group["lr"] = lr
                 step_loss, step_tokens, step_flops, step_analytic = 0.0, 0, 0, 0.0
                 for _ in range(cfg.run.grad_accum):
-                    ids = train.batch(sampler.next(cfg.run.batch_size, ctx))
+                    ids = self.train_set.batch(sampler.next(cfg.run.batch_size, ctx))
                     for t in self.techniques:
                         ids = t.on_batch(ids, ctx)
                     batch = mask_tokens(ids, cfg.data.mask_prob, self.data.vocab_size, self.mask_rng).to(self.device)
                     pause = time.perf_counter()
                     measured, analytic = self._step_flops(batch, ctx)
                     t0 += time.perf_counter() - pause  # counting is not training time
-                    loss = self._loss(step_model, batch, ctx)
+                    loss = self._loss(self.step_model, batch, ctx)
                     (loss / cfg.run.grad_accum).backward()
                     step_loss += float(loss.detach()) / cfg.run.grad_accum
                     step_tokens += batch.num_tokens
@@ -299,12 +275,12 @@ class Trainer:
                     warnings.warn(run.message, RuntimeWarning, stacklevel=2)
                     break
                 if cfg.optim.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 pos.step += 1
                 for t in self.techniques:
-                    t.after_step(model, self._ctx(pos))
+                    t.after_step(self.model, self._ctx(pos))
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 pos.seconds += time.perf_counter() - t0
@@ -328,6 +304,7 @@ class Trainer:
             run.status, run.message = "interrupted", f"interrupted at step {pos.step}; history and model kept"
         except Exception as exc:
             run.status, run.message = "failed", f"{type(exc).__name__}: {exc}"
+            self._emit("end", run.summary())
             raise
         finally:
             bar.close()
@@ -341,6 +318,44 @@ class Trainer:
                     self._save(pos, optimizer, sampler)
                 self._emit("end", run.summary())
         return run
+
+    def _setup(self, pos: _Position) -> tuple[torch.optim.Optimizer, Any]:
+        """on_dataset → model → on_model → optimizer → (resume). Sets self.train_set, model, step_model."""
+        cfg, run = self.config, self.run
+        train: TrainSet = self.data.train
+        for t in self.techniques:
+            train = t.on_dataset(train, self._ctx(pos))
+        if len(train) == 0:
+            raise ValueError("the training set is empty after on_dataset; keep at least one example")
+        self.train_set = train
+        sampler = getattr(train, "sampler", None) or EpochSampler(len(train), cfg.run.seed)
+
+        model: torch.nn.Module = BertForMLM(cfg.model, self.data.vocab_size)
+        for t in self.techniques:
+            model = t.on_model(model, self._ctx(pos))
+        model.to(self.device).train()
+        run.extra.update(parameters=count_parameters(model), unigram_entropy=self.data.unigram_entropy(),
+                         unigram_val_loss=self.data.unigram_val_loss(),
+                         train_examples=len(train))
+        self.model = run.model = model
+        optimizer = make_optimizer(model, cfg, self.device)
+        self.step_model = torch.compile(model) if cfg.run.compile else model
+
+        if self.resume:
+            state = load_checkpoint(self.resume, cfg)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            tr = state["trainer"]
+            pos = _Position(**tr["position"])
+            sampler.load_state_dict(tr["sampler"])
+            torch.set_rng_state(tr["rng"]["torch"])
+            self.mask_rng.set_state(tr["rng"]["mask"])
+            self.technique_rng.set_state(tr["rng"]["technique"])
+            for t, s in zip(self.techniques, tr.get("techniques", [])):
+                t.load_state_dict(s)
+            run.history = type(run.history).from_dict(state["history"])
+        self._position = pos
+        return optimizer, sampler
 
     def _evaluate(self, pos: _Position) -> None:
         ctx = self._ctx(pos)

@@ -1,0 +1,63 @@
+"""The notebook lab: a live plot, a control panel generated from the technique registry, and
+an honest comparison table.
+
+    from effitrain.lab import Panel, LivePlot, compare, styled
+    panel = Panel(et.profile_config("cpu")); panel           # tick techniques, press Run
+    styled(compare(panel.runs))                               # time to target ± 95% CI, speedup
+    save_runs(panel.runs, "runs.json"); runs = load_runs("runs.json")
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+from effitrain.data.cache import atomic_path
+from effitrain.lab.compare import aggregate_curves, compare, display_frame, group_runs, styled, to_text
+from effitrain.lab.panel import Panel, has_frontend
+from effitrain.lab.plot import LivePlot
+from effitrain.train.run import Run
+
+RUNS_FORMAT = "effitrain-runs-v1"
+
+
+def save_runs(runs: Iterable[Run], path: str | Path) -> Path:
+    """Write runs (settings, techniques, history, status; no model weights) as one JSON list.
+
+    The file is written under a temporary name and renamed into place, so it is never half-written.
+    """
+    path = Path(path)
+    data = [r.to_dict() for r in runs]
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1))
+    return path
+
+
+def load_runs(path: str | Path) -> list[Run]:
+    """Read a file written by `save_runs` (a single `Run.save` file is accepted too).
+
+    A missing file raises FileNotFoundError; anything else wrong raises a one-line ValueError.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"runs file {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"runs file {path} is not valid JSON ({str(exc).splitlines()[0]})") from None
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise ValueError(f"runs file {path} must hold a list of runs; got {type(data).__name__}")
+    runs = []
+    for i, d in enumerate(data):
+        try:
+            runs.append(Run.from_dict(d))
+        except (ValueError, TypeError, KeyError) as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValueError(f"runs file {path}: entry {i} is not a valid run ({msg})") from None
+    return runs
+
+
+__all__ = ["LivePlot", "Panel", "compare", "styled", "display_frame", "to_text", "aggregate_curves", "group_runs",
+           "save_runs", "load_runs", "has_frontend"]

@@ -1,0 +1,441 @@
+"""Compare runs honestly: group seeds, time-to-target with intervals, speedup against a baseline.
+
+    df = compare(runs)                       # one row per group (same techniques + params + settings)
+    styled(df)                               # "12.3 ± 1.1" strings, the baseline in bold, a caption
+    curves = aggregate_curves(group_runs(runs)["baseline"], x="seconds")   # mean + band over seeds
+
+Definitions (also in `df.attrs["notes"]`):
+
+* A **group** is the runs that differ only in their seed (and name): same techniques with the
+  same parameters, same data / model / optimizer / budget / run settings.
+* **Time to target** is `effitrain.time_to_target(history, val_loss=target)`: training seconds
+  (evaluation excluded) and measured FLOPs at which the validation curve first reaches the target,
+  interpolated linearly between evaluations.
+* **Default target**: the *highest* final validation loss among the baseline group's seeds. Every
+  baseline seed ends at or below it, so the baseline reaches the default target by definition
+  (with one seed this is simply the baseline's final val loss). A group whose seeds all end below
+  it "finished the baseline's job" sooner when its time is shorter.
+* **mean ± half-width**: a 95% Student-t interval over seeds, `t(0.975, n-1) · s / √n`; with one
+  seed there is no interval (NaN), not a guess.
+* **Speedup** = baseline mean time ÷ group mean time. Its 95% interval uses the delta method on
+  the log of the ratio of two independent means, `se² = (s_b/m_b)²/n_b + (s_g/m_g)²/n_g`, with
+  Welch–Satterthwaite degrees of freedom; the interval `R·exp(±t·se)` is asymmetric and stays
+  positive. It needs at least two seeds in both groups. The baseline row is 1 by definition.
+* A group where **any** seed does not reach the target shows the string ``"not reached"`` for its
+  time, FLOPs and speedup: never a made-up number.
+* Runs with status "failed" carry no measurement and are left out (listed in `df.attrs["excluded"]`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from statistics import NormalDist
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from effitrain.train.history import time_to_target
+from effitrain.train.run import Run
+
+NOT_REACHED = "not reached"
+BASELINE_NOT_REACHED = "baseline not reached"
+LEVEL = 0.95
+CI_METHOD = ("95% Student-t interval over seeds; speedup: delta method on log(ratio of means), "
+             "Welch–Satterthwaite df, needs ≥2 seeds in both groups")
+
+
+# -- Student t without scipy ------------------------------------------------------------------
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with `df` (real, > 0) degrees of freedom."""
+    if df > 1e7:
+        return NormalDist().cdf(t)
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t > 0 else tail
+
+
+def t_ppf(p: float, df: float) -> float:
+    """Quantile of Student's t (bisection on `t_cdf`; exact to ~1e-12)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1); got {p}")
+    if not df > 0:
+        raise ValueError(f"df must be > 0; got {df}")
+    if df > 1e7:
+        return NormalDist().inv_cdf(p)
+    if p < 0.5:
+        return -t_ppf(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        lo, hi = hi, hi * 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-13 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+def mean_ci(values: Sequence[float], level: float = LEVEL) -> tuple[float, float]:
+    """(mean, half-width of the `level` t-interval); half-width is NaN with fewer than 2 values."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return math.nan, math.nan
+    mean = float(v.mean())
+    if v.size < 2:
+        return mean, math.nan
+    half = t_ppf(0.5 + level / 2.0, v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size)
+    return mean, half
+
+
+def ratio_ci(base: Sequence[float], group: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
+    """mean(base) / mean(group) with a delta-method interval on the log scale (independent samples).
+
+    Returns (ratio, lo, hi); lo/hi are NaN unless both samples have at least two values.
+    """
+    b, g = np.asarray(base, dtype=float), np.asarray(group, dtype=float)
+    mb, mg = float(b.mean()), float(g.mean())
+    if mg <= 0 or mb <= 0:
+        return (math.nan, math.nan, math.nan)
+    ratio = mb / mg
+    if b.size < 2 or g.size < 2:
+        return ratio, math.nan, math.nan
+    vb = (float(b.std(ddof=1)) / mb) ** 2 / b.size
+    vg = (float(g.std(ddof=1)) / mg) ** 2 / g.size
+    se = math.sqrt(vb + vg)
+    if se == 0.0:
+        return ratio, ratio, ratio
+    df = (vb + vg) ** 2 / (vb ** 2 / (b.size - 1) + vg ** 2 / (g.size - 1))
+    t = t_ppf(0.5 + level / 2.0, df)
+    return ratio, ratio * math.exp(-t * se), ratio * math.exp(t * se)
+
+
+# -- grouping ----------------------------------------------------------------------------------
+_SEED_SUFFIX = re.compile(r"\s*\bs\d+$")
+
+
+def _group_key(run: Run) -> str:
+    cfg = run.config.to_dict()
+    cfg["run"] = {k: v for k, v in cfg["run"].items() if k not in ("seed", "name")}
+    return json.dumps({"techniques": run.techniques, "config": cfg}, sort_keys=True, default=str)
+
+
+def _base_label(run: Run) -> str:
+    if run.name:
+        return _SEED_SUFFIX.sub("", run.name) or run.name
+    return "+".join(t["name"] for t in run.techniques) or "baseline"
+
+
+def _flat(run: Run) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for t in run.techniques:
+        for k, v in (t.get("params") or {}).items():
+            out[f"{t['name']}.{k}"] = v
+    cfg = run.config.to_dict()
+    for section, values in cfg.items():
+        if isinstance(values, dict):
+            for k, v in values.items():
+                if section == "run" and k in ("seed", "name"):
+                    continue
+                out[k if k not in out else f"{section}.{k}"] = v
+        else:
+            out[section] = values
+    return out
+
+
+def group_runs(runs: Iterable[Run]) -> dict[str, list[Run]]:
+    """Runs grouped by everything but the seed, in first-seen order, keyed by a readable label.
+
+    The label is the techniques joined by "+" (or "baseline", or the run name without its
+    " s<seed>" suffix); groups that would share a label get the settings that tell them apart
+    appended, e.g. ``"baseline (budget=40steps)"``.
+    """
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(_group_key(run), []).append(run)
+    by_label: dict[str, list[str]] = {}
+    for key, members in groups.items():
+        by_label.setdefault(_base_label(members[0]), []).append(key)
+    labels: dict[str, str] = {}
+    for label, keys in by_label.items():
+        if len(keys) == 1:
+            labels[keys[0]] = label
+            continue
+        flats = [_flat(groups[k][0]) for k in keys]
+        names = sorted({n for f in flats for n in f})
+        differing = [n for n in names if len({json.dumps(f.get(n), default=str) for f in flats}) > 1]
+        for key, flat in zip(keys, flats):
+            extra = ", ".join(f"{n}={flat.get(n)}" for n in differing[:3])
+            labels[key] = f"{label} ({extra})"
+        if len({labels[k] for k in keys}) < len(keys):  # still ambiguous: number them
+            for i, key in enumerate(keys, 1):
+                labels[key] = f"{labels[key]} #{i}"
+    return {labels[k]: members for k, members in groups.items()}
+
+
+def _find_baseline(groups: dict[str, list[Run]], baseline: Any) -> str:
+    if baseline is None:
+        for label, members in groups.items():
+            if not members[0].techniques:
+                return label
+        return next(iter(groups))
+    if isinstance(baseline, str):
+        if baseline in groups:
+            return baseline
+        raise ValueError(f"baseline {baseline!r} is not a group; groups: {', '.join(groups)}")
+    wanted = [baseline] if isinstance(baseline, Run) else list(baseline)
+    for label, members in groups.items():
+        if any(m is w for m in members for w in wanted):
+            return label
+    raise ValueError("the baseline run is not among the runs being compared")
+
+
+# -- the table ------------------------------------------------------------------------------------
+def _final_val_loss(run: Run) -> float:
+    evals = run.history.evals
+    return float(evals[-1]["val_loss"]) if evals else math.nan
+
+
+COLUMNS = ["seeds", "reached", "time_s", "time_s_ci", "flops", "flops_ci", "final_val_loss", "final_val_loss_ci",
+           "tokens_per_s", "tokens_per_s_ci", "speedup", "speedup_lo", "speedup_hi", "status"]
+
+
+def compare(runs: Iterable[Run], target_val_loss: float | None = None, baseline: Any = None) -> pd.DataFrame:
+    """One row per group of seeds; see the module docstring for every definition.
+
+    runs: finished (or stopped) `Run`s. target_val_loss: the validation loss to reach; default:
+    the highest final val loss among the baseline's seeds (the baseline reaches it by definition).
+    baseline: a group label, a `Run` of the baseline group, or None (the group without
+    techniques, else the first group).
+
+    Columns: seeds, reached ("k/n"), time_s ± time_s_ci, flops ± flops_ci (to target),
+    final_val_loss ± final_val_loss_ci, tokens_per_s ± tokens_per_s_ci, speedup
+    [speedup_lo, speedup_hi], status. `df.attrs` holds target_val_loss, target_source, baseline,
+    ci_method, excluded and notes.
+    """
+    runs = list(runs)
+    kept = [r for r in runs if r.status != "failed" and r.history.evals]
+    kept_ids = {id(r) for r in kept}
+    excluded = [f"{r.label}: {r.status}" + (f" ({r.message})" if r.message else "")
+                for r in runs if id(r) not in kept_ids]
+    empty = pd.DataFrame(columns=COLUMNS)
+    if not kept:
+        empty.attrs.update(target_val_loss=target_val_loss, target_source="none", baseline=None,
+                           ci_method=CI_METHOD, excluded=excluded, notes=[])
+        return empty
+    groups = group_runs(kept)
+    base_label = _find_baseline(groups, baseline)
+    if target_val_loss is None:
+        finals = [_final_val_loss(r) for r in groups[base_label]]
+        target = max(f for f in finals if math.isfinite(f)) if any(math.isfinite(f) for f in finals) else math.nan
+        source = f"highest final val loss of the baseline '{base_label}' seeds (reached by the baseline by definition)"
+    else:
+        target, source = float(target_val_loss), "given"
+
+    reach: dict[str, list[dict | None]] = {
+        label: [time_to_target(r.history, val_loss=target) if math.isfinite(target) else None for r in members]
+        for label, members in groups.items()}
+    base_reached = all(x is not None for x in reach[base_label])
+    base_times = [x["seconds"] for x in reach[base_label]] if base_reached else []
+
+    rows = {}
+    for label, members in groups.items():
+        hits = reach[label]
+        n, k = len(members), sum(h is not None for h in hits)
+        row: dict[str, Any] = {"seeds": n, "reached": f"{k}/{n}"}
+        if k == n:
+            row["time_s"], row["time_s_ci"] = mean_ci([h["seconds"] for h in hits])
+            row["flops"], row["flops_ci"] = mean_ci([h["flops"] for h in hits])
+        else:
+            row["time_s"], row["time_s_ci"] = NOT_REACHED, math.nan
+            row["flops"], row["flops_ci"] = NOT_REACHED, math.nan
+        row["final_val_loss"], row["final_val_loss_ci"] = mean_ci([_final_val_loss(r) for r in members])
+        row["tokens_per_s"], row["tokens_per_s_ci"] = mean_ci([r.summary()["tokens_per_second"] for r in members])
+        if k < n:
+            row["speedup"], row["speedup_lo"], row["speedup_hi"] = NOT_REACHED, math.nan, math.nan
+        elif not base_reached:
+            row["speedup"], row["speedup_lo"], row["speedup_hi"] = BASELINE_NOT_REACHED, math.nan, math.nan
+        elif label == base_label:
+            row["speedup"], row["speedup_lo"], row["speedup_hi"] = 1.0, math.nan, math.nan
+        else:
+            row["speedup"], row["speedup_lo"], row["speedup_hi"] = ratio_ci(base_times, [h["seconds"] for h in hits])
+        statuses: dict[str, int] = {}
+        for r in members:
+            statuses[r.status] = statuses.get(r.status, 0) + 1
+        row["status"] = ", ".join(f"{c} {s}" if n > 1 else s for s, c in statuses.items())
+        rows[label] = row
+    df = pd.DataFrame.from_dict(rows, orient="index")[COLUMNS]
+    df.index.name = "group"
+    df.attrs.update(
+        target_val_loss=target, target_source=source, baseline=base_label, ci_method=CI_METHOD, excluded=excluded,
+        notes=[f"target val loss {target:.4g}: {source}",
+               "time = training seconds to reach the target (evaluation excluded), interpolated between evaluations",
+               f"± = {CI_METHOD}",
+               "speedup = baseline mean time ÷ group mean time; 'not reached' when any seed misses the target"])
+    return df
+
+
+# -- display ---------------------------------------------------------------------------------------
+def _fmt(value: Any, half: Any, spec: str) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None or not math.isfinite(value):
+        return "–"
+    text = format(value, spec)
+    if half is not None and isinstance(half, float) and math.isfinite(half):
+        text += " ± " + format(half, spec)
+    return text
+
+
+def display_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The table as readable strings: "12.3 ± 1.1", "1.85× [1.21, 2.83]"."""
+    out = pd.DataFrame(index=df.index)
+    out["seeds"] = df["seeds"]
+    out["reached target"] = df["reached"]
+    out["time to target (s)"] = [_fmt(v, h, ".3g") for v, h in zip(df["time_s"], df["time_s_ci"])]
+    out["FLOPs to target"] = [_fmt(v, h, ".3g") for v, h in zip(df["flops"], df["flops_ci"])]
+    out["final val loss"] = [_fmt(v, h, ".4f") for v, h in zip(df["final_val_loss"], df["final_val_loss_ci"])]
+    out["tokens/s"] = [_fmt(v, h, ",.0f") for v, h in zip(df["tokens_per_s"], df["tokens_per_s_ci"])]
+    speed = []
+    for v, lo, hi in zip(df["speedup"], df["speedup_lo"], df["speedup_hi"]):
+        if isinstance(v, str):
+            speed.append(v)
+        elif not math.isfinite(v):
+            speed.append("–")
+        else:
+            text = f"{v:.2f}×"
+            if math.isfinite(lo) and math.isfinite(hi):
+                text += f" [{lo:.2f}, {hi:.2f}]"
+            speed.append(text)
+    out["speedup"] = speed
+    out["status"] = df["status"]
+    return out
+
+
+def styled(df: pd.DataFrame):
+    """A pandas Styler for notebooks: strings with intervals, the baseline in bold, notes as caption."""
+    shown = display_frame(df)
+    base = df.attrs.get("baseline")
+    caption = "<br>".join(df.attrs.get("notes", []))
+    if df.attrs.get("excluded"):
+        caption += "<br>left out: " + "; ".join(df.attrs["excluded"])
+
+    def bold_baseline(row: pd.Series) -> list[str]:
+        return ["font-weight: bold" if row.name == base else "" for _ in row]
+
+    def colour_speedup(value: Any) -> str:
+        if value in (NOT_REACHED, BASELINE_NOT_REACHED):
+            return "color: #888"
+        if isinstance(value, str) and "×" in value:
+            x = float(value.split("×")[0])
+            return "color: #1a7f37" if x > 1.0 else ("color: #cf222e" if x < 1.0 else "")
+        return ""
+
+    styler = shown.style.apply(bold_baseline, axis=1)
+    cellwise = getattr(styler, "map", None) or styler.applymap  # pandas < 2.1 calls it applymap
+    styler = cellwise(colour_speedup, subset=["speedup", "time to target (s)", "FLOPs to target"])
+    return styler.set_caption(caption).set_table_styles(
+        [{"selector": "caption", "props": "caption-side: bottom; text-align: left; font-size: 85%; color: #555"}])
+
+
+def to_text(df: pd.DataFrame) -> str:
+    """The table and its notes as plain text (scripts, nbmake logs)."""
+    if df.empty:
+        return "no finished runs to compare" + (
+            "; left out: " + "; ".join(df.attrs["excluded"]) if df.attrs.get("excluded") else "")
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        text = display_frame(df).to_string()
+    notes = list(df.attrs.get("notes", []))
+    if df.attrs.get("excluded"):
+        notes.append("left out: " + "; ".join(df.attrs["excluded"]))
+    return text + "\n" + "\n".join(notes)
+
+
+# -- curves over seeds ----------------------------------------------------------------------------
+def _curve(run: Run, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
+    rows = list(run.history.evals if y.startswith("val_") else run.history.steps)
+    pts = [(float(r[x]), float(r[y])) for r in rows
+           if r.get(x) is not None and r.get(y) is not None and math.isfinite(float(r[y]))]
+    if not pts:
+        return np.empty(0), np.empty(0)
+    xs, ys = map(np.asarray, zip(*pts))
+    return xs, ys
+
+
+def aggregate_curves(runs: Iterable[Run], x: str = "step", y: str = "val_loss", band: str = "minmax") -> pd.DataFrame:
+    """Mean curve over seeds and a band: columns x, mean, std, lo, hi, n.
+
+    x: "step", "seconds", "flops" or "tokens". y: "val_loss", "val_accuracy" (evaluations) or
+    "train_loss" (logged steps). band: "minmax" (lo/hi = min/max over seeds) or "std"
+    (mean ± one standard deviation). When the runs share their x values (the same step budget)
+    they are used as they are; otherwise every curve is linearly interpolated onto the union of
+    the x values inside the range that all runs cover (so no curve is extrapolated).
+    """
+    if x not in ("step", "seconds", "flops", "tokens"):
+        raise ValueError(f"x must be step, seconds, flops or tokens; got {x!r}")
+    if band not in ("minmax", "std"):
+        raise ValueError(f"band must be 'minmax' or 'std'; got {band!r}")
+    curves = [c for c in (_curve(r, x, y) for r in runs) if c[0].size]
+    columns = [x, "mean", "std", "lo", "hi", "n"]
+    if not curves:
+        return pd.DataFrame(columns=columns)
+    same = all(c[0].shape == curves[0][0].shape and np.allclose(c[0], curves[0][0]) for c in curves)
+    if same:
+        grid = curves[0][0]
+        ys = np.stack([c[1] for c in curves])
+    else:
+        start, stop = max(c[0].min() for c in curves), min(c[0].max() for c in curves)
+        if start > stop:
+            return pd.DataFrame(columns=columns)
+        grid = np.unique(np.concatenate([c[0][(c[0] >= start) & (c[0] <= stop)] for c in curves]))
+        ys = np.stack([np.interp(grid, *_sorted(c)) for c in curves])
+    mean = ys.mean(axis=0)
+    std = ys.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros_like(mean)
+    lo, hi = (ys.min(axis=0), ys.max(axis=0)) if band == "minmax" else (mean - std, mean + std)
+    return pd.DataFrame({x: grid, "mean": mean, "std": std, "lo": lo, "hi": hi, "n": len(curves)})
+
+
+def _sorted(curve: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(curve[0], kind="stable")
+    return curve[0][order], curve[1][order]

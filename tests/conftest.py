@@ -1,0 +1,23 @@
+import os
+
+import pytest
+
+import effitrain as et
+
+
+@pytest.fixture(scope="session")
+def smoke():
+    """The smoke profile's config and its prepared data (built once, cached on disk)."""
+    cfg = et.profile_config("smoke")
+    return cfg, et.prepare_data(cfg.data)
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty effitrain cache for tests that look at what gets written there."""
+    monkeypatch.setenv("EFFITRAIN_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def pytest_configure(config):
+    os.environ.setdefault("EFFITRAIN_PROFILE", "smoke")

@@ -1,0 +1,74 @@
+import pytest
+
+import effitrain as et
+from effitrain.config import Budget, Config, ConfigError, DataConfig, ModelConfig, OptimConfig, RunConfig
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: Budget.parse("-5s"), "budget.amount"),
+    (lambda: Budget.parse("0steps"), "budget.amount"),
+    (lambda: Budget.parse("12 parsecs"), "budget unit"),
+    (lambda: Budget.parse("soon"), "budget must look like"),
+    (lambda: DataConfig(mask_prob=1.5), "data.mask_prob must be in (0, 1); got 1.5"),
+    (lambda: DataConfig(mask_prob=0), "data.mask_prob"),
+    (lambda: DataConfig(seq_len=-1), "data.seq_len"),
+    (lambda: DataConfig(vocab_size=10), "data.vocab_size"),
+    (lambda: DataConfig(corpus=""), "data.corpus"),
+    (lambda: ModelConfig(hidden=256, heads=3), "model.hidden must be divisible by model.heads"),
+    (lambda: ModelConfig(preset="huge"), "model.preset must be one of"),
+    (lambda: ModelConfig(norm="middle"), "model.norm"),
+    (lambda: ModelConfig(dropout=1.0), "model.dropout"),
+    (lambda: OptimConfig(lr=0), "optim.lr"),
+    (lambda: OptimConfig(schedule="zigzag"), "optim.schedule"),
+    (lambda: OptimConfig(warmup=1.0), "optim.warmup"),
+    (lambda: RunConfig(batch_size=0), "run.batch_size"),
+    (lambda: RunConfig(precision="fp8"), "run.precision"),
+    (lambda: RunConfig(seed=-1), "run.seed"),
+    (lambda: Config(data=DataConfig(seq_len=1024)), "data.seq_len (1024) must be <= model.max_positions (512)"),
+    (lambda: et.profile_config("laptop"), "profile must be one of"),
+    (lambda: et.profile_config("smoke").replace(learning_rate=1), "unknown config field 'learning_rate'"),
+    (lambda: Config.from_dict({"model": {"hiden": 3}}), "unknown config field model.hiden"),
+    (lambda: Config.from_dict({"modle": {}}), "unknown config section 'modle'"),
+])
+def test_bad_values_are_refused_with_one_line_naming_the_field(make, words):
+    with pytest.raises(ConfigError) as err:
+        make()
+    message = str(err.value)
+    assert words in message
+    assert "\n" not in message
+
+
+def test_bad_profile_in_environment(monkeypatch):
+    monkeypatch.setenv("EFFITRAIN_PROFILE", "fast")
+    with pytest.raises(ConfigError, match="EFFITRAIN_PROFILE must be one of"):
+        et.default_profile()
+
+
+@pytest.mark.parametrize("text, amount, unit", [
+    ("2000steps", 2000, "steps"), ("60s", 60, "seconds"), ("5min", 300, "seconds"), ("1h", 3600, "seconds"),
+    ("1e12flops", 1e12, "flops"), ("2e6tokens", 2e6, "tokens"), (" 30 sec ", 30, "seconds"),
+])
+def test_budget_parse(text, amount, unit):
+    b = Budget.parse(text)
+    assert (b.amount, b.unit) == (amount, unit)
+    assert Budget.parse(str(b)) == b
+
+
+def test_presets_fill_sizes_and_explicit_values_win():
+    assert ModelConfig(preset="base").hidden == 768
+    m = ModelConfig(preset="tiny", layers=3)
+    assert (m.hidden, m.layers) == (128, 3)
+    cfg = et.profile_config("smoke").replace(preset="mini")
+    assert cfg.model.hidden == 256 and cfg.model.layers == 4
+
+
+def test_round_trip_through_dict():
+    cfg = et.profile_config("cpu", lr=3e-4, budget="1e12flops", seed=3)
+    again = Config.from_dict(cfg.to_dict())
+    assert again == cfg
+    assert again.budget.unit == "flops" and again.run.seed == 3
+
+
+def test_profile_from_environment(monkeypatch):
+    monkeypatch.setenv("EFFITRAIN_PROFILE", "smoke")
+    assert et.profile_config().profile == "smoke"
