@@ -1,0 +1,252 @@
+"""The `effitrain` command: train a run, benchmark a training step, open the lessons.
+
+    effitrain train --profile smoke --budget 200steps --json
+    effitrain bench --preset tiny --steps 20 --json
+    effitrain lab [jupyter lab arguments]
+
+Bad input (a config value, a corpus, a checkpoint) prints one line ``effitrain: error: <message>``
+to stderr and exits 2; a diverged run exits 1 with its message; Ctrl-C exits 130. With
+``--json`` the last line of stdout is one JSON object (NaN written as null).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, NoReturn, Sequence
+
+PROG = "effitrain"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# options whose value may start with "-" (argparse would otherwise take "-5s" for an option)
+_VALUE_OPTIONS = ("--budget", "--seed", "--corpus", "--preset", "--profile", "--precision", "--seq-len",
+                  "--batch", "--steps", "--warmup")
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line `effitrain: error: ...` (exit 2) like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(prog=PROG, description="Measure what speeds up the training of Transformer language models.")
+    from effitrain import __version__
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,bench,lab}", parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train one run and print its summary",
+                       description="Train one run of a profile (with overrides) and print its summary.")
+    t.add_argument("--profile", help="smoke, cpu or gpu (default: EFFITRAIN_PROFILE, else gpu with CUDA, else cpu)")
+    t.add_argument("--preset", help="model size: tiny, mini, small or base (default: the profile's)")
+    t.add_argument("--budget", help="how long to train: 60s, 5min, 2000steps, 1e12flops, 2e6tokens")
+    t.add_argument("--seed", type=int, help="random seed (integer >= 0)")
+    t.add_argument("--precision", help="fp32 or bf16 (autocast)")
+    t.add_argument("--corpus", help="a corpus name or a local file / folder of text")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--json", action="store_true", help="end with the summary as one line of JSON")
+
+    b = sub.add_parser("bench", help="training-step throughput, FLOPs and MFU on this device",
+                       description="Time training steps of the model on synthetic masked batches: "
+                                   "median tokens/s, FLOPs per step, MFU, peak memory.")
+    b.add_argument("--profile", help="smoke, cpu or gpu: vocabulary, length, batch, precision (default as train)")
+    b.add_argument("--preset", help="model size: tiny, mini, small or base (default: the profile's)")
+    b.add_argument("--seq-len", type=int, help="tokens per row (default: the profile's)")
+    b.add_argument("--batch", type=int, help="rows per step (default: the profile's)")
+    b.add_argument("--precision", help="fp32 or bf16 (autocast)")
+    b.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
+    b.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps (default 3)")
+    b.add_argument("--seed", type=int, help="random seed (integer >= 0)")
+    b.add_argument("--json", action="store_true", help="end with the result as one line of JSON")
+
+    sub.add_parser("lab", help="open the lesson notebooks in JupyterLab (other arguments go to jupyter lab)",
+                   description="Start JupyterLab on the repository's notebooks/ folder; "
+                               "any further arguments are passed to `jupyter lab`.")
+    return parser
+
+
+def _join_dash_values(argv: Sequence[str]) -> list[str]:
+    """`--budget -5s` → `--budget=-5s`, so the value reaches validation (and its message names the field)."""
+    out, i = [], 0
+    argv = list(argv)
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            out.extend(argv[i:])
+            break
+        if a in _VALUE_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-") \
+                and argv[i + 1] not in _VALUE_OPTIONS and argv[i + 1] not in ("-h", "--help", "--json"):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+# -- output ----------------------------------------------------------------------------------------
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, bool)) or value is None or isinstance(value, float):
+        return value
+    return str(value)
+
+
+def _json_line(d: dict[str, Any]) -> str:
+    return json.dumps(_jsonable(d), allow_nan=False, separators=(", ", ": "))
+
+
+def _fmt(x: Any, spec: str) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return format(x, spec)
+
+
+def _format_summary(s: dict[str, Any]) -> str:
+    tps = s.get("tokens_per_second", float("nan"))
+    lines = [
+        f"run          {s.get('name', '')} ({s.get('profile', '')} profile): {s.get('status', '')}",
+        f"device       {s.get('device', '')}",
+        f"trained      {s['steps']} steps, {s['tokens']:,} tokens in {s['seconds']:.1f} s "
+        f"({_fmt(tps, ',.0f')} tokens/s)",
+        f"FLOPs        {s['flops_measured']:.3e} measured, {s['flops_analytic']:.3e} analytic",
+        f"train loss   {_fmt(s['train_loss_first'], '.3f')} → {_fmt(s['train_loss_last'], '.3f')}",
+        f"val loss     {_fmt(s['val_loss_first'], '.3f')} → {_fmt(s['val_loss_last'], '.3f')}"
+        f"   (accuracy {_fmt(s['val_accuracy_last'], '.1%')})",
+    ]
+    if s.get("message"):
+        lines.append(f"message      {s['message']}")
+    return "\n".join(lines)
+
+
+# -- commands --------------------------------------------------------------------------------------
+def _overrides(args: argparse.Namespace, names: dict[str, str]) -> dict[str, Any]:
+    return {field: getattr(args, attr) for attr, field in names.items() if getattr(args, attr) is not None}
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from effitrain.config import profile_config
+    from effitrain.train import train
+
+    cfg = profile_config(args.profile)
+    changes = _overrides(args, {"preset": "preset", "budget": "budget", "seed": "seed",
+                                "precision": "precision", "corpus": "corpus"})
+    if changes:
+        cfg = cfg.replace(**changes)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"loss became", category=RuntimeWarning)  # reported below
+        run = train(cfg, progress=not args.no_progress)
+    summary = run.summary()
+    print(_format_summary(summary), flush=True)
+    if args.json:
+        print(_json_line(summary), flush=True)
+    if run.status == "diverged":
+        print(f"{PROG}: run diverged: {run.message}", file=sys.stderr)
+        return EXIT_FAILED
+    if run.status == "interrupted":
+        print(f"{PROG}: {run.message}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from effitrain.bench import bench_training_step
+    from effitrain.config import ConfigError, profile_config
+
+    cfg = profile_config(args.profile)
+    changes = _overrides(args, {"preset": "preset", "seq_len": "seq_len", "batch": "batch_size",
+                                "precision": "precision", "seed": "seed"})
+    if changes:
+        cfg = cfg.replace(**changes)
+    if args.steps < 1:
+        raise ConfigError(f"--steps must be a positive integer; got {args.steps}")
+    if args.warmup < 0:
+        raise ConfigError(f"--warmup must be an integer >= 0; got {args.warmup}")
+    print(f"benchmarking {args.steps} steps (+{args.warmup} warm-up) of preset {cfg.model.preset}, "
+          f"{cfg.run.batch_size} × {cfg.data.seq_len} tokens, {cfg.run.precision} …", file=sys.stderr, flush=True)
+    result = bench_training_step(cfg, steps=args.steps, warmup=args.warmup)
+    print(result.format(), flush=True)
+    if args.json:
+        print(_json_line({**result.to_dict(), "profile": cfg.profile}), flush=True)
+    return EXIT_OK
+
+
+def notebooks_dir() -> Path:
+    """The repository's notebooks/ folder (a source checkout), else ./notebooks."""
+    here = Path(__file__).resolve().parent.parent / "notebooks"
+    if here.is_dir():
+        return here
+    cwd = Path.cwd() / "notebooks"
+    if cwd.is_dir():
+        return cwd
+    raise FileNotFoundError(f"no notebooks/ folder at {here} or {cwd}; run from a source checkout of effitrain")
+
+
+def lab_command(extra: Sequence[str] = ()) -> list[str]:
+    cmd = [sys.executable, "-m", "jupyterlab"]
+    if not any(a.startswith(("--notebook-dir", "--ServerApp.root_dir")) for a in extra):
+        cmd += ["--notebook-dir", str(notebooks_dir())]
+    return cmd + list(extra)
+
+
+def _cmd_lab(extra: Sequence[str]) -> int:
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise _UsageError("jupyterlab is not installed; pip install jupyterlab")
+    try:
+        cmd = lab_command(extra)
+    except FileNotFoundError as exc:
+        raise _UsageError(str(exc)) from None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":
+        os.execv(cmd[0], cmd)  # jupyter takes over this process (and its Ctrl-C handling)
+        return EXIT_OK  # not reached
+    return subprocess.call(cmd)
+
+
+# -- entry point -----------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    from effitrain.config import ConfigError
+    from effitrain.data import CorpusError
+    from effitrain.train import CheckpointError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _build_parser()
+    try:
+        args, extra = parser.parse_known_args(_join_dash_values(argv))
+        if args.command == "lab":
+            return _cmd_lab(extra)
+        if extra:
+            raise _UsageError(f"unrecognized arguments: {' '.join(extra)} (see '{PROG} {args.command or ''} --help')"
+                              .replace("  ", " "))
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        return {"train": _cmd_train, "bench": _cmd_bench}[args.command](args)
+    except (_UsageError, ConfigError, CorpusError, CheckpointError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever the message
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

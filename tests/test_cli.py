@@ -1,0 +1,141 @@
+"""The `effitrain` command line: train / bench / lab, JSON output and one-line errors."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from effitrain import cli
+
+SUMMARY_KEYS = {"steps", "tokens", "seconds", "flops_measured", "flops_analytic", "train_loss_first",
+                "train_loss_last", "val_loss_first", "val_loss_last", "val_accuracy_last", "device", "profile"}
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("EFFITRAIN_CACHE", "/tmp/etcache")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _one_line_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("effitrain: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_train_json_last_line(capsys):
+    code = cli.main(["train", "--profile", "smoke", "--budget", "20steps", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err[-2000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["steps"] == 20
+    assert summary["profile"] == "smoke"
+    assert summary["tokens"] > 0 and summary["seconds"] > 0
+    assert summary["flops_measured"] > 0 and summary["flops_analytic"] > 0
+    assert math.isfinite(summary["val_loss_last"]) and summary["train_loss_last"] < summary["train_loss_first"]
+    assert "Traceback" not in err
+
+
+def test_bad_budget_is_one_line_error_naming_the_field(capsys):
+    assert cli.main(["train", "--profile", "smoke", "--budget", "-5s"]) == 2
+    out, err = capsys.readouterr()
+    line = _one_line_error(err)
+    assert "budget" in line and "-5" in line
+    assert out == ""
+
+
+def test_unknown_preset_is_one_line_error_naming_the_field(capsys):
+    assert cli.main(["train", "--profile", "smoke", "--preset", "huge", "--budget", "2steps"]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert "model.preset" in line and "huge" in line
+
+
+def test_unknown_preset_via_python_m():
+    proc = subprocess.run([sys.executable, "-m", "effitrain.cli", "train", "--profile", "smoke", "--preset", "huge"],
+                          capture_output=True, text=True, env=_env(), cwd=REPO, timeout=120)
+    assert proc.returncode == 2
+    assert "model.preset" in _one_line_error(proc.stderr)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "--profile", "laptop"], ["profile", "laptop"]),
+    (["train", "--profile", "smoke", "--seed", "-1"], ["run.seed"]),
+    (["train", "--profile", "smoke", "--precision", "fp8"], ["run.precision", "fp8"]),
+    (["train", "--profile", "smoke", "--corpus", "/no/such/corpus.txt"], ["data.corpus"]),
+    (["train", "--profile", "smoke", "--frobnicate"], ["unrecognized", "--frobnicate"]),
+    (["bench", "--preset", "tiny", "--steps", "0"], ["--steps"]),
+    (["bench", "--preset", "tiny", "--seq-len", "4096"], ["seq_len"]),
+    (["nonsense"], ["nonsense"]),
+])
+def test_bad_input_exits_2_with_one_line(capsys, argv, words):
+    assert cli.main(argv) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    for w in words:
+        assert w in line
+
+
+def test_diverged_run_exits_1_with_its_message(capsys, monkeypatch):
+    import effitrain
+    from effitrain.train import Run
+
+    def fake_train(cfg, **kwargs):
+        return Run(config=cfg, status="diverged", message="loss became nan at step 3; run stopped",
+                   device="cpu (test)")
+
+    monkeypatch.setattr(sys.modules["effitrain.train"], "train", fake_train)
+    assert cli.main(["train", "--profile", "smoke", "--budget", "5steps", "--json"]) == 1
+    out, err = capsys.readouterr()
+    summary = json.loads(out.strip().splitlines()[-1])  # NaN (no evaluations) written as null
+    assert summary["status"] == "diverged" and summary["val_loss_last"] is None
+    assert "loss became nan at step 3" in err
+    assert effitrain.train is not fake_train  # only the module attribute was patched
+
+
+def test_bench_json(capsys):
+    assert cli.main(["bench", "--preset", "tiny", "--steps", "3", "--warmup", "1", "--seq-len", "32", "--batch", "8",
+                     "--json"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["tokens_per_second"] > 0
+    assert 0 < result["mfu"] < 1.5
+    assert result["steps"] == 3 and len(result["step_seconds"]) == 3
+    assert result["seq_len"] == 32 and result["batch_size"] == 8 and result["preset"] == "tiny"
+    assert result["flops_measured_per_step"] > 0
+    # the sparse head and SDPA formulas make the two FLOP counts agree
+    assert result["flops_analytic_per_step"] == pytest.approx(result["flops_measured_per_step"], rel=0.02)
+    assert result["peak_memory_bytes"] > 0 and result["device"] and result["date"]
+
+
+def test_bench_library_call():
+    import effitrain as et
+    from effitrain.bench import bench_training_step
+
+    cfg = et.profile_config("smoke", seq_len=16, batch_size=4)
+    r = bench_training_step(cfg, steps=2, warmup=0, peak_flops=1e12)
+    assert r.steps == 2 and r.tokens_per_step == 64 and r.tokens_per_second > 0
+    assert r.mfu == pytest.approx(r.achieved_flops / 1e12)
+    assert math.isfinite(r.final_loss)
+    assert "tokens/s" in r.format()
+
+
+def test_lab_runs_jupyterlab_on_the_notebooks(monkeypatch):
+    if not (REPO / "notebooks").is_dir():
+        pytest.skip("no notebooks/ folder in this checkout")
+    calls = []
+    monkeypatch.setattr(cli.os, "execv", lambda path, args: calls.append(list(args)))
+    monkeypatch.setattr(cli.subprocess, "call", lambda args: calls.append(list(args)) or 0)
+    assert cli.main(["lab", "--no-browser", "--port", "8899"]) == 0
+    (cmd,) = calls
+    assert cmd[:3] == [sys.executable, "-m", "jupyterlab"]
+    assert cmd[3:5] == ["--notebook-dir", str((REPO / "notebooks").resolve())]
+    assert cmd[5:] == ["--no-browser", "--port", "8899"]
