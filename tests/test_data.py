@@ -5,7 +5,6 @@ import datasets
 import pytest
 import torch
 
-import effitrain as et
 from effitrain.config import DataConfig
 from effitrain.data import CLS, MASK, PAD, SEP, SPECIAL_TOKENS, CorpusError, load_corpus, mask_tokens, prepare_data
 from effitrain.data import corpus as corpus_mod
