@@ -180,3 +180,16 @@ def test_sotu_era_task_is_held_out_and_split_by_speech(smoke):
     assert not set(task.train_docs) & set(task.test_docs)
     assert len(set(task.test_docs)) >= 8
     assert task.majority_accuracy() < 0.5
+
+
+def test_sst2_code_path_with_local_stand_in(monkeypatch, smoke):
+    from effitrain.data.downstream import sst2_task
+    _, data = smoke
+    glue = datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict({"sentence": ["a fine film", "dull and long"] * 10, "label": [1, 0] * 10}),
+        "validation": datasets.Dataset.from_dict({"sentence": ["great", "bad"], "label": [1, 0]}),
+    })
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None, **kw: glue)
+    task = sst2_task(data.tokenizer, 32)
+    assert task.labels == ["negative", "positive"] and task.train_ids.shape == (20, 32)
+    assert task.test_y.tolist() == [1, 0] and int(task.train_ids[0, 0]) == 2  # [CLS]

@@ -260,3 +260,18 @@ def test_history_round_trips(tmp_path, smoke):
     loaded = et.Run.load(path)
     assert loaded.summary()["val_loss_last"] == run.summary()["val_loss_last"]
     assert loaded.config == run.config
+
+
+def test_gradient_accumulation_counts_every_micro_batch(smoke):
+    cfg, data = smoke
+    run = et.train(short(cfg, budget="4steps", batch_size=8, grad_accum=3), data=data, progress=False)
+    assert run.summary()["tokens"] == 4 * 3 * 8 * cfg.data.seq_len
+    assert run.summary()["flops_measured"] == pytest.approx(3 * et.train(
+        short(cfg, budget="4steps", batch_size=8), data=data, progress=False).summary()["flops_measured"])
+
+
+def test_bf16_autocast_trains_on_cpu(smoke):
+    cfg, data = smoke
+    run = et.train(short(cfg, budget="30steps", precision="bf16"), data=data, progress=False)
+    s = run.summary()
+    assert run.status == "completed" and s["val_loss_last"] < s["val_loss_first"] - 0.5

@@ -72,7 +72,7 @@ def sotu_era_task(data: PretrainData, seq_len: int | None = None) -> Classificat
         [t for t, _, _ in train], [t for t, _, _ in test], [d for _, d, _ in train], [d for _, d, _ in test])
 
 
-def sst2_task(tokenizer: Tokenizer, seq_len: int) -> ClassificationTask:  # pragma: no cover - needs the Hub
+def sst2_task(tokenizer: Tokenizer, seq_len: int) -> ClassificationTask:
     try:
         glue = datasets.load_dataset("nyu-mll/glue", "sst2", cache_dir=str(cache_dir("hub")))
     except Exception as exc:
