@@ -357,7 +357,7 @@ def styled(df: pd.DataFrame):
     """A pandas Styler for notebooks: strings with intervals, the baseline in bold, notes as caption."""
     shown = display_frame(df)
     base = df.attrs.get("baseline")
-    caption = "<br>".join(df.attrs.get("notes", []))
+    caption = "<br>".join(df.attrs.get("notes", []) + ["green / red speedup: its whole 95% interval lies above / below 1"])
     if df.attrs.get("excluded"):
         caption += "<br>left out: " + "; ".join(df.attrs["excluded"])
 
@@ -365,11 +365,13 @@ def styled(df: pd.DataFrame):
         return ["font-weight: bold" if row.name == base else "" for _ in row]
 
     def colour_speedup(value: Any) -> str:
+        # green / red only when the whole interval is above / below 1: a mean alone is not evidence
         if value in (NOT_REACHED, BASELINE_NOT_REACHED):
             return "color: #888"
-        if isinstance(value, str) and "×" in value:
-            x = float(value.split("×")[0])
-            return "color: #1a7f37" if x > 1.0 else ("color: #cf222e" if x < 1.0 else "")
+        interval = re.search(r"\[([-\d.eE+]+), ([-\d.eE+]+)\]", value) if isinstance(value, str) else None
+        if interval:
+            lo, hi = float(interval.group(1)), float(interval.group(2))
+            return "color: #1a7f37" if lo > 1.0 else ("color: #cf222e" if hi < 1.0 else "")
         return ""
 
     styler = shown.style.apply(bold_baseline, axis=1)

@@ -29,6 +29,7 @@ import dataclasses
 import html
 import math
 import os
+import re
 import threading
 import time
 import typing
@@ -393,7 +394,7 @@ class Panel:
                 run = trainer.run
                 self.runs.append(run)
                 new_runs.append(run)
-                trainer.callbacks.append(self.plot.add_run(run))
+                trainer.callbacks.append(self.plot.add_run(run, label=settings_label(run, self.base_config)))
                 trainer.callbacks.append(self._progress_callback(prefix, cfg))
                 failed = False
                 try:
@@ -459,6 +460,26 @@ class Panel:
         if isinstance(t, float) and math.isfinite(t):
             self.plot.set_target(t)
         self.table.value = styled(df).to_html()
+
+
+def settings_label(run: Run, base: Config) -> str:
+    """The run's label with the panel settings that differ from `base`: "baseline (bf16) s0".
+
+    Without it a bf16 run and an fp32 run of the same seed would both read "baseline s0" in a legend.
+    """
+    cfg, diffs = run.config, []
+    if cfg.profile != base.profile:
+        diffs.append(f"profile {cfg.profile}")
+    if cfg.run.precision != base.run.precision:
+        diffs.append(cfg.run.precision)
+    if cfg.run.compile != base.run.compile:
+        diffs.append("compiled" if cfg.run.compile else "not compiled")
+    if str(cfg.budget) != str(base.budget):
+        diffs.append(f"budget {cfg.budget}")
+    if not diffs:
+        return run.label
+    head, seed = re.fullmatch(r"(.*?)((?: s\d+)?)", run.label).groups()
+    return f"{head} ({', '.join(diffs)}){seed}"
 
 
 def _summary_line(run: Run) -> str:

@@ -82,7 +82,7 @@ class LivePlot:
             title=dict(text=title, x=0.01, xanchor="left"), height=height, template="plotly_white",
             margin=dict(l=60, r=20, t=50, b=50), hovermode="closest", uirevision=x,
             xaxis=dict(title=dict(text=X_AXES[x])), yaxis=dict(title=dict(text="loss"), type="log" if log_y else "linear"),
-            legend=dict(title=dict(text="runs (● val, thin line: train)"))))
+            legend=dict(title=dict(text="runs (● val, thin line: train)" if show_train else "runs (● val)"))))
         self._x_toggle = widgets.ToggleButtons(options=[("step", "step"), ("seconds", "seconds"), ("FLOPs", "flops")],
                                                value=x, description="x axis", style={"button_width": "80px"})
         self._log_box = widgets.Checkbox(value=self.log_y, description="log loss axis", indent=False)
