@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import math
 import statistics
 import sys
 import time
@@ -48,7 +47,7 @@ except ImportError:
 import torch  # noqa: E402
 
 import effitrain as et  # noqa: E402
-from effitrain.bench import (autocast_for, device_name, make_train_step, synthetic_batches, sync,  # noqa: E402
+from effitrain.bench import (autocast_for, device_name, finite_or_none, make_train_step, synthetic_batches, sync,  # noqa: E402
                              time_steps)
 from effitrain.data import MaskedBatch  # noqa: E402
 from effitrain.model import BertForMLM, count_parameters  # noqa: E402
@@ -223,16 +222,6 @@ def report(c: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -283,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         print(report(c), flush=True)
         sync(device)
     if args.json:
-        print(json.dumps(_jsonable({**header, "note": SPARSE_NOTE, "comparisons": comparisons})), flush=True)
+        print(json.dumps(finite_or_none({**header, "note": SPARSE_NOTE, "comparisons": comparisons})), flush=True)
     return 0
 
 
