@@ -241,19 +241,28 @@ COLUMNS = ["seeds", "reached", "time_s", "time_s_ci", "flops", "flops_ci", "fina
            "tokens_per_s", "tokens_per_s_ci", "speedup", "speedup_lo", "speedup_hi", "status"]
 
 
-def compare(runs: Iterable[Run], target_val_loss: float | None = None, baseline: Any = None) -> pd.DataFrame:
+SPEEDUP_AXES = ("seconds", "flops", "tokens", "step")
+_AXIS_WORDS = {"seconds": "training seconds", "flops": "FLOPs", "tokens": "tokens", "step": "steps"}
+
+
+def compare(runs: Iterable[Run], target_val_loss: float | None = None, baseline: Any = None,
+            speedup_by: str = "seconds") -> pd.DataFrame:
     """One row per group of seeds; see the module docstring for every definition.
 
     runs: finished (or stopped) `Run`s. target_val_loss: the validation loss to reach; default:
     the highest final val loss among the baseline's seeds (the baseline reaches it by definition).
     baseline: a group label, a `Run` of the baseline group, or None (the group without
-    techniques, else the first group).
+    techniques, else the first group). speedup_by: what the speed-up is a ratio of, at the
+    target: "seconds" (default; training wall time), "flops" (measured FLOPs: immune to a busy
+    machine, blind to kernels that are faster per FLOP), "tokens" or "step".
 
     Columns: seeds, reached ("k/n"), time_s ± time_s_ci, flops ± flops_ci (to target),
     final_val_loss ± final_val_loss_ci, tokens_per_s ± tokens_per_s_ci, speedup
     [speedup_lo, speedup_hi], status. `df.attrs` holds target_val_loss, target_source, baseline,
     ci_method, excluded and notes.
     """
+    if speedup_by not in SPEEDUP_AXES:
+        raise ValueError(f"speedup_by must be one of {', '.join(SPEEDUP_AXES)}; got {speedup_by!r}")
     runs = list(runs)
     kept = [r for r in runs if r.status != "failed" and r.history.evals]
     kept_ids = {id(r) for r in kept}
@@ -262,7 +271,7 @@ def compare(runs: Iterable[Run], target_val_loss: float | None = None, baseline:
     empty = pd.DataFrame(columns=COLUMNS)
     if not kept:
         empty.attrs.update(target_val_loss=target_val_loss, target_source="none", baseline=None,
-                           ci_method=CI_METHOD, excluded=excluded, notes=[])
+                           ci_method=CI_METHOD, excluded=excluded, notes=[], speedup_by=speedup_by)
         return empty
     groups = group_runs(kept)
     base_label = _find_baseline(groups, baseline)
@@ -277,7 +286,7 @@ def compare(runs: Iterable[Run], target_val_loss: float | None = None, baseline:
         label: [time_to_target(r.history, val_loss=target) if math.isfinite(target) else None for r in members]
         for label, members in groups.items()}
     base_reached = all(x is not None for x in reach[base_label])
-    base_times = [x["seconds"] for x in reach[base_label]] if base_reached else []
+    base_times = [x[speedup_by] for x in reach[base_label]] if base_reached else []
 
     rows = {}
     for label, members in groups.items():
@@ -299,7 +308,7 @@ def compare(runs: Iterable[Run], target_val_loss: float | None = None, baseline:
         elif label == base_label:
             row["speedup"], row["speedup_lo"], row["speedup_hi"] = 1.0, math.nan, math.nan
         else:
-            row["speedup"], row["speedup_lo"], row["speedup_hi"] = ratio_ci(base_times, [h["seconds"] for h in hits])
+            row["speedup"], row["speedup_lo"], row["speedup_hi"] = ratio_ci(base_times, [h[speedup_by] for h in hits])
         statuses: dict[str, int] = {}
         for r in members:
             statuses[r.status] = statuses.get(r.status, 0) + 1
@@ -309,10 +318,12 @@ def compare(runs: Iterable[Run], target_val_loss: float | None = None, baseline:
     df.index.name = "group"
     df.attrs.update(
         target_val_loss=target, target_source=source, baseline=base_label, ci_method=CI_METHOD, excluded=excluded,
+        speedup_by=speedup_by,
         notes=[f"target val loss {target:.4g}: {source}",
                "time = training seconds to reach the target (evaluation excluded), interpolated between evaluations",
                f"± = {CI_METHOD}",
-               "speedup = baseline mean time ÷ group mean time; 'not reached' when any seed misses the target"])
+               f"speedup = baseline mean {_AXIS_WORDS[speedup_by]} to target ÷ group mean; "
+               "'not reached' when any seed misses the target"])
     return df
 
 

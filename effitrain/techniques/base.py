@@ -73,6 +73,9 @@ class Technique:
     name: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
     paper: ClassVar[str] = ""
+    # parameter values under which the technique must change nothing at all (same curve as no
+    # technique, bit for bit on CPU); the registry test checks it. None: the technique has no such setting.
+    identity_params: ClassVar[dict[str, Any] | None] = None
 
     def __init__(self, params: Any = None, **kwargs: Any):
         if params is None:
@@ -85,6 +88,9 @@ class Technique:
             raise ConfigError(f"{self.name}: give either params or keyword values, not both")
         validate_params(self.name, params)
         self.params = params
+        # what the technique measured about itself (e.g. seconds and FLOPs spent scoring the data);
+        # the trainer copies it into `run.extra["techniques"][name]` so lessons can charge the cost
+        self.stats: dict[str, Any] = {}
 
     # -- events, in the order the trainer calls them --------------------------------------------
     def on_dataset(self, train: "TrainSet", ctx: StepContext) -> "TrainSet":
@@ -139,6 +145,8 @@ class LossInputs:
     positions: torch.Tensor  # (M,) flat indices into (B, T)
     batch_shape: tuple[int, int]
     model: torch.nn.Module
+    input_ids: torch.Tensor | None = None  # (B, T) the masked input the model saw
+    attention_mask: torch.Tensor | None = None  # (B, T) bool, True = real token; None = no padding
 
 
 REGISTRY: dict[str, type[Technique]] = {}

@@ -87,7 +87,7 @@ def mlm_loss_inputs(model: torch.nn.Module, batch: MaskedBatch) -> LossInputs:
     logits = model(batch.input_ids, batch.positions, batch.attention_mask)  # (M, V)
     token_losses = F.cross_entropy(logits.float(), batch.labels, reduction="none")  # (M,)
     return LossInputs(logits, batch.labels, token_losses, token_losses.mean(), batch.positions,
-                      tuple(batch.input_ids.shape), model)
+                      tuple(batch.input_ids.shape), model, batch.input_ids, batch.attention_mask)
 
 
 @torch.no_grad()
@@ -240,6 +240,7 @@ class Trainer:
         except BaseException as exc:
             run.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             run.message = f"{type(exc).__name__}: {exc}" if run.status == "failed" else "interrupted during setup"
+            self._record_stats()
             self._emit("end", run.summary())
             raise
         pos = self._position
@@ -308,6 +309,7 @@ class Trainer:
             raise
         finally:
             bar.close()
+            self._record_stats()
             if run.status in ("running",):
                 run.status = "stopped"
             if run.status != "failed":
@@ -318,6 +320,11 @@ class Trainer:
                     self._save(pos, optimizer, sampler)
                 self._emit("end", run.summary())
         return run
+
+    def _record_stats(self) -> None:
+        stats = {t.name: dict(t.stats) for t in self.techniques if t.stats}
+        if stats:
+            self.run.extra["techniques"] = stats
 
     def _setup(self, pos: _Position) -> tuple[torch.optim.Optimizer, Any]:
         """on_dataset → model → on_model → optimizer → (resume). Sets self.train_set, model, step_model."""
