@@ -2,11 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: notebooks///ipynb,lessons///py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -63,6 +63,7 @@ import effitrain as et
 from IPython.display import display
 from effitrain.lab import LivePlot, Panel, aggregate_curves, compare, styled
 from effitrain.model import matmul_parameters
+from effitrain.train import flops_breakdown
 
 PROFILE = et.default_profile()  # EFFITRAIN_PROFILE, else gpu with CUDA, else cpu
 BUDGET = {"smoke": "3s", "cpu": "60s", "gpu": "120s"}[PROFILE]  # training seconds per run
@@ -86,9 +87,8 @@ print(f"{len(data.train):,} training blocks of {cfg.data.seq_len} tokens, vocabu
 plot = LivePlot(x="step", title="baseline: MLM loss")
 display(plot)
 baseline = et.train(cfg, data=data, callbacks=[plot.callback()], progress=False)
-s = baseline.summary()
-print(f"{s['name']}: {s['status']} after {s['steps']} steps, {s['tokens']:,} tokens in {s['seconds']:.1f} s "
-      f"({s['tokens_per_second']:,.0f} tokens/s); val loss {s['val_loss_first']:.3f} → {s['val_loss_last']:.3f}")
+s = baseline.summary()  # a dict: steps, tokens, seconds, FLOPs, losses, …
+print(baseline.summary_line())
 print(f"unigram baseline (predict by word frequency alone): {baseline.extra['unigram_val_loss']:.3f}")
 
 # %% [markdown]
@@ -110,17 +110,15 @@ print(f"unigram baseline (predict by word frequency alone): {baseline.extra['uni
 # $C_{head} = 6M(H^2 + HV)$ for a vocabulary of $V$.
 #
 # The trainer counts what actually runs with `torch.utils.flop_counter` (once per batch shape) and
-# also keeps the analytic sum. **MFU** (model FLOPs utilization) is achieved FLOP/s ÷ the peak FLOP/s
+# also keeps the analytic sum term by term; `flops_breakdown(run)` lays them side by side. **MFU** (model FLOPs utilization) is achieved FLOP/s ÷ the peak FLOP/s
 # of the device, where the peak is measured here with a large matmul rather than read off a spec sheet.
 
 # %%
-measured, analytic = s["flops_measured"] / s["steps"], s["flops_analytic"] / s["steps"]
-six_nd = 6 * matmul_parameters(cfg.model) * cfg.tokens_per_step
+display(flops_breakdown(baseline).style.format({"FLOPs": "{:.4g}", "per step": "{:.4g}", "share of analytic": "{:.1%}"}))
 device = cfg.run.resolved_device().type
 peak = et.measure_peak_flops(device, cfg.run.precision)
 achieved = s["flops_measured"] / s["seconds"]
-print(f"FLOPs per step: measured {measured:.4g}, analytic {analytic:.4g} (measured ÷ analytic = {measured / analytic:.3f})")
-print(f"  6·N·D = {six_nd:.4g}, {six_nd / analytic:.0%} of it; attention and the MLM head are the rest")
+print(f"N = {matmul_parameters(cfg.model):,} weights in the blocks' matmuls")
 print(f"achieved {achieved / 1e9:.1f} GFLOP/s; matmul peak of this {device} in {cfg.run.precision}: {peak / 1e9:.1f} GFLOP/s")
 print(f"MFU = {achieved / peak:.0%}")
 
@@ -186,7 +184,7 @@ styled(compare(seed_runs))
 # so the notebook also runs top to bottom.
 
 # %%
-panel = Panel(cfg, plot=LivePlot(x="seconds", title="fp32 vs bf16: MLM loss"))
+panel = Panel(cfg, plot=LivePlot(x="seconds", title="fp32 vs bf16: MLM loss"), data=data)
 panel.seeds.value = SEEDS
 panel.add_runs(seed_runs)  # the fp32 seeds are the baseline group
 panel

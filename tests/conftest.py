@@ -12,6 +12,12 @@ def smoke():
     return cfg, et.prepare_data(cfg.data)
 
 
+@pytest.fixture(scope="session")
+def smoke_data(smoke):
+    """The same as `smoke`, for modules that use the name `smoke` for something else."""
+    return smoke
+
+
 @pytest.fixture
 def fresh_cache(tmp_path, monkeypatch):
     """An empty effitrain cache for tests that look at what gets written there."""

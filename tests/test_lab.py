@@ -363,3 +363,70 @@ def test_panel_target_field_is_validated():
     assert panel.errors.value == ""
     panel.add_runs([fake_run([(0, 8.0), (10, 6.0)])])
     assert panel.table_frame.attrs["target_val_loss"] == 6.5 and panel.plot.target == 6.5
+
+
+# -- speed-up axis, colouring, labels, data sharing ---------------------------------------------------
+def test_compare_speedup_by_another_axis():
+    base, fast = baseline_and_fast()
+    by_time = compare(base + fast, target_val_loss=6.0)
+    by_steps = compare(base + fast, target_val_loss=6.0, speedup_by="step")
+    assert by_steps.attrs["speedup_by"] == "step" and "steps to target" in " ".join(by_steps.attrs["notes"])
+    # fake runs put step = seconds, so the ratio is the same number on both axes
+    assert by_steps.loc["fast", "speedup"] == pytest.approx(by_time.loc["fast", "speedup"])
+    with pytest.raises(ValueError, match="speedup_by must be one of seconds, flops, tokens, step; got 'days'"):
+        compare(base + fast, speedup_by="days")
+
+
+def test_styled_colours_only_intervals_that_exclude_one():
+    base, fast = baseline_and_fast()
+    html = styled(compare(base + fast, target_val_loss=6.0)).to_html()
+    assert "#1a7f37" in html  # fast: its whole interval is above 1 → green
+    same = [fake_run([(0, 8.0), (10, 5.9)], techniques=("same",), seed=0),
+            fake_run([(0, 8.0), (12, 5.9)], techniques=("same",), seed=1)]
+    df = compare(base + same, target_val_loss=6.0)
+    lo, hi = df.loc["same", "speedup_lo"], df.loc["same", "speedup_hi"]
+    assert lo < 1 < hi
+    html = styled(df).to_html()
+    assert "#1a7f37" not in html and "#cf222e" not in html  # an interval straddling 1 is not evidence
+    slow = [fake_run([(0, 8.0), (40, 5.9)], techniques=("slow",), seed=0),
+            fake_run([(0, 8.0), (42, 5.9)], techniques=("slow",), seed=1)]
+    assert "#cf222e" in styled(compare(base + slow, target_val_loss=6.0)).to_html()
+
+
+def test_settings_label_names_what_differs_from_the_panel_base():
+    from effitrain.lab.panel import settings_label
+    base = smoke()
+    run = et.Run(config=base)
+    assert settings_label(run, base) == "baseline s0"
+    bf16 = et.Run(config=base.replace(precision="bf16", seed=2, budget="7steps"))
+    assert settings_label(bf16, base) == "baseline (bf16, budget 7steps) s2"
+
+
+def test_summary_line_and_flops_breakdown_of_a_real_run(smoke_data):
+    from effitrain.train import flops_breakdown
+    cfg, data = smoke_data
+    run = et.train(cfg.replace(budget="4steps", evals=1), data=data, progress=False)
+    line = run.summary_line()
+    assert line.startswith("baseline s0: completed · 4 steps ·") and "val loss 7." in line
+    df = flops_breakdown(run)
+    parts = df["FLOPs"]
+    assert parts.iloc[:3].sum() == pytest.approx(parts["analytic total"])
+    assert parts["measured (FlopCounterMode)"] == pytest.approx(parts["analytic total"], rel=0.03)
+    assert 0.5 < df["share of analytic"].iloc[0] < 1.0  # 6·N·D dominates a tiny model at seq 64
+    again = et.Run.from_dict(run.to_dict())  # the terms survive saving
+    assert flops_breakdown(again)["FLOPs"]["analytic total"] == pytest.approx(parts["analytic total"])
+    with pytest.raises(ValueError, match="has no recorded FLOP terms"):
+        flops_breakdown(et.Run(config=cfg))
+
+
+def test_panel_trains_on_the_data_it_was_given(smoke_data, monkeypatch):
+    import importlib
+    trainer_module = importlib.import_module("effitrain.train.trainer")  # et.train is the function
+    cfg, data = smoke_data
+    calls = []
+    monkeypatch.setattr(trainer_module, "prepare_data", lambda c: calls.append(c) or data)
+    panel = Panel(base_config=cfg.replace(budget="2steps", evals=1), data=data)
+    [run] = panel.run_now(blocking=True)
+    assert run.status == "completed" and calls == []  # the given data, not prepared again
+    panel.profile.value = "cpu"  # other data settings: the panel does not reuse the smoke data
+    assert panel.configs()[0].data != data.config

@@ -38,6 +38,7 @@ from typing import Any, Iterable
 import ipywidgets as widgets
 
 from effitrain.config import PRECISIONS, PROFILES, Budget, Config, ConfigError, profile_config
+from effitrain.data import PretrainData
 from effitrain.lab.compare import compare, styled, to_text
 from effitrain.lab.plot import LivePlot
 from effitrain.techniques.base import REGISTRY, registered
@@ -144,14 +145,17 @@ class Panel:
 
     base_config: the starting `Config` (default: `profile_config()`). techniques: names to offer
     (default: every registered technique). plot: a `LivePlot` to draw into (default: a new one).
+    data: a `PretrainData` the runs train on when their `config.data` matches it (e.g. the
+    lesson's own, already prepared); otherwise each run prepares its data (cached on disk).
     Attributes: `widget`, `runs` (every run started here, in order), `plot`, and the widgets
     `technique_boxes[name]`, `param_widgets[name][field]`, `profile`, `budget`, `seeds`,
     `precision`, `compile`, `target`, `run_button`, `stop_button`, `status`, `errors`, `table`.
     """
 
     def __init__(self, base_config: Config | None = None, techniques: Iterable[str] | None = None,
-                 plot: LivePlot | None = None):
+                 plot: LivePlot | None = None, data: PretrainData | None = None):
         self.base_config = base_config if base_config is not None else profile_config()
+        self.data = data  # used by runs whose data settings are the ones it was prepared with
         names = registered() if techniques is None else list(techniques)
         unknown = [n for n in names if n not in REGISTRY]
         if unknown:
@@ -387,7 +391,8 @@ class Panel:
                 self._say(f"{prefix}: preparing data and model…")
                 try:
                     techniques = [REGISTRY[name](params) for name, params in specs]
-                    trainer = Trainer(cfg, techniques, stop=self._stop, progress=foreground)
+                    data = self.data if self.data is not None and self.data.config == cfg.data else None
+                    trainer = Trainer(cfg, techniques, data=data, stop=self._stop, progress=foreground)
                 except Exception as exc:  # bad data path, out of memory, …: report, keep earlier runs
                     self._error(f"{prefix} could not start: {one_line(exc)}")
                     break
@@ -409,7 +414,7 @@ class Panel:
                     self._refresh_table(target)
                 done += 1
                 if foreground:
-                    print(_summary_line(run), flush=True)
+                    print(run.summary_line(), flush=True)
                 if failed or run.status in ("stopped", "interrupted"):
                     break
             skipped = n - done
@@ -480,10 +485,3 @@ def settings_label(run: Run, base: Config) -> str:
         return run.label
     head, seed = re.fullmatch(r"(.*?)((?: s\d+)?)", run.label).groups()
     return f"{head} ({', '.join(diffs)}){seed}"
-
-
-def _summary_line(run: Run) -> str:
-    s = run.summary()
-    return (f"{s['name']}: {s['status']} · {s['steps']} steps · {s['seconds']:.1f}s · "
-            f"val loss {s['val_loss_first']:.3f} → {s['val_loss_last']:.3f} · {s['tokens_per_second']:,.0f} tokens/s"
-            + (f" · {s['message']}" if s["message"] else ""))

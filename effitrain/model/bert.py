@@ -170,6 +170,16 @@ def matmul_parameters(cfg: ModelConfig) -> int:
     return cfg.layers * (4 * cfg.hidden * cfg.hidden + ffn)
 
 
+def analytic_flops_parts(cfg: ModelConfig, vocab_size: int, batch: int, seq_len: int, predicted: int,
+                         attention_recompute: bool = True) -> dict[str, float]:
+    """The terms of `analytic_flops`: {"blocks": 6·N·tokens, "attention": …, "head": …}."""
+    tokens = batch * seq_len
+    per_token_attn = 4 * seq_len * cfg.hidden * (3 + (0.5 if attention_recompute else 0))
+    return {"blocks": float(6 * matmul_parameters(cfg) * tokens),
+            "attention": float(cfg.layers * per_token_attn * tokens),
+            "head": float(6 * predicted * (cfg.hidden * cfg.hidden + cfg.hidden * vocab_size))}
+
+
 def analytic_flops(cfg: ModelConfig, vocab_size: int, batch: int, seq_len: int, predicted: int,
                    attention_recompute: bool = True) -> float:
     """FLOPs of one forward+backward of BertForMLM, counting matmuls only (2 per multiply-add).
@@ -180,13 +190,8 @@ def analytic_flops(cfg: ModelConfig, vocab_size: int, batch: int, seq_len: int, 
     backward pass, one more 2·T·H per token per layer (`attention_recompute`); torch's FLOP
     counter counts that recompute, so the cross-check includes it.
     """
-    tokens = batch * seq_len
-    blocks = 6 * matmul_parameters(cfg) * tokens
-    per_token_attn = 4 * seq_len * cfg.hidden * (3 + (0.5 if attention_recompute else 0))
-    attention = cfg.layers * per_token_attn * tokens
-    head = 6 * predicted * (cfg.hidden * cfg.hidden + cfg.hidden * vocab_size)
-    return float(blocks + attention + head)
+    return sum(analytic_flops_parts(cfg, vocab_size, batch, seq_len, predicted, attention_recompute).values())
 
 
 __all__ = ["BertForMLM", "BertForClassification", "Encoder", "Block", "count_parameters",
-           "matmul_parameters", "analytic_flops"]
+           "matmul_parameters", "analytic_flops", "analytic_flops_parts"]

@@ -70,3 +70,27 @@ def measure_peak_flops(device_type: str = "cpu", dtype: str = "fp32", size: int 
         _sync(device)
         rates.append(2 * n**3 * inner / (time.perf_counter() - t0))
     return max(rates)  # a peak: other load on the machine only ever makes a repeat slower
+
+
+def flops_breakdown(run) -> "pandas.DataFrame":
+    """Where a run's FLOPs went: the analytic terms (blocks 6·N·D, attention, sparse MLM head), their
+    sum, and what `FlopCounterMode` measured, as FLOPs and as a share of the analytic total.
+
+    Needs a run trained by this version of the trainer (it records the terms in
+    `run.extra["flops_analytic_parts"]`); an older saved run raises a one-line ValueError.
+    """
+    import pandas as pd
+
+    parts = run.extra.get("flops_analytic_parts")
+    if not parts:
+        raise ValueError(f"run {run.label!r} has no recorded FLOP terms (run.extra['flops_analytic_parts']); "
+                         "train it again with this version of effitrain")
+    s = run.summary()
+    total = sum(parts.values())
+    rows = {"blocks: 6·N·tokens": parts["blocks"], "attention: scores and mixing": parts["attention"],
+            "MLM head (masked positions only)": parts["head"], "analytic total": total,
+            "measured (FlopCounterMode)": s["flops_measured"]}
+    df = pd.DataFrame({"FLOPs": rows, "per step": {k: v / max(1, s["steps"]) for k, v in rows.items()},
+                       "share of analytic": {k: v / total if total else float("nan") for k, v in rows.items()}})
+    df.index.name = run.label
+    return df

@@ -66,6 +66,13 @@ class Run:
             "message": self.message,
         }
 
+    def summary_line(self) -> str:
+        """One line: "baseline s0: completed · 300 steps · 12.1s · val loss 7.630 → 6.220 · 7,400 tokens/s"."""
+        s = self.summary()
+        return (f"{s['name']}: {s['status']} · {s['steps']} steps · {s['seconds']:.1f}s · "
+                f"val loss {s['val_loss_first']:.3f} → {s['val_loss_last']:.3f} · {s['tokens_per_second']:,.0f} tokens/s"
+                + (f" · {s['message']}" if s["message"] else ""))
+
     # -- saving (history and settings; the model goes in a checkpoint) ---------------------------
     def to_dict(self) -> dict[str, Any]:
         return {"format": "effitrain-run-v1", "name": self.name, "config": self.config.to_dict(),
@@ -101,10 +108,22 @@ class Run:
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    """Numbers, strings, booleans and (nested) dicts/lists of them; non-finite floats become None."""
+    def value(v: Any) -> tuple[bool, Any]:
+        if isinstance(v, (int, str, bool)) or v is None:
+            return True, v
+        if isinstance(v, float):
+            return True, v if math.isfinite(v) else None
+        if isinstance(v, dict):
+            return True, _jsonable(v)
+        if isinstance(v, (list, tuple)):
+            kept = [value(x) for x in v]
+            return True, [x for ok, x in kept if ok]
+        return False, None
+
     out = {}
     for k, v in d.items():
-        if isinstance(v, (int, str, bool)) or v is None:
-            out[k] = v
-        elif isinstance(v, float):
-            out[k] = v if math.isfinite(v) else None
+        ok, x = value(v)
+        if ok:
+            out[str(k)] = x
     return out

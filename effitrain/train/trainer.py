@@ -40,7 +40,8 @@ import torch.nn.functional as F
 
 from effitrain.config import Config
 from effitrain.data import MaskedBatch, PretrainData, TrainSet, mask_tokens, prepare_data
-from effitrain.model import BertForMLM, analytic_flops, count_parameters
+from effitrain.model import BertForMLM, count_parameters
+from effitrain.model.bert import analytic_flops_parts
 from effitrain.techniques.base import LossInputs, StepContext, Technique
 from effitrain.train.checkpoint import load_checkpoint, save_checkpoint
 from effitrain.train.flops import count_flops
@@ -146,6 +147,10 @@ class _Position:
     flops: float = 0.0
     flops_analytic: float = 0.0
     evals_done: int = 0
+    # the analytic total in its terms (see `effitrain.model.bert.analytic_flops_parts`)
+    flops_blocks: float = 0.0
+    flops_attention: float = 0.0
+    flops_head: float = 0.0
 
 
 class Trainer:
@@ -169,7 +174,7 @@ class Trainer:
         self.run = Run(config=config, techniques=[t.describe() for t in self.techniques],
                        device=self._device_name(), name=name or config.run.name,
                        started=_dt.datetime.now().isoformat(timespec="seconds"))
-        self._flops_cache: dict[Any, tuple[int, float]] = {}
+        self._flops_cache: dict[Any, tuple[int, dict[str, float]]] = {}
 
     # -- setup ----------------------------------------------------------------------------------
     def _device_name(self) -> str:
@@ -197,8 +202,8 @@ class Trainer:
             cb(kind, row, self.run)
 
     # -- FLOPs ------------------------------------------------------------------------------------
-    def _step_flops(self, batch: MaskedBatch, ctx: StepContext) -> tuple[int, float]:
-        """(measured, analytic) FLOPs of forward+backward on this batch, cached by what changes them."""
+    def _step_flops(self, batch: MaskedBatch, ctx: StepContext) -> tuple[int, dict[str, float]]:
+        """(measured, analytic terms) FLOPs of forward+backward on this batch, cached by what changes them."""
         key = (tuple(batch.input_ids.shape), batch.labels.numel(), batch.attention_mask is None,
                tuple(t.flops_key(ctx) for t in self.techniques))
         if key not in self._flops_cache:
@@ -211,8 +216,8 @@ class Trainer:
             for p, g in zip(model.parameters(), stashed):
                 p.grad = g
             B, T = batch.input_ids.shape
-            analytic = analytic_flops(self.config.model, self.data.vocab_size, B, T, batch.labels.numel(),
-                                      attention_recompute=_attention_recompute(self.config, self.device))
+            analytic = analytic_flops_parts(self.config.model, self.data.vocab_size, B, T, batch.labels.numel(),
+                                            attention_recompute=_attention_recompute(self.config, self.device))
             self._flops_cache[key] = (measured, analytic)
         return self._flops_cache[key]
 
@@ -256,7 +261,8 @@ class Trainer:
                 lr = cfg.optim.lr * lr_factor(ctx.fraction, cfg.optim.schedule, cfg.optim.warmup, cfg.optim.min_lr_ratio)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                step_loss, step_tokens, step_flops, step_analytic = 0.0, 0, 0, 0.0
+                step_loss, step_tokens, step_flops = 0.0, 0, 0
+                step_analytic = dict.fromkeys(("blocks", "attention", "head"), 0.0)
                 for _ in range(cfg.run.grad_accum):
                     ids = self.train_set.batch(sampler.next(cfg.run.batch_size, ctx))
                     for t in self.techniques:
@@ -270,7 +276,8 @@ class Trainer:
                     step_loss += float(loss.detach()) / cfg.run.grad_accum
                     step_tokens += batch.num_tokens
                     step_flops += measured
-                    step_analytic += analytic
+                    for part, value in analytic.items():
+                        step_analytic[part] += value
                 if not math.isfinite(step_loss):
                     run.status, run.message = "diverged", f"loss became {step_loss} at step {pos.step + 1}; run stopped"
                     warnings.warn(run.message, RuntimeWarning, stacklevel=2)
@@ -287,7 +294,10 @@ class Trainer:
                 pos.seconds += time.perf_counter() - t0
                 pos.tokens += step_tokens
                 pos.flops += step_flops
-                pos.flops_analytic += step_analytic
+                pos.flops_analytic += sum(step_analytic.values())
+                pos.flops_blocks += step_analytic["blocks"]
+                pos.flops_attention += step_analytic["attention"]
+                pos.flops_head += step_analytic["head"]
                 if pos.step % cfg.run.log_every == 0 or self._fraction(pos) >= 1.0:
                     row = run.history.log_step(step=pos.step, tokens=pos.tokens, seconds=pos.seconds, flops=pos.flops,
                                                flops_analytic=pos.flops_analytic, train_loss=step_loss, lr=lr)
@@ -322,6 +332,10 @@ class Trainer:
         return run
 
     def _record_stats(self) -> None:
+        pos = getattr(self, "_position", None)
+        if pos is not None:
+            self.run.extra["flops_analytic_parts"] = {"blocks": pos.flops_blocks, "attention": pos.flops_attention,
+                                                      "head": pos.flops_head}
         stats = {t.name: dict(t.stats) for t in self.techniques if t.stats}
         if stats:
             self.run.extra["techniques"] = stats
@@ -343,7 +357,7 @@ class Trainer:
         model.to(self.device).train()
         run.extra.update(parameters=count_parameters(model), unigram_entropy=self.data.unigram_entropy(),
                          unigram_val_loss=self.data.unigram_val_loss(),
-                         train_examples=len(train))
+                         train_examples=len(train), vocab_size=self.data.vocab_size)
         self.model = run.model = model
         optimizer = make_optimizer(model, cfg, self.device)
         self.step_model = torch.compile(model) if cfg.run.compile else model
