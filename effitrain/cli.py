@@ -1,6 +1,8 @@
 """The `effitrain` command: train a run, benchmark a training step, open the lessons.
 
     effitrain train --profile smoke --budget 200steps --json
+    effitrain train --technique prune:score=compressibility,keep_fraction=0.5
+    effitrain techniques            # what is registered, with parameters and the first line of each card
     effitrain bench --preset tiny --steps 20 --json
     effitrain lab [jupyter lab arguments]
 
@@ -25,7 +27,7 @@ PROG = "effitrain"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # options whose value may start with "-" (argparse would otherwise take "-5s" for an option)
-_VALUE_OPTIONS = ("--budget", "--seed", "--corpus", "--preset", "--profile", "--precision", "--seq-len",
+_VALUE_OPTIONS = ("--technique", "--budget", "--seed", "--corpus", "--preset", "--profile", "--precision", "--seq-len",
                   "--batch", "--steps", "--warmup")
 
 
@@ -44,7 +46,7 @@ def _build_parser() -> _Parser:
     parser = _Parser(prog=PROG, description="Measure what speeds up the training of Transformer language models.")
     from effitrain import __version__
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{train,bench,lab}", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="{train,bench,techniques,lab}", parser_class=_Parser)
 
     t = sub.add_parser("train", help="train one run and print its summary",
                        description="Train one run of a profile (with overrides) and print its summary.")
@@ -54,6 +56,9 @@ def _build_parser() -> _Parser:
     t.add_argument("--seed", type=int, help="random seed (integer >= 0)")
     t.add_argument("--precision", help="fp32 or bf16 (autocast)")
     t.add_argument("--corpus", help="a corpus name or a local file / folder of text")
+    t.add_argument("--technique", action="append", default=[], metavar="NAME[:k=v,...]",
+                   help="a registered technique and its parameters, e.g. prune:keep_fraction=0.5 (repeatable; "
+                        "see 'effitrain techniques')")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--json", action="store_true", help="end with the summary as one line of JSON")
 
@@ -69,6 +74,9 @@ def _build_parser() -> _Parser:
     b.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps (default 3)")
     b.add_argument("--seed", type=int, help="random seed (integer >= 0)")
     b.add_argument("--json", action="store_true", help="end with the result as one line of JSON")
+
+    sub.add_parser("techniques", help="list the registered techniques, their parameters and allowed values",
+                   description="List every registered technique: the first line of its card and its parameters.")
 
     sub.add_parser("lab", help="open the lesson notebooks in JupyterLab (other arguments go to jupyter lab)",
                    description="Start JupyterLab on the repository's notebooks/ folder; "
@@ -144,14 +152,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from effitrain.config import profile_config
     from effitrain.train import train
 
+    from effitrain.techniques import parse_technique
+
     cfg = profile_config(args.profile)
     changes = _overrides(args, {"preset": "preset", "budget": "budget", "seed": "seed",
                                 "precision": "precision", "corpus": "corpus"})
     if changes:
         cfg = cfg.replace(**changes)
+    techniques = [parse_technique(spec) for spec in args.technique]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"loss became", category=RuntimeWarning)  # reported below
-        run = train(cfg, progress=not args.no_progress)
+        run = train(cfg, techniques=techniques, progress=not args.no_progress)
     summary = run.summary()
     print(_format_summary(summary), flush=True)
     if args.json:
@@ -162,6 +173,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if run.status == "interrupted":
         print(f"{PROG}: {run.message}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _cmd_techniques(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from effitrain.techniques import REGISTRY, registered
+
+    for name in registered():
+        cls = REGISTRY[name]
+        print(f"{name}: {(cls.card().splitlines() or [''])[0]}")
+        for f in dataclasses.fields(cls.Params):
+            allowed = f.metadata.get("choices") or f.metadata.get("range")
+            allowed_text = (" one of " + ", ".join(map(str, allowed)) if "choices" in f.metadata
+                            else f" in [{allowed[0]}, {allowed[1]}]" if allowed else "")
+            print(f"    {f.name} = {f.default!r}{allowed_text}  {f.metadata.get('help', '')}".rstrip())
     return EXIT_OK
 
 
@@ -238,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
-        return {"train": _cmd_train, "bench": _cmd_bench}[args.command](args)
+        return {"train": _cmd_train, "bench": _cmd_bench, "techniques": _cmd_techniques}[args.command](args)
     except (_UsageError, ConfigError, CorpusError, CheckpointError) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever the message
         print(f"{PROG}: error: {message}", file=sys.stderr)

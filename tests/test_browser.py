@@ -96,7 +96,7 @@ def test_lesson_00_live_panel_compare_and_stop(lab, page):
     _wait(lambda: re.fullmatch(r"\[\d+\]:", _prompt(last_cell)), 240, "Run All to finish")
     errors = page.locator(".jp-OutputArea-output", has_text="Traceback")
     assert errors.count() == 0, errors.first.text_content()
-    expect(baseline_cell.locator(".jp-OutputArea")).to_contain_text(re.compile(r"completed after \d+ steps"))
+    expect(baseline_cell.locator(".jp-OutputArea")).to_contain_text(re.compile(r"completed · \d+ steps"))
     baseline_cell.locator(".jp-OutputArea").screenshot(path=str(ARTIFACTS / "02_baseline_done.png"))
     expect(seeds_plot.locator("g.legend")).to_contain_text("baseline (mean of 3)")
     seeds_plot.screenshot(path=str(ARTIFACTS / "03_seed_band.png"))

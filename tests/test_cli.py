@@ -6,11 +6,34 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from effitrain import cli
+from effitrain.techniques import REGISTRY, Technique, param, register
+
+
+@dataclass(frozen=True)
+class _Params:
+    factor: float = param(1.0, range=(0.5, 2.0), help="multiply the loss by this")
+
+
+class CliTest(Technique):
+    """Scale the loss (a technique for testing the command line)."""
+    name = "cli-test"
+    Params = _Params
+
+    def loss(self, out, ctx):
+        return out.loss * self.params.factor
+
+
+@pytest.fixture(autouse=True)
+def cli_technique():
+    register(CliTest)
+    yield
+    REGISTRY.pop("cli-test", None)
 
 SUMMARY_KEYS = {"steps", "tokens", "seconds", "flops_measured", "flops_analytic", "train_loss_first",
                 "train_loss_last", "val_loss_first", "val_loss_last", "val_accuracy_last", "device", "profile"}
@@ -76,6 +99,10 @@ def test_unknown_preset_via_python_m():
     (["bench", "--preset", "tiny", "--steps", "0"], ["--steps"]),
     (["bench", "--preset", "tiny", "--seq-len", "4096"], ["seq_len"]),
     (["nonsense"], ["nonsense"]),
+    (["train", "--profile", "smoke", "--technique", "no-such-technique"], ["unknown technique", "no-such-technique"]),
+    (["train", "--profile", "smoke", "--technique", "cli-test:factor"], ["name=value", "factor"]),
+    (["train", "--profile", "smoke", "--technique", "cli-test:factor=9"], ["cli-test.factor", "[0.5, 2.0]"]),
+    (["train", "--profile", "smoke", "--technique", "cli-test:speed=2"], ["cli-test", "parameters: factor"]),
 ])
 def test_bad_input_exits_2_with_one_line(capsys, argv, words):
     assert cli.main(argv) == 2
@@ -139,3 +166,18 @@ def test_lab_runs_jupyterlab_on_the_notebooks(monkeypatch):
     assert cmd[:3] == [sys.executable, "-m", "jupyterlab"]
     assert cmd[3:5] == ["--notebook-dir", str((REPO / "notebooks").resolve())]
     assert cmd[5:] == ["--no-browser", "--port", "8899"]
+
+
+def test_train_with_a_technique_and_its_parameters(capsys):
+    code = cli.main(["train", "--profile", "smoke", "--budget", "3steps", "--technique", "cli-test:factor=0.5",
+                     "--no-progress", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err[-2000:]
+    assert json.loads(out.strip().splitlines()[-1])["techniques"] == ["cli-test"]
+
+
+def test_techniques_lists_names_cards_and_allowed_values(capsys):
+    assert cli.main(["techniques"]) == 0
+    out = capsys.readouterr().out
+    assert "cli-test: Scale the loss (a technique for testing the command line)." in out
+    assert "factor = 1.0 in [0.5, 2.0]  multiply the loss by this" in out

@@ -118,7 +118,8 @@ def param_widget(params_cls: type, f: dataclasses.Field) -> widgets.Widget:
                 llo, lhi = math.log10(lo), math.log10(hi)
                 return widgets.FloatLogSlider(base=10, min=llo, max=lhi, step=(lhi - llo) / 100, value=float(default),
                                               readout_format=".3g", continuous_update=False, **common)
-            step = float(meta.get("step") or (hi - lo) / 100)
+            # a round step (0.01, 0.001, …) so values dragged in the browser read as typed: 0.5, not 0.5085
+            step = float(meta.get("step") or 10 ** math.floor(math.log10((hi - lo) / 100)))
             return widgets.FloatSlider(min=lo, max=hi, step=step, value=float(default), readout_format=".3g",
                                        continuous_update=False, **common)
         return widgets.FloatText(value=float(default or 0.0), **common)

@@ -1,6 +1,6 @@
 """Speed-up techniques: one module each, registered by name (see `base` for the contract)."""
 from effitrain.techniques.base import (REGISTRY, LossInputs, NoParams, StepContext, Technique, get, param,
-                                       register, registered)
+                                       parse_technique, register, registered)
 
-__all__ = ["REGISTRY", "LossInputs", "NoParams", "StepContext", "Technique", "get", "param", "register",
-           "registered"]
+__all__ = ["REGISTRY", "LossInputs", "NoParams", "StepContext", "Technique", "get", "param", "parse_technique",
+           "register", "registered"]

@@ -169,3 +169,23 @@ def get(name: str, **params: Any) -> Technique:
     if name not in REGISTRY:
         raise ConfigError(f"unknown technique {name!r}; registered: {', '.join(registered()) or 'none'}")
     return REGISTRY[name](**params)
+
+
+def parse_technique(spec: str) -> Technique:
+    """A technique from text, as the command line writes it: ``"prune"`` or
+    ``"prune:score=compressibility,keep_fraction=0.5"``. Values are read as Python literals
+    (numbers, True/False), anything else as a string; a bad name or value raises a one-line ConfigError.
+    """
+    import ast
+
+    name, _, rest = spec.strip().partition(":")
+    values: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, text = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"technique {spec!r}: write parameters as name=value, separated by commas; got {item!r}")
+        try:
+            values[key.strip()] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            values[key.strip()] = text.strip()
+    return get(name.strip(), **values)
