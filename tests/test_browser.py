@@ -1,6 +1,6 @@
 """Lesson 00 in a real browser: JupyterLab + Debian Chromium, driven by playwright.
 
-Run All draws the baseline live; in the panel, a changed setting and Run add a curve and a table
+Run All draws the baseline live; in the panel, a ticked technique and Run add curves and a table
 row; Run then Stop ends a run early with its partial curve kept. Element screenshots go to
 artifacts/browser/. Needs `apt-get install chromium` and `pip install playwright` (never
 `playwright install`); skipped with the reason when either is missing.
@@ -19,6 +19,7 @@ from browser.lab_driver import CHROMIUM, JupyterLab, launch_chromium, legend_tex
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = "00_measuring_stick.ipynb"
+TECHNIQUE = "seqlen_warmup"  # cheap to switch on: no scoring or teacher before the run
 ARTIFACTS = ROOT / "artifacts" / "browser"
 
 pytestmark = [
@@ -117,8 +118,13 @@ def test_lesson_00_live_panel_compare_and_stop(lab, page):
     page.locator(".jp-CodeCell", has_text="table = compare(panel.runs)").locator(".jp-OutputArea").screenshot(
         path=str(ARTIFACTS / "05_compare_table.png"))
 
-    # -- change a setting, press Run: new curves and a new table row -------------------------------------
+    # -- tick a technique, change settings, press Run: new curves and a new table row ----------------------
     panel.locator(".widget-dropdown", has_text="precision").locator("select").select_option("fp32")
+    technique = panel.locator(".widget-checkbox", has_text=TECHNIQUE)
+    params = panel.locator(".widget-slider", has_text="warmup_fraction")
+    expect(params).to_be_hidden()  # a technique's parameters show only while it is ticked
+    technique.locator("input").check()
+    expect(params).to_be_visible()
     budget = panel.locator(".widget-text", has_text="budget").locator("input")
     budget.fill("1s")
     budget.press("Enter")
@@ -127,9 +133,9 @@ def test_lesson_00_live_panel_compare_and_stop(lab, page):
     expect(run_button).to_be_visible(timeout=120_000)  # it reads "Running…" until every seed is done
     expect(status).to_have_text(re.compile(r"^done: 3 runs, last completed"))
     expect(rows).to_have_count(3)
-    expect(rows.nth(2)).to_contain_text("budget=1s")
+    expect(rows.nth(2)).to_contain_text(TECHNIQUE)
     legend = legend_texts(plot)
-    assert len(legend) == 9 and sum("(budget 1s)" in t for t in legend) == 3, legend
+    assert len(legend) == 9 and sum(t.startswith(f"{TECHNIQUE} (budget 1s)") for t in legend) == 3, legend
     panel.screenshot(path=str(ARTIFACTS / "06_panel_new_row.png"))
 
     # -- Run, then Stop during the run: it ends "stopped" and keeps its partial curve ----------------------

@@ -174,7 +174,7 @@ class Trainer:
         self.run = Run(config=config, techniques=[t.describe() for t in self.techniques],
                        device=self._device_name(), name=name or config.run.name,
                        started=_dt.datetime.now().isoformat(timespec="seconds"))
-        self._flops_cache: dict[Any, tuple[int, dict[str, float]]] = {}
+        self._flops_cache: dict[Any, dict[int, int]] = {}  # key → {predicted tokens: measured FLOPs}
 
     # -- setup ----------------------------------------------------------------------------------
     def _device_name(self) -> str:
@@ -203,23 +203,39 @@ class Trainer:
 
     # -- FLOPs ------------------------------------------------------------------------------------
     def _step_flops(self, batch: MaskedBatch, ctx: StepContext) -> tuple[int, dict[str, float]]:
-        """(measured, analytic terms) FLOPs of forward+backward on this batch, cached by what changes them."""
-        key = (tuple(batch.input_ids.shape), batch.labels.numel(), batch.attention_mask is None,
+        """(measured, analytic terms) FLOPs of forward+backward on this batch.
+
+        FlopCounterMode runs a whole extra step, so it is not run every step. Everything but the
+        predicted-token count M fixes the work of the encoder; the heads (the MLM head and any
+        technique's, e.g. a teacher's) cost a fixed amount per predicted token. So for each shape
+        the counter runs at two different M, and other M are read off the line through them: exact
+        for the model (the head's FLOPs are linear in M). With packed data M hardly varies, with
+        paragraphs of different lengths it changes almost every batch.
+        """
+        B, T = batch.input_ids.shape
+        M = batch.labels.numel()
+        analytic = analytic_flops_parts(self.config.model, self.data.vocab_size, B, T, M,
+                                        attention_recompute=_attention_recompute(self.config, self.device))
+        key = (tuple(batch.input_ids.shape), batch.attention_mask is None,
                tuple(t.flops_key(ctx) for t in self.techniques))
-        if key not in self._flops_cache:
-            model = getattr(self.model, "_orig_mod", self.model)  # count the eager module under compile
-            stashed = [p.grad for p in model.parameters()]
-            for p in model.parameters():
-                p.grad = None
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                measured = count_flops(lambda: self._loss(model, batch, ctx).backward())
-            for p, g in zip(model.parameters(), stashed):
-                p.grad = g
-            B, T = batch.input_ids.shape
-            analytic = analytic_flops_parts(self.config.model, self.data.vocab_size, B, T, batch.labels.numel(),
-                                            attention_recompute=_attention_recompute(self.config, self.device))
-            self._flops_cache[key] = (measured, analytic)
-        return self._flops_cache[key]
+        points = self._flops_cache.setdefault(key, {})
+        if M not in points and len(points) < 2:
+            points[M] = self._count_step_flops(batch, ctx)
+        if M in points:
+            return points[M], analytic
+        (m0, f0), (m1, f1) = sorted(points.items())
+        return int(round(f0 + (f1 - f0) * (M - m0) / (m1 - m0))), analytic
+
+    def _count_step_flops(self, batch: MaskedBatch, ctx: StepContext) -> int:
+        model = getattr(self.model, "_orig_mod", self.model)  # count the eager module under compile
+        stashed = [p.grad for p in model.parameters()]
+        for p in model.parameters():
+            p.grad = None
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            measured = count_flops(lambda: self._loss(model, batch, ctx).backward())
+        for p, g in zip(model.parameters(), stashed):
+            p.grad = g
+        return measured
 
     def _loss(self, model: torch.nn.Module, batch: MaskedBatch, ctx: StepContext) -> torch.Tensor:
         with self._autocast():

@@ -1,0 +1,413 @@
+"""Curriculum learning: easy examples first (competence-based), and sequence-length warmup.
+
+Functional core first: competence schedules, per-example difficulty, its empirical CDF, the
+sequence-length schedule, and the table of a curriculum lesson. Then the hooks:
+
+    curriculum     on_dataset: score every example, attach a `CompetenceSampler` as `train.sampler`;
+                   the trainer then draws each batch from the examples the model is "competent" for
+    seqlen_warmup  on_batch: cut the (B, T) ids to a length that grows over the first part of the budget
+
+Time is measured as a fraction of the training budget throughout (t and T in [0, 1]), so a
+schedule ends where the budget says, whatever its unit (steps, seconds, tokens, FLOPs).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from effitrain.config import ConfigError
+from effitrain.data.tokenizer import SPECIAL_TOKENS
+from effitrain.techniques.base import StepContext, Technique, param, register
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    from effitrain.data import PretrainData, TrainSet
+    from effitrain.train.run import Run
+
+DIFFICULTIES = ("length", "rarity")
+COMPETENCES = ("linear", "sqrt")
+
+
+# -- competence (Platanios et al. 2019, eqs. 5 and 7) ------------------------------------------
+def competence_linear(t: float | np.ndarray, T: float, c0: float) -> float | np.ndarray:
+    """c(t) = min(1, t·(1 − c0)/T + c0): the admitted share of the data grows at a constant rate.
+
+    t: the fraction of the training budget used so far; T: the fraction at which the whole data
+    set is admitted (the curriculum's duration); c0: the share admitted at the start.
+    """
+    c = np.minimum(1.0, np.asarray(t, dtype=float) * (1.0 - c0) / T + c0)
+    return float(c) if np.ndim(c) == 0 else c
+
+
+def competence_sqrt(t: float | np.ndarray, T: float, c0: float) -> float | np.ndarray:
+    """c(t) = min(1, √(t·(1 − c0²)/T + c0²)): fast at first, slower later.
+
+    Each new example gets an equal share of the updates when the *area* admitted grows linearly;
+    the square root admits new examples quickly while the pool is small. c_sqrt ≥ c_linear for
+    the same c0 and T (their squares differ by (t/T)(1 − t/T)(1 − c0)² ≥ 0).
+    """
+    c = np.minimum(1.0, np.sqrt(np.asarray(t, dtype=float) * (1.0 - c0 ** 2) / T + c0 ** 2))
+    return float(c) if np.ndim(c) == 0 else c
+
+
+COMPETENCE = {"linear": competence_linear, "sqrt": competence_sqrt}
+
+
+def competence(kind: str, t: float | np.ndarray, T: float, c0: float) -> float | np.ndarray:
+    """The competence schedule `kind` ("linear" or "sqrt") at budget fraction t."""
+    if kind not in COMPETENCE:
+        raise ConfigError(f"curriculum.competence must be one of {', '.join(COMPETENCES)}; got {kind!r}")
+    return COMPETENCE[kind](t, T, c0)
+
+
+# -- difficulty ----------------------------------------------------------------------------------
+def is_packed(train: "TrainSet") -> bool:
+    """True when every row holds the full sequence length (packed blocks): length says nothing."""
+    return bool((train.features["length"] == train.seq_len).all())
+
+
+def length_difficulty(train: "TrainSet") -> torch.Tensor:
+    """(N,) real tokens per example ([CLS] and [SEP] included): longer is harder."""
+    return train.features["length"].double()
+
+
+def token_surprisal(unigram_counts: torch.Tensor) -> torch.Tensor:
+    """(V,) −log p̂(w) from the corpus's unigram counts (add-one smoothed, special tokens cost 0)."""
+    counts = unigram_counts.double().clone() + 1.0
+    counts[: len(SPECIAL_TOKENS)] = 0.0
+    surprisal = -(counts / counts.sum()).log()
+    surprisal[: len(SPECIAL_TOKENS)] = 0.0
+    return surprisal
+
+
+def rarity_difficulty(train: "TrainSet", unigram_counts: torch.Tensor) -> torch.Tensor:
+    """(N,) d_rarity(s) = −Σ_k log p̂(w_k) over the example's tokens (Platanios et al. 2019, eq. 2).
+
+    A sum, as in the paper: it grows with length as well as with rare words. [PAD], [CLS] and
+    [SEP] cost nothing, so only the text counts.
+    """
+    return token_surprisal(unigram_counts)[train.ids].sum(dim=1)
+
+
+def difficulty(train: "TrainSet", kind: str, unigram_counts: torch.Tensor | None = None) -> torch.Tensor:
+    """(N,) raw difficulty of each example: "length" or "rarity" (needs `unigram_counts`)."""
+    if kind == "length":
+        return length_difficulty(train)
+    if kind == "rarity":
+        if unigram_counts is None:
+            raise ValueError("rarity difficulty needs the corpus's unigram counts (data.unigram_counts)")
+        return rarity_difficulty(train, unigram_counts)
+    raise ConfigError(f"curriculum.difficulty must be one of {', '.join(DIFFICULTIES)}; got {kind!r}")
+
+
+def difficulty_cdf(raw: torch.Tensor) -> torch.Tensor:
+    """(N,) the empirical CDF of the raw difficulties: the share of examples at most as hard, in (0, 1].
+
+    Monotone in the raw difficulty; tied examples share a value (and so enter the curriculum together).
+    """
+    ordered = torch.sort(raw.double()).values
+    return torch.searchsorted(ordered, raw.double(), right=True).double() / raw.numel()
+
+
+def admitted_share(cdf: torch.Tensor, c: float | Sequence[float]) -> np.ndarray:
+    """Share of examples with CDF difficulty ≤ competence c (for each c): what the curriculum admits."""
+    ordered = torch.sort(cdf.double()).values
+    cs = torch.as_tensor(np.atleast_1d(np.asarray(c, dtype=float)), dtype=torch.double)
+    return (torch.searchsorted(ordered, cs + 1e-12, right=True).double() / cdf.numel()).numpy()
+
+
+# -- the sampler the trainer uses ----------------------------------------------------------------
+class CompetenceSampler:
+    """Each batch uniformly (without replacement within the batch) from the admitted examples.
+
+    Admitted at budget fraction t: every example whose CDF difficulty is ≤ c(t), but never fewer
+    than one batch (the easiest ones; with c0 = 0.01 and ties the strict rule could admit none).
+    All randomness comes from `ctx.rng`, which the trainer checkpoints, so a resumed run draws
+    exactly what an uninterrupted one would. The sampler itself only counts its draws.
+    """
+
+    def __init__(self, cdf: torch.Tensor, schedule: str, duration: float, c0: float):
+        self.cdf = cdf.double()
+        self.order = torch.argsort(self.cdf, stable=True)  # easiest first
+        self.sorted_cdf = self.cdf[self.order]
+        self.schedule, self.duration, self.c0 = schedule, duration, c0
+        self.draws = 0
+
+    def __len__(self) -> int:
+        return self.cdf.numel()
+
+    def competence(self, fraction: float) -> float:
+        return competence(self.schedule, fraction, self.duration, self.c0)
+
+    def admitted(self, fraction: float, batch_size: int = 1) -> int:
+        """How many examples (the easiest) batches may be drawn from at this budget fraction."""
+        c = self.competence(fraction)
+        n = int(torch.searchsorted(self.sorted_cdf, torch.tensor([c + 1e-12], dtype=torch.double), right=True))
+        return min(len(self), max(n, batch_size))
+
+    def next(self, batch_size: int, ctx: StepContext) -> torch.Tensor:
+        n = self.admitted(ctx.fraction, batch_size)
+        if n >= batch_size:
+            pick = torch.randperm(n, generator=ctx.rng)[:batch_size]
+        else:  # a training set smaller than one batch
+            pick = torch.randint(n, (batch_size,), generator=ctx.rng)
+        self.draws += 1
+        return self.order[pick]
+
+    def state_dict(self) -> dict:
+        return {"draws": self.draws}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.draws = int(state.get("draws", 0))
+
+
+# -- sequence-length warmup (Li et al. 2022) --------------------------------------------------------
+def seqlen_schedule(fraction: float, start_len: int, full_len: int, warmup_fraction: float, multiple: int = 8) -> int:
+    """L(t): from `start_len` to `full_len` linearly over the first `warmup_fraction` of the budget.
+
+    Rounded down to a multiple of `multiple` (at least `multiple`), and exactly `full_len` from
+    `warmup_fraction` on; warmup_fraction = 0 or start_len ≥ full_len gives full_len throughout.
+    """
+    if warmup_fraction <= 0 or start_len >= full_len or fraction >= warmup_fraction:
+        return full_len
+    raw = start_len + (full_len - start_len) * fraction / warmup_fraction
+    return int(min(full_len, max(multiple, multiple * math.floor(raw / multiple))))
+
+
+def truncate_batch(ids: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, T) → (B, min(T, length)) keeping each row's start ([CLS] stays first).
+
+    Rows longer than `length` lose their end, [SEP] included, as packed blocks end mid-text;
+    shorter rows keep their [SEP] and [PAD]. A batch no longer than `length` is returned as is.
+    """
+    return ids if ids.shape[1] <= length else ids[:, :length]
+
+
+# -- the hooks -------------------------------------------------------------------------------------
+@register
+class Curriculum(Technique):
+    """Competence-based curriculum: train on the easy examples first, admit harder ones over time.
+
+    **What.** Every training example gets a difficulty, *length* (real tokens) or *rarity*
+    (−Σ log p̂(w) over its tokens, from the corpus's own unigram counts), mapped through its
+    empirical CDF to [0, 1]. At budget fraction t the batch is drawn uniformly from the examples
+    with CDF difficulty ≤ c(t), the model's *competence*, which grows from c0 to 1 by t = T.
+
+    **Why.** Early in training a model cannot use hard examples yet; their gradients are noisy.
+    Short or common-word examples teach the basics cheaply (short batches are also cheaper: the
+    trainer trims each batch to its longest row), and the harder ones come once they can help.
+
+    **Math.** c_linear(t) = min(1, t(1 − c0)/T + c0); c_sqrt(t) = min(1, √(t(1 − c0²)/T + c0²)),
+    t and T as fractions of the training budget. d_rarity(s) = −Σ_k log p̂(w_k);
+    CDF(s) = |{s′ : d(s′) ≤ d(s)}| / N. Ties share a CDF value, so they enter together (with
+    unpacked paragraphs cut at the sequence length, every cut paragraph has the top length).
+
+    **Settings.** difficulty rarity, competence sqrt, c0 = 0.01 and T = 0.5 of the budget are
+    close to the paper's best Transformer setting (c0 = 0.01; the paper fixes T in steps).
+    Length needs unpacked data (`data.pack=False`): packed rows are all equally long and the run
+    is refused. c0 = 1 admits everything from the start: the technique then steps aside and the
+    trainer's epoch shuffler runs unchanged (bit-identical to no technique).
+
+    **Paper.** Platanios, Stretcu, Neubig, Poczos, Mitchell: Competence-based Curriculum Learning
+    for Neural Machine Translation, NAACL 2019 (Transformers for translation reached the plain
+    model's BLEU in 31–58% of its training time, rarity with c_sqrt fastest). Cramming
+    (Geiping & Goldstein 2022) sorts pre-training data by unigram likelihood, a rarity curriculum
+    without a schedule.
+    """
+
+    name = "curriculum"
+    paper = "Platanios et al. 2019, Competence-based Curriculum Learning for NMT (NAACL)"
+    identity_params = {"c0": 1.0}
+
+    @dataclass(frozen=True)
+    class Params:
+        difficulty: str = param("rarity", choices=DIFFICULTIES, help="what makes an example hard")
+        competence: str = param("sqrt", choices=COMPETENCES, help="how fast harder examples are admitted")
+        c0: float = param(0.01, range=(0.01, 1.0), step=0.01, help="share of the data admitted at the start")
+        duration: float = param(0.5, range=(0.05, 1.0), step=0.05,
+                                help="T: fraction of the budget after which all data is admitted")
+
+    def on_dataset(self, train: "TrainSet", ctx: StepContext) -> "TrainSet":
+        p = self.params
+        if p.difficulty == "length" and is_packed(train):
+            raise ConfigError("curriculum.difficulty='length' needs unpacked data (data.pack=False): "
+                              "packed rows are all equally long")
+        if p.c0 >= 1.0:
+            return train  # everything admitted from the start: the trainer's own shuffler, unchanged
+        t0 = time.perf_counter()
+        counts = ctx.data.unigram_counts if ctx.data is not None else None
+        cdf = difficulty_cdf(difficulty(train, p.difficulty, counts))
+        out = type(train)(train.ids, train.features, train.origin)  # a new object: data.train stays untouched
+        out.sampler = CompetenceSampler(cdf, p.competence, p.duration, p.c0)
+        self.stats.update(scoring_seconds=time.perf_counter() - t0, scoring_flops=0.0,
+                          admitted_at_start=int(out.sampler.admitted(0.0, ctx.config.run.batch_size)))
+        return out
+
+
+@register
+class SeqLenWarmup(Technique):
+    """Sequence-length warmup: train on short prefixes first, growing to the full length.
+
+    **What.** Each batch is cut to its first L(t) tokens, L growing linearly from `start_len` to
+    the full sequence length over the first `warmup_fraction` of the budget (rounded down to a
+    multiple of 8, which keeps matrix shapes friendly). [CLS] stays first; a row longer than L
+    loses its end, [SEP] included, just as packed blocks end mid-text; shorter rows keep their
+    [SEP] and [PAD]. Masking happens after the cut, so 15% of the *kept* tokens are predicted.
+
+    **Why.** Short sequences are cheap (attention is quadratic in L, everything else linear) and
+    early training mostly learns local statistics that short contexts teach as well. Li et al.
+    found that the long sequences of early training cause the loss spikes that force small
+    learning rates and batches; warming the length up removes them.
+
+    **Math.** L(t) = 8·⌊(L0 + (L_full − L0)·t/T_w)/8⌋ for t < T_w, else L_full. A step costs about
+    6·N·B·L + 14·layers·B·L²·H FLOPs, so the first T_w of the budget costs roughly half as much
+    as full-length steps (a third, for attention). The trainer measures FLOPs per batch shape,
+    so shorter steps are charged what they cost.
+
+    **Settings.** start_len 8 and warmup_fraction 0.3 (the defaults of MosaicML Composer's
+    SeqLengthWarmup); warmup_fraction 0 (or start_len ≥ the sequence length) changes nothing.
+
+    **Paper.** Li, Zhang, He: The Stability-Efficiency Dilemma: Investigating Sequence Length
+    Warmup for Training GPT Models, NeurIPS 2022 (arXiv 2021). BERT itself trained 90% of its
+    steps at length 128 and the rest at 512 (Devlin et al. 2019): a two-step length schedule.
+    """
+
+    name = "seqlen_warmup"
+    paper = "Li, Zhang & He 2022, The Stability-Efficiency Dilemma (sequence length warmup), NeurIPS"
+    identity_params = {"warmup_fraction": 0.0}
+
+    @dataclass(frozen=True)
+    class Params:
+        start_len: int = param(8, range=(8, 512), step=8, help="tokens per row at the start")
+        warmup_fraction: float = param(0.3, range=(0.0, 1.0), step=0.05,
+                                       help="fraction of the budget over which the length grows to full")
+
+    def length(self, ctx: StepContext) -> int:
+        """The sequence length L at this point of the budget."""
+        return seqlen_schedule(ctx.fraction, self.params.start_len, ctx.config.data.seq_len,
+                               self.params.warmup_fraction)
+
+    def on_batch(self, ids: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        return truncate_batch(ids, self.length(ctx))
+
+
+# -- the lesson's table and plots ---------------------------------------------------------------------
+def _ratio_columns(df: "pd.DataFrame", prefix: str) -> "pd.DataFrame":
+    """Speed-up s [lo, hi] → time relative to the baseline 1/s [1/hi, 1/lo] (the lecture's 'Time')."""
+    import pandas as pd
+
+    out = pd.DataFrame(index=df.index)
+    rel, lo, hi = [], [], []
+    for s, s_lo, s_hi in zip(df["speedup"], df["speedup_lo"], df["speedup_hi"]):
+        if isinstance(s, str) or not math.isfinite(s) or s <= 0:
+            rel.append(s if isinstance(s, str) else math.nan)
+            lo.append(math.nan)
+            hi.append(math.nan)
+            continue
+        rel.append(1.0 / s)
+        lo.append(1.0 / s_hi if math.isfinite(s_hi) and s_hi > 0 else math.nan)
+        hi.append(1.0 / s_lo if math.isfinite(s_lo) and s_lo > 0 else math.nan)
+    out[prefix], out[f"{prefix}_lo"], out[f"{prefix}_hi"] = rel, lo, hi
+    return out
+
+
+def curriculum_table(runs: Iterable["Run"], baseline: Any = None,
+                     target_val_loss: float | None = None) -> "pd.DataFrame":
+    """The lecture's curriculum table, measured: one row per group of seeds.
+
+    time_rel / flops_rel: training seconds / measured FLOPs to reach the target val loss (default:
+    the baseline seeds' highest final val loss, see `effitrain.lab.compare`) relative to the
+    baseline (= 1.00; below 1 is faster), with the 95% interval of the ratio; "not reached" when
+    a seed misses it. final_val_loss ± final_val_loss_ci: the quality at the end of the budget.
+    `df.attrs` carries compare's target and notes.
+    """
+    import pandas as pd
+
+    from effitrain.lab.compare import compare
+
+    runs = list(runs)
+    by_s = compare(runs, target_val_loss=target_val_loss, baseline=baseline, speedup_by="seconds")
+    by_f = compare(runs, target_val_loss=target_val_loss, baseline=baseline, speedup_by="flops")
+    df = pd.concat([by_s[["seeds", "reached"]], _ratio_columns(by_s, "time_rel"), _ratio_columns(by_f, "flops_rel"),
+                    by_s[["final_val_loss", "final_val_loss_ci", "time_s", "flops"]]], axis=1)
+    df.attrs.update(by_s.attrs)
+    df.attrs["notes"] = list(by_s.attrs.get("notes", [])[:2]) + [
+        "time / FLOPs = the group's mean to target ÷ the baseline's (baseline 1.00, below 1 is faster), "
+        "[95% interval of the ratio over seeds]"]
+    return df
+
+
+def _fmt_ratio(v: Any, lo: float, hi: float) -> str:
+    if isinstance(v, str):
+        return v
+    if not math.isfinite(v):
+        return "–"
+    return f"{v:.2f}" + (f" [{lo:.2f}, {hi:.2f}]" if math.isfinite(lo) and math.isfinite(hi) else "")
+
+
+def format_curriculum_table(df: "pd.DataFrame") -> "pd.DataFrame":
+    """`curriculum_table` as strings in the lecture's shape: one column per variant, rows Time, FLOPs, val loss."""
+    import pandas as pd
+
+    rows = {
+        "seeds": [str(s) for s in df["seeds"]],
+        "time to target (rel.)": [_fmt_ratio(*v) for v in zip(df["time_rel"], df["time_rel_lo"], df["time_rel_hi"])],
+        "FLOPs to target (rel.)": [_fmt_ratio(*v)
+                                   for v in zip(df["flops_rel"], df["flops_rel_lo"], df["flops_rel_hi"])],
+        "final val loss": [f"{m:.3f}" + (f" ± {c:.3f}" if math.isfinite(c) else "")
+                           for m, c in zip(df["final_val_loss"], df["final_val_loss_ci"])],
+    }
+    return pd.DataFrame(rows, index=df.index).T
+
+
+def table_text(df: "pd.DataFrame") -> str:
+    """The formatted table and its notes as plain text."""
+    import pandas as pd
+
+    with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 40):
+        return format_curriculum_table(df).to_string() + "\n" + "\n".join(df.attrs.get("notes", []))
+
+
+def plot_difficulty(data: "PretrainData", c0: float = 0.01, duration: float = 0.5) -> "go.Figure":
+    """Left: the raw difficulty distributions; right: the share of examples each curriculum admits over the budget."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=3, column_widths=[0.3, 0.3, 0.4], subplot_titles=(
+        "length (real tokens)", "rarity −Σ log p̂(w)", f"admitted share of examples (c0={c0}, T={duration})"))
+    t = np.linspace(0, 1, 201)
+    for col, kind in enumerate(DIFFICULTIES, start=1):
+        raw = difficulty(data.train, kind, data.unigram_counts)
+        fig.add_trace(go.Histogram(x=raw.numpy(), nbinsx=40, name=kind, showlegend=False), row=1, col=col)
+        cdf = difficulty_cdf(raw)
+        for sched, dash in zip(COMPETENCES, ("solid", "dot")):
+            fig.add_trace(go.Scatter(x=t, y=admitted_share(cdf, competence(sched, t, duration, c0)), mode="lines",
+                                     name=f"{kind}, c_{sched}", line=dict(dash=dash)), row=1, col=3)
+    fig.update_xaxes(title_text="fraction of the training budget", row=1, col=3)
+    fig.update_layout(height=340, margin=dict(t=40, b=40, l=40, r=10), legend=dict(x=1.02, y=0.5))
+    return fig
+
+
+def extremes(data: "PretrainData", kind: str, k: int = 2, chars: int = 110) -> dict[str, list[str]]:
+    """The k easiest and k hardest training examples by `kind`, decoded (first `chars` characters)."""
+    raw = difficulty(data.train, kind, data.unigram_counts)
+    order = torch.argsort(raw, stable=True)
+
+    def text(i: int) -> str:
+        ids = [t for t in data.train.ids[i].tolist() if t >= len(SPECIAL_TOKENS) or t == 1]
+        return f"[{raw[i]:.1f}] " + data.tokenizer.decode(ids)[:chars]
+
+    return {"easiest": [text(int(i)) for i in order[:k]], "hardest": [text(int(i)) for i in order.flip(0)[:k]]}
+
+
+__all__ = ["COMPETENCE", "CompetenceSampler", "Curriculum", "SeqLenWarmup", "admitted_share", "competence",
+           "competence_linear", "competence_sqrt", "curriculum_table", "difficulty", "difficulty_cdf", "extremes",
+           "format_curriculum_table", "is_packed", "length_difficulty", "plot_difficulty", "rarity_difficulty",
+           "seqlen_schedule", "table_text", "token_surprisal", "truncate_batch"]
