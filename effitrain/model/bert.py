@@ -79,9 +79,12 @@ class Encoder(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.ln_final = nn.LayerNorm(cfg.hidden, bias=cfg.bias) if cfg.norm == "pre" else nn.Identity()
 
-    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        B, T = ids.shape
-        x = self.drop(self.ln_emb(self.tok(ids) + self.pos(torch.arange(T, device=ids.device))))  # (B, T, H)
+    def forward(self, ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, *,
+                embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """ids (B, T), or `embeds` (B, T, H): token vectors used in place of `tok(ids)` (e.g. learned ones)."""
+        tok = self.tok(ids) if embeds is None else embeds  # (B, T, H)
+        B, T = tok.shape[:2]
+        x = self.drop(self.ln_emb(tok + self.pos(torch.arange(T, device=tok.device))))  # (B, T, H)
         # SDPA takes a boolean mask where True = may attend; (B, 1, 1, T) broadcasts over heads and queries
         mask = None if attention_mask is None else attention_mask[:, None, None, :]
         for block in self.blocks:
@@ -141,8 +144,9 @@ class BertForClassification(nn.Module):
         if encoder is None:
             self.encoder.apply(lambda m: _init(m, cfg.init_std))
 
-    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.encoder(ids, attention_mask)[:, 0]  # (B, H) at [CLS]
+    def forward(self, ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, *,
+                embeds: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.encoder(ids, attention_mask, embeds=embeds)[:, 0]  # (B, H) at [CLS]; embeds: see Encoder
         return self.classify(self.drop(torch.tanh(self.pool(h))))  # (B, classes)
 
 

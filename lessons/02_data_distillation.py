@@ -1,0 +1,248 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: notebooks///ipynb,lessons///py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Distillation: a synthetic dataset, and a teacher
+#
+# Lesson 01 trained on *fewer real* examples. This lesson goes one step further and *makes* the
+# examples: a handful of synthetic ones, learned so that a model trained on them does well on real
+# data. Then it distils a different thing, a trained model, into a student's loss.
+#
+# ## What you will learn
+# - **dataset distillation**: learn K synthetic examples per class (vectors in a model's embedding
+#   space, with soft labels) by differentiating *through* a few steps of training, a bi-level problem;
+# - to judge a distilled set honestly: against random real subsets of the same size and the full
+#   training split, at the same training steps, over seeds, with the seconds spent distilling;
+# - what the learned vectors look like, through their nearest real words;
+# - **knowledge distillation**: a student learning from a teacher's temperature-softened predictions,
+#   and how to charge the teacher's cost when you measure a speed-up.
+#
+# **Prerequisites**: lesson 00 (time to target, `compare`, the panel). Backpropagation, and what
+# softmax and the KL divergence are.
+#
+# **Expected run time** (the whole notebook). The profile comes from `EFFITRAIN_PROFILE`, else `gpu`
+# when CUDA is available, else `cpu`.
+#
+# | profile | teacher | student runs | dataset distillation | whole notebook |
+# |---|---|---|---|---|
+# | `smoke` (CI) | tiny, 60 steps | 2 × 2 runs of 40 steps | about 3 s | about 60 s on a quiet 2-core CPU (estimate; several times that on a busy one) |
+# | `cpu` (laptop) | mini, 400 steps | 3 × 2 runs of 150 steps | about 5 s | about 8 min (estimate) |
+# | `gpu` (one GPU) | base, 2000 steps | 3 × 2 runs of 600 steps | about 5 s (on the CPU) | about 15 min (estimate) |
+
+# %% [markdown]
+# ## The claim
+# > **Dataset distillation.** For a small classifier trained with a fixed, short recipe (here 20 SGD
+# > steps), K learned synthetic examples per class give a *higher* test accuracy than K real
+# > examples per class picked at random, and can beat the same 20 steps on the full training split.
+# > They cost seconds of distilling, and they are tuned to that learner and recipe: they are a
+# > compressed training signal, not a new corpus.
+# >
+# > **Knowledge distillation.** A trained teacher's soft predictions carry more information per masked
+# > token than the one-hot label. Whether that makes the *student* reach a target loss sooner, once the
+# > teacher's forward pass in every step is charged, is what the table at the end measures on your
+# > machine; the teacher's own training is a separate, up-front cost, shown on its own.
+
+# %% [markdown]
+# ## Setup
+# Step budgets (not seconds) make the comparison immune to a busy CPU; `compare` reports FLOPs and
+# seconds both. The downstream task is lesson 00's held-out State of the Union speeches, labelled
+# by era (4 classes), split into train and test by speech.
+
+# %%
+import effitrain as et
+from IPython.display import display
+from effitrain.data.downstream import sotu_era_task
+from effitrain.lab import LivePlot, Panel, compare, styled
+from effitrain.techniques import distillation as D
+
+PROFILE = et.default_profile()
+STUDENT_STEPS = {"smoke": 40, "cpu": 150, "gpu": 600}[PROFILE]  # per student run
+TEACHER = {"smoke": ("tiny", 60), "cpu": ("mini", 400), "gpu": ("base", 2000)}[PROFILE]  # preset, steps
+SEEDS = 2 if PROFILE == "smoke" else 3
+cfg = et.profile_config(PROFILE, budget=f"{STUDENT_STEPS}steps")
+data = et.prepare_data(cfg.data)
+task = sotu_era_task(data)
+print(f"profile {PROFILE}: student {cfg.model.preset}, {STUDENT_STEPS} steps; teacher {TEACHER[0]}, {TEACHER[1]} steps")
+print(f"era task: {len(task.train_ids):,} training and {len(task.test_ids):,} test paragraphs, "
+      f"classes {task.labels}; majority-class accuracy {task.majority_accuracy():.3f}")
+
+# %% [markdown]
+# ## 1. A teacher, and an embedding space
+# Text is discrete: there is no gradient with respect to a word. So we distil in a **fixed
+# embedding space** $E \in \mathbb R^{V\times H}$: a synthetic example is a sequence of $L$ free
+# vectors in $\mathbb R^H$, and a real example is the rows of $E$ for its tokens. Here $E$ is the
+# token embedding of an MLM teacher, trained once by the package's trainer. The same teacher serves
+# knowledge distillation in part 2 (`teacher_for` caches it in this process).
+
+# %%
+teacher, cached = D.teacher_for(data, cfg, *TEACHER)
+t = teacher.run.summary()
+print(f"{t['name']}: {t['status']} after {t['steps']} steps in {t['seconds']:.1f} s, {t['flops_measured']:.3g} FLOPs; "
+      f"val loss {t['val_loss_first']:.3f} → {t['val_loss_last']:.3f}")
+E = teacher.model.encoder.tok.weight.detach()
+print(f"embedding space: {E.shape[0]:,} tokens × {E.shape[1]} dimensions")
+
+# %% [markdown]
+# ## 2. Dataset distillation
+# **The learner.** A deliberately small classifier: the mean of an example's vectors, layer-normalised,
+# then a one-hidden-layer MLP. Its *recipe* is fixed: fresh random weights $\theta_0$, then $N=20$
+# full-batch SGD steps with learning rate $\eta$ on whatever data it is given.
+#
+# **The bi-level objective** (Wang et al. 2018, *Dataset Distillation*). The synthetic set
+# $S=\{(x_j, y_j)\}$ (vectors $x_j\in\mathbb R^{L\times H}$, label distributions $y_j$) is the
+# solution of
+# $$\min_S\; \mathbb E_{\theta_0}\Big[\,\ell_{\text{real}}\big(\theta_N(S)\big)\Big],\qquad
+# \theta_{k+1} = \theta_k - \eta\,\nabla_\theta\, \ell(\theta_k; S),$$
+# the loss on *real* training data of the learner after $N$ steps on $S$. Every step of the inner
+# loop is differentiable in $S$, so autograd carries $\partial \ell_{\text{real}}/\partial S$ back through
+# all $N$ updates (second derivatives included); one outer step costs about $N$ forward-backward
+# passes on $S$ plus one on a real batch. A fresh $\theta_0$ each outer step makes $S$ work for any
+# initialisation, not one. Learnable **soft labels** $y_j = \mathrm{softmax}(u_j)$ let an example say
+# "mostly 1933–1980, a bit 1981–" (Sucholutsky & Schonlau 2021). Gradient matching (Zhao et al.
+# 2021) is the other common route: it matches $\nabla_\theta \ell(\theta; S_c)$ to $\nabla_\theta
+# \ell(\theta; \text{real}_c)$ class by class instead of unrolling.
+#
+# The plot shows the outer loss while it is learned (each point a different random learner, hence
+# the noise); $\ln 4 = 1.386$ is a uniform guess over the four eras.
+
+# %%
+objective = D.ObjectivePlot()
+display(objective)
+distilled = D.distill_dataset(task, E, per_class=2, length=16, steps=150, seed=0, callback=objective.callback)
+s = distilled.settings
+print(f"{len(distilled)} synthetic examples ({s['per_class']} per class) of {s['length']} × {E.shape[1]} in "
+      f"{distilled.seconds:.1f} s, {distilled.flops:.3g} FLOPs; outer loss "
+      f"{distilled.history[0]['loss']:.3f} → {sum(h['loss'] for h in distilled.history[-10:]) / 10:.3f} (last 10)")
+
+# %% [markdown]
+# **The test.** Train the same learner with the same recipe (20 SGD steps, same $\eta$) on the
+# distilled set, on the real paragraphs it started from, on random real subsets of the same size
+# (2 paragraphs per era, a new subset per seed), and on the full training split (a fresh batch of
+# the same size every step), then measure accuracy on the held-out test speeches: mean ± 95%
+# interval over learner seeds. The last trained row uses the full split for ten times the steps with
+# larger batches: a reference that costs more.
+
+# %%
+table = D.distillation_table(distilled, task, E, seeds=range(5), long_steps=200)
+display(table.round(3))
+
+# %% [markdown]
+# **Reading it.** Compare the distilled row with the row of the paragraphs it started from: the
+# difference is what distilling did, not which paragraphs were picked. Eight random paragraphs say
+# little about an era; eight learned ones were shaped (by gradient descent) to say as much as
+# possible *to this learner in 20 steps*. The long full-split row shows what more data and steps buy. Look at the distilling seconds too: the set is only
+# worth its cost if it is reused (many trainings, hyper-parameter sweeps, continual learning), and
+# it says nothing about a different model or a longer recipe. Exercise 2 checks that.
+
+# %% [markdown]
+# ## 3. What was learned: nearest real tokens
+# Each synthetic position is a vector; the table shows the vocabulary token whose embedding is
+# nearest to it (cosine), next to the real paragraph it started from, and the five tokens nearest
+# to the *mean* of its vectors, which is all the learner sees (so the order of positions means
+# nothing). Distilling moves a few positions to other words and shifts the mean; how far depends
+# on the outer learning rate and steps (exercise 3).
+
+# %%
+D.nearest_tokens_frame(distilled, data.tokenizer, E, task.labels, positions=12)
+
+# %% [markdown]
+# Read the *soft label* column too: it started at 0.71 on the example's own era and was learned
+# with the vectors. An example may end up mostly speaking for *another* era; then its vectors serve
+# that era, and the nearest words of its mean may say which. The means of most examples sit near
+# frequent words (the, of, and): they share most of their tokens, and what tells eras apart is a
+# small shift on top of that.
+
+# %% [markdown]
+# ## 4. Knowledge distillation
+# **The loss** (Hinton et al. 2015). At every masked position the student has logits $z_s$, the
+# teacher $z_t$. With temperature $T$ and weight $\alpha$,
+# $$\mathcal L = (1-\alpha)\,\mathrm{CE}(z_s, y) + \alpha\,T^2\,
+# \mathrm{KL}\big(\mathrm{softmax}(z_t/T)\,\|\,\mathrm{softmax}(z_s/T)\big).$$
+# A higher $T$ flattens both distributions, so the teacher's ranking of the *wrong* tokens counts;
+# $T^2$ keeps the gradient of the soft term on the scale of the hard one. The technique `distill`
+# does this in the trainer's `loss` event. The teacher's forward pass runs inside that event, so the
+# student's measured FLOPs include it; the teacher's training is reported beside the run (`cached`
+# says whether it was reused).
+#
+# First the student baseline, `SEEDS` seeds, live:
+
+# %%
+plot = LivePlot(x="step", title="student baseline: MLM loss")
+display(plot)
+baseline = [et.train(cfg.replace(seed=seed), data=data, callbacks=[plot.callback()], progress=False)
+            for seed in range(SEEDS)]
+b = baseline[0].summary()
+print(f"{b['name']}: {b['status']} after {b['steps']} steps in {b['seconds']:.1f} s; "
+      f"val loss {b['val_loss_first']:.3f} → {b['val_loss_last']:.3f} (teacher: {teacher.val_loss:.3f})")
+
+# %% [markdown]
+# Now the same students with `distill`, from the panel. Tick `distill`, pick the teacher and press
+# Run; the next cell does exactly that from code. The teacher settings match the one above, so it
+# comes from the cache instead of being trained again.
+
+# %%
+panel = Panel(cfg, plot=LivePlot(x="flops", title="student with and without distill"))
+panel.seeds.value = SEEDS
+panel.add_runs(baseline)
+panel
+
+# %%
+panel.technique_boxes["distill"].value = True
+for field, value in dict(alpha=0.5, temperature=2.0, teacher_preset=TEACHER[0], teacher_steps=TEACHER[1]).items():
+    panel.param_widgets["distill"][field].value = value
+kd_runs = panel.run_now()
+
+# %%
+panel.wait()
+display(styled(compare(panel.runs, speedup_by="flops")))
+styled(compare(panel.runs, speedup_by="seconds"))
+
+# %% [markdown]
+# **Reading the tables.** The target is the baseline's highest final val loss. The FLOPs speed-up
+# already charges the teacher's forward in every student step (about a third of a same-size
+# student's forward + backward), so a student that learns more per step still has to beat that
+# overhead. The seconds table is only as clean as the machine: on a busy CPU one slow run moves it a
+# lot, so trust the FLOPs table first. Neither table includes the teacher's training (below). It can
+# be amortised when one teacher serves many students, or a student much smaller than the teacher;
+# for a single student of the same size it has to be counted in full.
+
+# %%
+D.teacher_costs(panel.runs).round(2)
+
+# %% [markdown]
+# ## Summary
+# - Dataset distillation learns a few synthetic examples by differentiating the loss of a trained
+#   learner *through* its training steps (a bi-level problem); in a fixed embedding space that works
+#   for text too.
+# - Against random real examples of the same number, at the same recipe, the distilled set wins
+#   clearly here; the table gives the margin, the interval, and the seconds it cost to distil.
+# - The set is tuned to one learner and one recipe; distilling is a cost to amortise over reuse.
+# - Knowledge distillation adds $\alpha T^2\,\mathrm{KL}$ to the teacher's soft predictions; its
+#   speed-up is measured at equal validation loss with the teacher's forward charged, and the
+#   teacher's training shown apart.
+#
+# ## Exercises
+# 1. Distil with `per_class=1` and `per_class=4`. How does the distilled row move, and the random-real
+#    row? Where is the gap largest, and why?
+# 2. Evaluate the distilled set with a different recipe: `D.distillation_table(distilled, task, E,
+#    steps=200)`, then `lr=0.1`. Does the advantage survive a recipe it was not distilled for?
+# 3. Set `soft_labels=False`, then `init="noise"`, then `lr=0.5`. Which matters most for accuracy,
+#    and with `init="noise"`, do the nearest tokens of the means look like words of their era?
+# 4. Distil for the `learner="encoder"` (a one-layer transformer through `embeds=`, 40 outer steps).
+#    How much slower is an outer step, and does the distilled set still beat random real examples?
+# 5. In the panel, set the distill temperature to 1 and to 5, and alpha to 0.9. Which setting reaches
+#    the target soonest in steps, and does the ranking change in FLOPs?
+# 6. Count the break-even: with this teacher's training FLOPs and the student's FLOPs saved per run,
+#    how many students would one teacher have to serve before knowledge distillation saves compute?
