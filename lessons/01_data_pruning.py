@@ -37,7 +37,7 @@
 #
 # | profile | model | pool (blocks) | steps × batch | runs | whole notebook |
 # |---|---|---|---|---|---|
-# | `smoke` (CI) | tiny | 128 | 50 × 16 | 14 | about 40 s on a quiet 2-core CPU (estimate; minutes under load) |
+# | `smoke` (CI) | tiny | 128 | 50 × 16 | 14 | 29–33 s measured (nbmake, quiet 2-core CPU, 2026-11) |
 # | `cpu` (laptop) | tiny, seq 128 | 512 | 100 × 16 | 24 | under 10 min (estimate) |
 # | `gpu` (one GPU) | base | 8,192 | 600 × 128 | 51 | about 30 min (estimate) |
 

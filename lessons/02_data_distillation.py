@@ -37,7 +37,7 @@
 #
 # | profile | teacher | student runs | dataset distillation | whole notebook |
 # |---|---|---|---|---|
-# | `smoke` (CI) | tiny, 60 steps | 2 × 2 runs of 40 steps | about 3 s | about 60 s on a quiet 2-core CPU (estimate; several times that on a busy one) |
+# | `smoke` (CI) | tiny, 60 steps | 2 × 2 runs of 40 steps | about 3 s | 27 s measured (nbmake, quiet 2-core CPU, 2026-11) |
 # | `cpu` (laptop) | mini, 400 steps | 3 × 2 runs of 150 steps | about 5 s | about 8 min (estimate) |
 # | `gpu` (one GPU) | base, 2000 steps | 3 × 2 runs of 600 steps | about 5 s (on the CPU) | about 15 min (estimate) |
 

@@ -37,8 +37,8 @@
 #
 # | profile | model | steps per run | runs | whole notebook |
 # |---|---|---|---|---|
-# | `smoke` (CI) | tiny, 0.7 M parameters, 64 tokens, batch 16 | 20 | 6 × 2 + 1 | about 60–70 s on a quiet 2-core CPU (estimate: ≈ 4.5 s per run); 158 s measured under nbmake on a CPU shared with other jobs (load ≈ 5.5, 2026-11) |
-# | `cpu` (laptop) | tiny, 128 tokens, vocabulary 8,192, batch 16 | 60 | 6 × 3 + 3 | about 9 min (estimate from single runs on a busy CPU) |
+# | `smoke` (CI) | tiny, 0.7 M parameters, 64 tokens, batch 16 | 20 | 6 × 2 + 1 | 22 s measured (nbmake, quiet 2-core CPU, 2026-11) |
+# | `cpu` (laptop) | tiny, 128 tokens, vocabulary 8,192, batch 16 | 60 | 6 × 3 + 3 | 108 s measured (quiet 2-core CPU, 2026-11) |
 # | `gpu` (one GPU) | base, 128 tokens | 500 | 6 × 3 + 3 | about 30 min (estimate) |
 #
 # On `cpu` the lesson uses the `tiny` model and batches of 16 instead of the profile's `mini` and 32:
