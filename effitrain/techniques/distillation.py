@@ -509,19 +509,14 @@ def teacher_for(data: "PretrainData", config: "Config", preset: str = "same", st
     Keyed by data.key and the teacher's whole config. Global RNG state is restored afterwards, so a
     student's run is the same whether its teacher was trained now or found in the cache.
     """
-    from effitrain.train.trainer import train
+    from effitrain.train.trainer import train_frozen
     tcfg = teacher_config(config, preset, steps)
     key = f"{data.key}|{json.dumps(tcfg.to_dict(), sort_keys=True, default=str)}"
     if key in _TEACHERS:
         return _TEACHERS[key], True
-    with torch.random.fork_rng(devices=[]):
-        run = train(tcfg, data=data, progress=False, name=f"teacher ({tcfg.model.preset}, {steps} steps)")
-    if run.status != "completed":
-        raise RuntimeError(f"the distill teacher did not complete: {run.status} {run.message}")
+    run = train_frozen(tcfg, data, "the distill teacher", name=f"teacher ({tcfg.model.preset}, {steps} steps)")
     s = run.summary()
-    model = run.model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = run.model
     teacher = Teacher(model, s["seconds"], s["flops_measured"], s["val_loss_last"],
                       {"preset": tcfg.model.preset, "steps": steps}, run)
     _TEACHERS[key] = teacher

@@ -134,25 +134,19 @@ def _rng_fork(device: torch.device):
 def reference_model(train: "TrainSet", data: "PretrainData", config: Config, steps: int,
                     seed: int) -> tuple[torch.nn.Module, Cost]:
     """A tiny BERT trained `steps` steps on `train` by `et.train`; cached; cost = its measured FLOPs."""
-    from effitrain.train.trainer import train as et_train
+    from effitrain.train.trainer import train_frozen
 
     ref_cfg = reference_config(config, steps, seed)
     key = (data.key, fingerprint_rows(train), json.dumps(ref_cfg.to_dict(), sort_keys=True, default=str))
     if key not in _REFERENCES:
         t0 = time.perf_counter()
-        with _rng_fork(ref_cfg.run.resolved_device()):
-            run = et_train(ref_cfg, data=dataclasses.replace(data, train=train), progress=False)
-        if run.status != "completed":
-            raise RuntimeError(f"the pruning reference model did not train: {run.status} {run.message}")
+        run = train_frozen(ref_cfg, dataclasses.replace(data, train=train), "the pruning reference model")
         s = run.summary()
         # training FLOPs are measured by the trainer; add the two evaluation passes on the validation set
         val_tokens = sum(b.input_ids.numel() for b in data.val)
         fwd_per_token = s["flops_measured"] / max(1, s["tokens"]) / 3  # forward ≈ 1/3 of forward+backward
         flops = s["flops_measured"] + len(run.history.evals) * val_tokens * fwd_per_token
-        model = run.model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        _REFERENCES[key] = (model, {"seconds": time.perf_counter() - t0, "flops": float(flops)})
+        _REFERENCES[key] = (run.model, {"seconds": time.perf_counter() - t0, "flops": float(flops)})
     model, cost = _REFERENCES[key]
     return model, dict(cost)
 

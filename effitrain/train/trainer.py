@@ -444,3 +444,22 @@ class _progress_bar:
 def train(config: Config, techniques: Iterable[Technique] = (), **kwargs: Any) -> Run:
     """Train one run; see `Trainer` for keyword arguments (data, stop, callbacks, checkpoint, resume)."""
     return Trainer(config, techniques, **kwargs).fit()
+
+
+def train_frozen(config: Config, data: PretrainData, what: str, **kwargs: Any) -> Run:
+    """Train a helper model (a pruning reference, a distillation teacher) and freeze it.
+
+    The global RNG is left as it was, so the run that asked for the helper starts exactly as it
+    would have without it. A run that does not complete raises RuntimeError naming `what`.
+    The run's model comes back in eval mode with gradients off.
+    """
+    device = config.run.resolved_device()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        run = train(config, data=data, progress=False, **kwargs)
+    if run.status != "completed":
+        raise RuntimeError(f"{what} did not complete: {run.status} {run.message}")
+    run.model.eval()
+    for p in run.model.parameters():
+        p.requires_grad_(False)
+    return run
+
