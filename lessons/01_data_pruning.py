@@ -38,7 +38,7 @@
 # | profile | model | pool (blocks) | steps × batch | runs | whole notebook |
 # |---|---|---|---|---|---|
 # | `smoke` (CI) | tiny | 128 | 50 × 16 | 14 | 29–33 s measured (nbmake, quiet 2-core CPU, 2026-11) |
-# | `cpu` (laptop) | tiny, seq 128 | 512 | 100 × 16 | 24 | under 10 min (estimate) |
+# | `cpu` (laptop) | tiny, seq 128 | 512 | 100 × 16 | 36 | 3 min 26 s measured (quiet 2-core CPU, 2026-11) |
 # | `gpu` (one GPU) | base | 8,192 | 600 × 128 | 51 | about 30 min (estimate) |
 
 # %% [markdown]
@@ -68,7 +68,7 @@ from effitrain.techniques import pruning
 
 PROFILE = et.default_profile()
 S = {"smoke": dict(pool=128, budget="50steps", batch=16, ref_steps=15, fractions=(0.5,), seeds=2, preset="tiny"),
-     "cpu": dict(pool=512, budget="100steps", batch=16, ref_steps=40, fractions=(0.3, 0.6), seeds=2, preset="tiny"),
+     "cpu": dict(pool=512, budget="100steps", batch=16, ref_steps=40, fractions=(0.3, 0.6), seeds=3, preset="tiny"),
      "gpu": dict(pool=8192, budget="600steps", batch=128, ref_steps=200, fractions=(0.3, 0.6, 0.8), seeds=3,
                  preset="base")}[PROFILE]
 cfg = et.profile_config(PROFILE, budget=S["budget"], **{"data.max_train_examples": S["pool"],
@@ -208,7 +208,7 @@ styled(compare(panel.runs, speedup_by="flops"))
 # ## Exercises
 # 1. In the panel, keep the *hard* end of `compressibility` instead of the easy one. What kind of
 #    text trains then (look at `pruning.peek`), and what happens to the final val loss?
-# 2. Make the pool larger (`POOL` in `S`) so the budget is about one epoch. Does any score still
+# 2. Make the pool larger (`pool` in `S`) so the budget is about one epoch. Does any score still
 #    change the time to target? Explain from the claim's first paragraph.
 # 3. Raise `ref_steps` (a better reference model). Do perplexity and EL2N agree with each other
 #    more or less (`pruning.agreement`)? What does the better reference cost?

@@ -37,8 +37,8 @@
 #
 # | profile | model | steps per run | runs | whole notebook |
 # |---|---|---|---|---|
-# | `smoke` (CI) | tiny, 0.7 M parameters, 64 tokens, batch 16 | 20 | 6 × 2 + 1 | 22 s measured (nbmake, quiet 2-core CPU, 2026-11) |
-# | `cpu` (laptop) | tiny, 128 tokens, vocabulary 8,192, batch 16 | 60 | 6 × 3 + 3 | 108 s measured (quiet 2-core CPU, 2026-11) |
+# | `smoke` (CI) | tiny, 0.7 M parameters, 128 tokens, batch 16 | 20 | 6 × 2 + 1 | 32 s measured (nbmake, quiet 2-core CPU, 2026-11) |
+# | `cpu` (laptop) | tiny, 128 tokens, vocabulary 8,192, batch 16 | 200 | 6 × 3 + 3 | 4 min 17 s measured (quiet 2-core CPU, 2026-11) |
 # | `gpu` (one GPU) | base, 128 tokens | 500 | 6 × 3 + 3 | about 30 min (estimate) |
 #
 # On `cpu` the lesson uses the `tiny` model and batches of 16 instead of the profile's `mini` and 32:
@@ -72,10 +72,12 @@ from effitrain.lab import LivePlot, Panel, compare, styled
 from effitrain.techniques import curriculum as cu
 
 PROFILE = et.default_profile()  # EFFITRAIN_PROFILE, else gpu with CUDA, else cpu
-BUDGET = {"smoke": "20steps", "cpu": "60steps", "gpu": "500steps"}[PROFILE]  # optimizer steps per run
+BUDGET = {"smoke": "20steps", "cpu": "200steps", "gpu": "500steps"}[PROFILE]  # optimizer steps per run
 SEEDS = {"smoke": 2, "cpu": 3, "gpu": 3}[PROFILE]
 # half batches keep smoke and cpu short; on cpu, 21 runs of the profile's mini model would take hours
-SIZE = {"smoke": {"batch_size": 16}, "cpu": {"preset": "tiny", "batch_size": 16}, "gpu": {}}[PROFILE]
+# smoke's 64 tokens would cut 4 paragraphs in 5, so every profile uses at least 128
+SIZE = {"smoke": {"batch_size": 16, "data.seq_len": 128}, "cpu": {"preset": "tiny", "batch_size": 16},
+        "gpu": {}}[PROFILE]
 cfg = et.profile_config(PROFILE, budget=BUDGET, evals=5, **{"data.pack": False}, **SIZE)
 data = et.prepare_data(cfg.data)
 lengths = data.train.features["length"].float()

@@ -35,6 +35,13 @@ def test_training_blocks_are_packed_real_text(smoke):
     assert bool((ids == SEP).any())
     text = data.tokenizer.decode(ids[100].tolist())
     assert len(text.split()) > 20
+    # chars: the text each block's tokens cover (tokenizer offsets); the blocks tile the training text,
+    # so together they cover all of it but the tails that did not fill a last block (one per 1000
+    # paragraphs packed together; a token covers well under 20 characters)
+    texts = data.corpus.filter(lambda r: r == "train", input_columns="role")["text"]
+    covered = float(data.train.features["chars"].double().sum())
+    tails = (len(texts) // 1000 + 1) * cfg.data.seq_len * 20
+    assert sum(map(len, texts)) - tails < covered <= sum(map(len, texts))
 
 
 def test_tokenizer_is_cached_on_disk(fresh_cache, tmp_path):

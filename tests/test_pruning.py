@@ -47,7 +47,19 @@ def test_compressibility_is_tokens_per_character_of_the_paragraph():
     expected = torch.tensor([len(data.tokenizer.encode(texts[i], add_special_tokens=False).ids) / len(texts[i])
                              for i in whole.tolist()])
     assert torch.allclose(s[whole], expected.float(), atol=1e-6)
-    # (a paragraph cut at seq_len keeps the chars of the whole paragraph: compare the ones that fit)
+    # a paragraph cut at seq_len counts only the characters its kept tokens cover (tokenizer offsets):
+    # re-tokenizing exactly that prefix of the text gives back the kept tokens
+    cut = (data.train.features["length"] == cfg.data.seq_len).nonzero().squeeze(1)[:200]
+    assert len(cut) > 50
+    same = shorter = 0
+    for i in cut.tolist():  # (a row of exactly seq_len - 2 tokens is full, not cut: chars == len(text))
+        c = int(data.train.features["chars"][i])
+        assert 0 < c <= len(texts[i])
+        shorter += c < len(texts[i])
+        kept = data.train.ids[i, 1:cfg.data.seq_len - 1].tolist()
+        same += data.tokenizer.encode(texts[i][:c], add_special_tokens=False).ids == kept
+    assert shorter > 0.9 * len(cut)
+    assert same >= 0.95 * len(cut), f"only {same}/{len(cut)} cut rows re-tokenize to their kept tokens"
     fit = (data.train.features["length"] < cfg.data.seq_len).nonzero().squeeze(1)
     easy, hard = fit[P.select_rows(s[fit], 0.25, "easy")], fit[P.select_rows(s[fit], 0.25, "hard")]
     # measured (the 247 of the first 3000 paragraphs that fit): tokens/char 0.208 (easy quartile) vs 0.282

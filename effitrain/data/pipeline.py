@@ -105,9 +105,11 @@ class PretrainData:
 def _tokenize(corpus: datasets.Dataset, tokenizer: Tokenizer, key: str) -> datasets.Dataset:
     def encode(batch: dict) -> dict:
         encs = tokenizer.encode_batch(batch["text"], add_special_tokens=False)
-        return {"ids": [e.ids for e in encs], "chars": [len(t) for t in batch["text"]]}
+        # ends[i]: characters of the paragraph covered by its first i+1 tokens (tokenizer offsets),
+        # so a row cut at any token knows exactly how much text it holds.
+        return {"ids": [e.ids for e in encs], "ends": [[o[1] for o in e.offsets] for e in encs]}
 
-    path = cache_dir("tokenized") / f"ids-{key}.arrow"
+    path = cache_dir("tokenized") / f"ids-ends-{key}.arrow"
     return corpus.map(encode, batched=True, batch_size=1000, cache_file_name=str(path),
                       desc="tokenizing", keep_in_memory=False)
 
@@ -118,18 +120,17 @@ def _pack(tokenized: datasets.Dataset, seq_len: int, cache_key: str) -> datasets
 
     def pack(batch: dict) -> dict:
         stream: list[int] = []
-        chars: list[float] = []
-        for ids, n_chars in zip(batch["ids"], batch["chars"]):
+        chars: list[int] = []  # characters each stream token covers (its text and the gap before it)
+        for ids, ends in zip(batch["ids"], batch["ends"]):
             stream.extend(ids)
             stream.append(SEP)
-            per_token = n_chars / max(1, len(ids))
-            chars.extend([per_token] * len(ids) + [0.0])
+            chars.extend(np.diff(ends, prepend=0).tolist() + [0])
         n = len(stream) // body
         blocks = [[CLS] + stream[i * body:(i + 1) * body] for i in range(n)]
         block_chars = [sum(chars[i * body:(i + 1) * body]) for i in range(n)]
         return {"input_ids": blocks, "length": [seq_len] * n, "chars": block_chars}
 
-    path = cache_dir("tokenized") / f"blocks-{cache_key}-{seq_len}.arrow"
+    path = cache_dir("tokenized") / f"blocks-ends-{cache_key}-{seq_len}.arrow"
     return tokenized.map(pack, batched=True, batch_size=1000, remove_columns=tokenized.column_names,
                          cache_file_name=str(path), desc="packing")
 
@@ -138,12 +139,15 @@ def _examples(tokenized: datasets.Dataset, seq_len: int) -> dict:
     """One paragraph per example: [CLS] ids [SEP], truncated, PAD-padded to seq_len."""
     ids = np.full((len(tokenized), seq_len), PAD, dtype=np.int64)
     lengths = np.zeros(len(tokenized), dtype=np.int64)
-    for i, row in enumerate(tokenized["ids"]):
-        row = [CLS] + row[: seq_len - 2] + [SEP]
+    chars = np.zeros(len(tokenized), dtype=np.float32)
+    for i, (row, ends) in enumerate(zip(tokenized["ids"], tokenized["ends"])):
+        kept = row[: seq_len - 2]
+        chars[i] = ends[len(kept) - 1] if kept else 0  # text the kept tokens cover, not the whole paragraph
+        row = [CLS] + kept + [SEP]
         ids[i, : len(row)] = row
         lengths[i] = len(row)
     return {"input_ids": torch.from_numpy(ids), "length": torch.from_numpy(lengths),
-            "chars": torch.tensor(tokenized["chars"], dtype=torch.float32)}
+            "chars": torch.from_numpy(chars)}
 
 
 def _to_trainset(cols: dict) -> TrainSet:

@@ -91,10 +91,9 @@ def random_scores(train: "TrainSet", seed: int = 0) -> tuple[torch.Tensor, Cost]
 def compressibility_scores(train: "TrainSet") -> tuple[torch.Tensor, Cost]:
     """Tokens per character: higher = the tokenizer compresses the text worse (names, numbers, junk).
 
-    Uses the TrainSet's ``chars`` feature (characters of text the row covers; for packed blocks
-    the characters of the paragraph pieces in the block) and counts the row's real tokens.
-    Caveat: an unpacked paragraph cut at seq_len keeps the ``chars`` of the whole paragraph, so
-    its value is too low; the score is exact for packed blocks and for paragraphs that fit.
+    Uses the TrainSet's ``chars`` feature (characters of text the row's tokens cover, from the
+    tokenizer's offsets, so exact for packed blocks and for paragraphs cut at seq_len) and counts
+    the row's real tokens.
     The cramming filter (Geiping & Goldstein 2022) drops the rows with the highest value.
     """
     t0 = time.perf_counter()
