@@ -144,21 +144,21 @@ def _format_summary(s: dict[str, Any]) -> str:
 
 
 # -- commands --------------------------------------------------------------------------------------
-def _overrides(args: argparse.Namespace, names: dict[str, str]) -> dict[str, Any]:
-    return {field: getattr(args, attr) for attr, field in names.items() if getattr(args, attr) is not None}
+def _config(args: argparse.Namespace, names: dict[str, str]) -> Any:
+    """The profile's config with the options in `names` (argparse attribute -> config field) that were given."""
+    from effitrain.config import profile_config
+
+    cfg = profile_config(args.profile)
+    changes = {field: getattr(args, attr) for attr, field in names.items() if getattr(args, attr) is not None}
+    return cfg.replace(**changes) if changes else cfg
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from effitrain.config import profile_config
+    from effitrain.techniques import parse_technique
     from effitrain.train import train
 
-    from effitrain.techniques import parse_technique
-
-    cfg = profile_config(args.profile)
-    changes = _overrides(args, {"preset": "preset", "budget": "budget", "seed": "seed",
-                                "precision": "precision", "corpus": "corpus"})
-    if changes:
-        cfg = cfg.replace(**changes)
+    cfg = _config(args, {"preset": "preset", "budget": "budget", "seed": "seed", "precision": "precision",
+                         "corpus": "corpus"})
     techniques = [parse_technique(spec) for spec in args.technique]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"loss became", category=RuntimeWarning)  # reported below
@@ -194,13 +194,10 @@ def _cmd_techniques(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from effitrain.bench import bench_training_step
-    from effitrain.config import ConfigError, profile_config
+    from effitrain.config import ConfigError
 
-    cfg = profile_config(args.profile)
-    changes = _overrides(args, {"preset": "preset", "seq_len": "seq_len", "batch": "batch_size",
-                                "precision": "precision", "seed": "seed"})
-    if changes:
-        cfg = cfg.replace(**changes)
+    cfg = _config(args, {"preset": "preset", "seq_len": "seq_len", "batch": "batch_size",
+                         "precision": "precision", "seed": "seed"})
     if args.steps < 1:
         raise ConfigError(f"--steps must be a positive integer; got {args.steps}")
     if args.warmup < 0:

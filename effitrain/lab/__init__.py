@@ -16,7 +16,7 @@ from effitrain.data.cache import atomic_path
 from effitrain.lab.compare import aggregate_curves, compare, display_frame, group_runs, styled, to_text
 from effitrain.lab.panel import Panel, has_frontend
 from effitrain.lab.plot import LivePlot
-from effitrain.train.run import Run
+from effitrain.train.run import Run, read_json
 
 RUNS_FORMAT = "effitrain-runs-v1"
 
@@ -39,12 +39,7 @@ def load_runs(path: str | Path) -> list[Run]:
     A missing file raises FileNotFoundError; anything else wrong raises a one-line ValueError.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"runs file {path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"runs file {path} is not valid JSON ({str(exc).splitlines()[0]})") from None
+    data = read_json(path, "runs file")
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):

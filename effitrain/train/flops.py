@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import time
 from functools import lru_cache
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch.utils.flop_counter import (FlopCounterMode, flop_registry, register_flop_formula,
                                       sdpa_backward_flop_count, sdpa_flop_count)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _aten = torch.ops.aten
 
@@ -72,7 +75,7 @@ def measure_peak_flops(device_type: str = "cpu", dtype: str = "fp32", size: int 
     return max(rates)  # a peak: other load on the machine only ever makes a repeat slower
 
 
-def flops_breakdown(run) -> "pandas.DataFrame":
+def flops_breakdown(run) -> "pd.DataFrame":
     """Where a run's FLOPs went: the analytic terms (blocks 6·N·D, attention, sparse MLM head), their
     sum, and what `FlopCounterMode` measured, as FLOPs and as a share of the analytic total.
 

@@ -97,14 +97,7 @@ class Run:
 
     @classmethod
     def load(cls, path: str | Path) -> "Run":
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"run file {path} does not exist") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"run file {path} is not valid JSON ({exc})") from None
-        return cls.from_dict(d)
+        return cls.from_dict(read_json(path, "run file"))
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
@@ -127,3 +120,14 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
         if ok:
             out[str(k)] = x
     return out
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """The JSON in `path`; a missing file raises FileNotFoundError, bad JSON a one-line ValueError."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what} {path} is not valid JSON ({str(exc).splitlines()[0]})") from None
