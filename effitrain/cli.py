@@ -223,9 +223,16 @@ def notebooks_dir() -> Path:
 
 
 def lab_command(extra: Sequence[str] = ()) -> list[str]:
+    """`python -m jupyterlab` on the lessons' notebooks, with the user's `extra` options last.
+
+    As root (a container, a cloud VM) Jupyter refuses to start without `--allow-root`; the README's
+    `make lab` must work there too, so it is added for root.
+    """
     cmd = [sys.executable, "-m", "jupyterlab"]
     if not any(a.startswith(("--notebook-dir", "--ServerApp.root_dir")) for a in extra):
         cmd += ["--notebook-dir", str(notebooks_dir())]
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and not any(a.startswith("--allow-root") for a in extra):
+        cmd.append("--allow-root")
     return cmd + list(extra)
 
 

@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,11 +162,52 @@ def test_lab_runs_jupyterlab_on_the_notebooks(monkeypatch):
     calls = []
     monkeypatch.setattr(cli.os, "execv", lambda path, args: calls.append(list(args)))
     monkeypatch.setattr(cli.subprocess, "call", lambda args: calls.append(list(args)) or 0)
-    assert cli.main(["lab", "--no-browser", "--port", "8899"]) == 0
-    (cmd,) = calls
-    assert cmd[:3] == [sys.executable, "-m", "jupyterlab"]
-    assert cmd[3:5] == ["--notebook-dir", str((REPO / "notebooks").resolve())]
-    assert cmd[5:] == ["--no-browser", "--port", "8899"]
+    for uid, root_flag in ((1000, []), (0, ["--allow-root"])):  # Jupyter refuses root without it
+        monkeypatch.setattr(cli.os, "geteuid", lambda uid=uid: uid, raising=False)
+        assert cli.main(["lab", "--no-browser", "--port", "8899"]) == 0
+        cmd = calls.pop()
+        assert cmd[:3] == [sys.executable, "-m", "jupyterlab"]
+        assert cmd[3:5] == ["--notebook-dir", str((REPO / "notebooks").resolve())]
+        assert cmd[5:] == root_flag + ["--no-browser", "--port", "8899"]
+
+
+@pytest.mark.slow
+def test_lab_command_starts_a_server_that_lists_the_lessons(tmp_path):
+    """The README's main command for real: `effitrain lab` answers and serves the lesson notebooks."""
+    if not (REPO / "notebooks").is_dir():
+        pytest.skip("no notebooks/ folder in this checkout")
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = "effitrain-test"
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "run"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws")}
+    cmd = [sys.executable, "-m", "effitrain.cli", "lab", "--no-browser", "--ip", "127.0.0.1", f"--port={port}",
+           "--ServerApp.port_retries=0", f"--ServerApp.token={token}"]
+    log = open(tmp_path / "lab.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline, listing = time.monotonic() + 90, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents?token={token}", timeout=2) as r:
+                    listing = json.loads(r.read())
+                    break
+            except OSError:
+                time.sleep(0.3)
+        assert listing is not None, f"effitrain lab did not answer:\n{(tmp_path / 'lab.log').read_text()[-3000:]}"
+        served = {item["name"] for item in listing["content"]}
+        assert {p.name for p in (REPO / "notebooks").glob("*.ipynb")} <= served
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
 
 
 def test_train_with_a_technique_and_its_parameters(capsys):
