@@ -68,7 +68,7 @@
 import effitrain as et
 import numpy as np
 from IPython.display import display
-from effitrain.lab import LivePlot, Panel, compare, styled
+from effitrain.lab import LivePlot, Panel, common_target, compare, styled
 from effitrain.techniques import curriculum as cu
 
 PROFILE = et.default_profile()  # EFFITRAIN_PROFILE, else gpu with CUDA, else cpu
@@ -226,6 +226,17 @@ styled(compare(runs, baseline="baseline", speedup_by="flops"))
 #
 # In the paper the models trained for tens of thousands of steps and the curriculum was a small
 # part of that; here the whole run is a few dozen to a few hundred steps, and $T$ is half of it.
+
+# %% [markdown]
+# **A looser target: who gets there first?** "Not reached" says a variant ends worse than the
+# baseline, not that it was slower all along. `common_target` is the highest final val loss of
+# *all* runs, a target every run reaches, so every cell gets a ratio with its interval. Cheaper
+# early steps (short batches) show up here even when the variant ends behind.
+
+# %%
+loose = common_target(runs)
+print(f"looser target: val loss {loose:.3f} (the baseline's own target was {table.attrs['target_val_loss']:.3f})")
+cu.format_curriculum_table(cu.curriculum_table(runs, baseline="baseline", target_val_loss=loose))
 
 # %% [markdown]
 # ## 6. Try your own curriculum in the panel

@@ -10,7 +10,7 @@ import ipywidgets as widgets
 import pytest
 
 import effitrain as et
-from effitrain.lab import LivePlot, Panel, aggregate_curves, compare, load_runs, save_runs, styled
+from effitrain.lab import LivePlot, Panel, aggregate_curves, common_target, compare, load_runs, save_runs, styled
 from effitrain.lab.compare import NOT_REACHED, t_ppf
 from effitrain.lab.panel import has_frontend
 from effitrain.techniques.base import REGISTRY, Technique, param, register
@@ -238,6 +238,23 @@ def test_compare_default_target_and_single_seed():
     assert list(df.index) == ["baseline"] and df.attrs["excluded"]
     df = compare(base + fast, baseline="fast", target_val_loss=6.0)
     assert df.loc["baseline", "speedup"] == pytest.approx(0.5)
+
+
+def test_common_target_gives_every_group_a_speedup():
+    base, fast = baseline_and_fast()
+    slow = [fake_run([(0, 8.0), (10, 6.4), (30, 5.9)], techniques=("slow",), seed=0),
+            fake_run([(0, 8.0), (10, 6.6), (30, 6.5)], techniques=("slow",), seed=1)]
+    runs = base + fast + slow
+    assert compare(runs).loc["slow", "speedup"] == NOT_REACHED  # the baseline's target: slow misses it
+    target = common_target(runs)
+    assert target == pytest.approx(6.5)  # the worst final val loss of all runs
+    df = compare(runs, target_val_loss=target)
+    assert set(df["reached"]) == {"2/2"}
+    assert all(isinstance(v, float) and v > 0 for v in df["speedup"])
+    failed = fake_run([(0, 8.0), (5, 9.0)], techniques=("x",), status="failed")
+    assert common_target(runs + [failed]) == pytest.approx(6.5)  # failed runs are left out
+    with pytest.raises(ValueError, match="at least one run"):
+        common_target([failed])
 
 
 def test_save_and_load_runs(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterable
 
 from effitrain.data.cache import atomic_path
-from effitrain.lab.compare import aggregate_curves, compare, display_frame, group_runs, styled, to_text
+from effitrain.lab.compare import aggregate_curves, common_target, compare, display_frame, group_runs, styled, to_text
 from effitrain.lab.panel import Panel, has_frontend
 from effitrain.lab.plot import LivePlot
 from effitrain.train.run import Run, read_json
@@ -54,5 +54,5 @@ def load_runs(path: str | Path) -> list[Run]:
     return runs
 
 
-__all__ = ["LivePlot", "Panel", "compare", "styled", "display_frame", "to_text", "aggregate_curves", "group_runs",
+__all__ = ["LivePlot", "Panel", "common_target", "compare", "styled", "display_frame", "to_text", "aggregate_curves", "group_runs",
            "save_runs", "load_runs", "has_frontend"]

@@ -237,6 +237,21 @@ def _final_val_loss(run: Run) -> float:
     return float(evals[-1]["val_loss"]) if evals else math.nan
 
 
+def common_target(runs: Iterable[Run]) -> float:
+    """The highest final validation loss over all `runs`: the hardest target that every run reaches.
+
+    `compare`'s default target (the baseline's worst final seed) asks "who gets to the baseline's
+    quality?"; a technique that ends worse then reads "not reached" and has no speed-up. At this
+    looser target every group has a time and a ratio, which says who got *there* first: a
+    technique can be faster early and still end worse, and the speed-up depends on the target.
+    """
+    finals = [_final_val_loss(r) for r in runs if r.status != "failed"]
+    finals = [f for f in finals if math.isfinite(f)]
+    if not finals:
+        raise ValueError("common_target needs at least one run with a finite validation loss")
+    return max(finals)
+
+
 COLUMNS = ["seeds", "reached", "time_s", "time_s_ci", "flops", "flops_ci", "final_val_loss", "final_val_loss_ci",
            "tokens_per_s", "tokens_per_s_ci", "speedup", "speedup_lo", "speedup_hi", "status"]
 
