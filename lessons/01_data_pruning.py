@@ -38,7 +38,7 @@
 # | profile | model | pool (blocks) | steps × batch | runs | whole notebook |
 # |---|---|---|---|---|---|
 # | `smoke` (CI) | tiny | 128 | 50 × 16 | 14 | 29–33 s measured (nbmake, quiet 2-core CPU, 2026-11) |
-# | `cpu` (laptop) | tiny, seq 128 | 512 | 100 × 16 | 36 | 4 min 31 s measured (quiet 2-core CPU, 2026-11) |
+# | `cpu` (laptop) | tiny, seq 128 | 512 | 100 × 16 | 36 | 4.5–4.8 min measured (quiet 2-core CPU, 2026-11) |
 # | `gpu` (one GPU) | base | 8,192 | 600 × 128 | 51 | about 30 min (estimate) |
 
 # %% [markdown]

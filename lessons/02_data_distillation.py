@@ -38,7 +38,7 @@
 # | profile | teacher | student runs | dataset distillation | whole notebook |
 # |---|---|---|---|---|
 # | `smoke` (CI) | tiny, 60 steps | tiny: 2 × 2 runs of 40 steps | about 3 s | 27 s measured (nbmake, quiet 2-core CPU, 2026-11) |
-# | `cpu` (laptop) | mini, 300 steps | tiny: 3 × 2 runs of 150 steps | about 3 s | 6 min 9 s measured (quiet 2-core CPU, 2026-11) |
+# | `cpu` (laptop) | mini, 300 steps | tiny: 3 × 2 runs of 150 steps | about 3 s | 6.1–6.6 min measured (quiet 2-core CPU, 2026-11) |
 # | `gpu` (one GPU) | base, 2000 steps | small: 3 × 2 runs of 600 steps | about 5 s (on the CPU) | about 15 min (estimate) |
 
 # %% [markdown]

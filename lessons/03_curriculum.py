@@ -38,7 +38,7 @@
 # | profile | model | steps per run | runs | whole notebook |
 # |---|---|---|---|---|
 # | `smoke` (CI) | tiny, 0.7 M parameters, 128 tokens, batch 16 | 20 | 6 × 2 + 1 | 32 s measured (nbmake, quiet 2-core CPU, 2026-11) |
-# | `cpu` (laptop) | tiny, 128 tokens, vocabulary 8,192, batch 16 | 200 | 6 × 3 + 3 | 4 min 17 s measured (quiet 2-core CPU, 2026-11) |
+# | `cpu` (laptop) | tiny, 128 tokens, vocabulary 8,192, batch 16 | 200 | 6 × 3 + 3 | 4.3–4.4 min measured (quiet 2-core CPU, 2026-11) |
 # | `gpu` (one GPU) | base, 128 tokens | 500 | 6 × 3 + 3 | about 30 min (estimate) |
 #
 # On `cpu` the lesson uses the `tiny` model and batches of 16 instead of the profile's `mini` and 32:
