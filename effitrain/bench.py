@@ -80,15 +80,21 @@ def autocast_for(config: Config, device: torch.device) -> Callable[[], contextli
 
 
 def make_train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: Config,
-                    device: torch.device) -> Callable[[MaskedBatch], torch.Tensor]:
-    """One optimizer step on one batch, as the trainer does it (grad_accum = 1); returns the loss."""
+                    device: torch.device, loss_of: Callable[[Any], torch.Tensor] | None = None
+                    ) -> Callable[[Any], torch.Tensor]:
+    """One optimizer step on one batch, as the trainer does it (grad_accum = 1); returns the loss.
+
+    `loss_of(batch)` computes the loss (default: effitrain's MLM loss of a `MaskedBatch`), so another
+    model, e.g. Hugging Face's in scripts/bench_vs_hf.py, is timed by the very same step.
+    """
     autocast = autocast_for(config, device)
     clip = config.optim.grad_clip
     params = [p for p in model.parameters() if p.requires_grad]
+    loss_of = loss_of or (lambda batch: mlm_loss_inputs(model, batch).loss)
 
-    def step(batch: MaskedBatch) -> torch.Tensor:
+    def step(batch: Any) -> torch.Tensor:
         with autocast():
-            loss = mlm_loss_inputs(model, batch).loss
+            loss = loss_of(batch)
         loss.backward()
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(params, clip)

@@ -120,19 +120,11 @@ def build_hf(cfg: et.Config, batches: list[MaskedBatch], device: torch.device) -
                                   weight_decay=o.weight_decay)
     inputs = [(b.input_ids, hf_labels(b)) for b in batches]
     autocast = autocast_for(cfg, device)
-    clip = o.grad_clip
-    params = list(model.parameters())
+    # the same optimizer step as effitrain's side; no padding, so no attention mask, as effitrain
+    step = make_train_step(model, optimizer, cfg, device, loss_of=lambda b: model(input_ids=b[0], labels=b[1]).loss)
 
     def train_step(i: int) -> torch.Tensor:
-        ids, labels = inputs[i % len(inputs)]
-        with autocast():
-            loss = model(input_ids=ids, labels=labels).loss  # no padding: no attention mask, as effitrain
-        loss.backward()
-        if clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
+        return step(inputs[i % len(inputs)])
 
     def forward_backward() -> None:
         with autocast():

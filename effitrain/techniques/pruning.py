@@ -624,9 +624,9 @@ def plot_sweep(df: "pd.DataFrame") -> "go.Figure":
         if math.isfinite(base[y]):
             fig.add_hline(y=base[y], line=dict(dash="dash", color="#222"), row=1, col=col)
         fig.update_xaxes(title_text="keep fraction", row=1, col=col)
-    fig.update_layout(height=360, margin=dict(t=40, b=40, l=50, r=10),
+    fig.update_layout(height=380, margin=dict(t=70, b=40, l=50, r=10),  # room for the title above the panels' titles
                       title=dict(text=f"pruning sweep (target val loss {df.attrs.get('target_val_loss', math.nan):.3f}; "
-                                      "dashed: no pruning)", font=dict(size=13)))
+                                      "dashed: no pruning)", font=dict(size=13), y=0.97))
     return fig
 
 
