@@ -78,7 +78,8 @@ SEEDS = {"smoke": 2, "cpu": 3, "gpu": 3}[PROFILE]
 # smoke's 64 tokens would cut 4 paragraphs in 5, so every profile uses at least 128
 SIZE = {"smoke": {"batch_size": 16, "data.seq_len": 128}, "cpu": {"preset": "tiny", "batch_size": 16},
         "gpu": {}}[PROFILE]
-cfg = et.profile_config(PROFILE, budget=BUDGET, evals=5, **{"data.pack": False}, **SIZE)
+EVALS = 5 if PROFILE == "smoke" else 10  # evaluations per run: the time to target interpolates between them
+cfg = et.profile_config(PROFILE, budget=BUDGET, evals=EVALS, **{"data.pack": False}, **SIZE)
 data = et.prepare_data(cfg.data)
 lengths = data.train.features["length"].float()
 print(f"profile {PROFILE}: {cfg.model.preset} BERT, {cfg.budget} per run, {SEEDS} seeds; {len(data.train):,} paragraphs, "
