@@ -74,12 +74,11 @@ from effitrain.techniques import curriculum as cu
 PROFILE = et.default_profile()  # EFFITRAIN_PROFILE, else gpu with CUDA, else cpu
 BUDGET = {"smoke": "20steps", "cpu": "200steps", "gpu": "500steps"}[PROFILE]  # optimizer steps per run
 SEEDS = {"smoke": 2, "cpu": 3, "gpu": 3}[PROFILE]
-# half batches keep smoke and cpu short; on cpu, 21 runs of the profile's mini model would take hours
-# smoke's 64 tokens would cut 4 paragraphs in 5, so every profile uses at least 128
-SIZE = {"smoke": {"batch_size": 16, "data.seq_len": 128}, "cpu": {"preset": "tiny", "batch_size": 16},
-        "gpu": {}}[PROFILE]
-EVALS = 5 if PROFILE == "smoke" else 10  # evaluations per run: the time to target interpolates between them
-cfg = et.profile_config(PROFILE, budget=BUDGET, evals=EVALS, **{"data.pack": False}, **SIZE)
+# half batches keep smoke and cpu short (on cpu, 21 runs of mini would take hours); smoke's 64 tokens would cut
+# 4 paragraphs in 5, so it uses 128 too; time to target interpolates between evaluations, so cpu and gpu take 10
+SIZE = {"smoke": {"batch_size": 16, "data.seq_len": 128, "evals": 5},
+        "cpu": {"preset": "tiny", "batch_size": 16, "evals": 10}, "gpu": {"evals": 10}}[PROFILE]
+cfg = et.profile_config(PROFILE, budget=BUDGET, **{"data.pack": False}, **SIZE)
 data = et.prepare_data(cfg.data)
 lengths = data.train.features["length"].float()
 print(f"profile {PROFILE}: {cfg.model.preset} BERT, {cfg.budget} per run, {SEEDS} seeds; {len(data.train):,} paragraphs, "
