@@ -2,8 +2,7 @@
 # jupyter:
 #   jupytext:
 #     cell_metadata_filter: -all
-#     formats: notebooks///ipynb,lessons///py:percent
-#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version,-jupytext.formats
 #     text_representation:
 #       extension: .py
 #       format_name: percent
