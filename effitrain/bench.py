@@ -21,9 +21,7 @@ The helpers (`synthetic_ids`, `synthetic_batches`, `make_train_step`, `time_step
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
-import math
 import platform
 import statistics
 import sys
@@ -37,8 +35,9 @@ from effitrain.config import Config, ConfigError
 from effitrain.data import MaskedBatch, mask_tokens
 from effitrain.data.tokenizer import CLS, SEP, SPECIAL_TOKENS
 from effitrain.model import BertForMLM, analytic_flops, count_parameters
-from effitrain.train.flops import count_flops, measure_peak_flops
-from effitrain.train.trainer import _attention_recompute, make_optimizer, mlm_loss_inputs
+from effitrain.train.flops import count_flops, measure_peak_flops, sync
+from effitrain.train.run import finite_or_none
+from effitrain.train.trainer import _attention_recompute, autocast_for, make_optimizer, mlm_loss_inputs
 
 ZIPF_EXPONENT = 1.1  # unigram frequencies of subword vocabularies fall off roughly as rank^-1.1
 
@@ -72,13 +71,6 @@ def synthetic_batches(config: Config, count: int = 4, vocab_size: int | None = N
 
 
 # -- the step and its timing ---------------------------------------------------------------------
-def autocast_for(config: Config, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    """The trainer's precision policy: bf16 = autocast to bfloat16, fp32 = nothing."""
-    if config.run.precision == "bf16":
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext
-
-
 def make_train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: Config,
                     device: torch.device, loss_of: Callable[[Any], torch.Tensor] | None = None
                     ) -> Callable[[Any], torch.Tensor]:
@@ -103,12 +95,6 @@ def make_train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, co
         return loss.detach()
 
     return step
-
-
-def sync(device: torch.device | str) -> None:
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_steps(fn: Callable[[int], Any], steps: int, warmup: int = 0,
@@ -302,17 +288,6 @@ def bench_training_step(config: Config, steps: int = 20, warmup: int = 3, *, voc
         flops_measured_per_step=float(measured), flops_analytic_per_step=float(analytic), peak_flops=float(peak),
         peak_memory_bytes=mem, peak_memory_kind=mem_kind, final_loss=float(losses[-1]),
     )
-
-
-def finite_or_none(value: Any) -> Any:
-    """NaN and ±inf → None, recursively, so `json.dumps` writes valid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_or_none(v) for v in value]
-    return value
 
 
 __all__ = ["BenchResult", "bench_training_step", "synthetic_ids", "synthetic_batches", "make_train_step",

@@ -104,20 +104,10 @@ def _join_dash_values(argv: Sequence[str]) -> list[str]:
 
 
 # -- output ----------------------------------------------------------------------------------------
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, bool)) or value is None or isinstance(value, float):
-        return value
-    return str(value)
-
-
 def _json_line(d: dict[str, Any]) -> str:
-    return json.dumps(_jsonable(d), allow_nan=False, separators=(", ", ": "))
+    from effitrain.train.run import finite_or_none
+
+    return json.dumps(finite_or_none(d), allow_nan=False, default=str, separators=(", ", ": "))
 
 
 def _fmt(x: Any, spec: str) -> str:

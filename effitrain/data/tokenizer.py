@@ -12,6 +12,11 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD, UNK, CLS, SEP, MASK = range(len(SPECIAL_TOKENS))
 
 
+def decode_text(tokenizer: Tokenizer, ids: Sequence[int]) -> str:
+    """The text of a row: its words and [UNK]s, without [PAD], [CLS], [SEP] or [MASK]."""
+    return tokenizer.decode([t for t in ids if t >= len(SPECIAL_TOKENS) or t == UNK])
+
+
 def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Tokenizer:
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True, clean_text=True, strip_accents=True)

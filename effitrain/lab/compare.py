@@ -343,15 +343,25 @@ def compare(runs: Iterable[Run], target_val_loss: float | None = None, baseline:
 
 
 # -- display ---------------------------------------------------------------------------------------
-def _fmt(value: Any, half: Any, spec: str) -> str:
+def fmt_pm(value: Any, half: Any, spec: str, missing: str = "–") -> str:
+    """"12.3 ± 1.1" (`spec` formats both); a string passes through, a missing value gives `missing`."""
     if isinstance(value, str):
         return value
     if value is None or not math.isfinite(value):
-        return "–"
+        return missing
     text = format(value, spec)
     if half is not None and isinstance(half, float) and math.isfinite(half):
         text += " ± " + format(half, spec)
     return text
+
+
+def fmt_ratio(value: Any, lo: float, hi: float, missing: str = "–", unit: str = "×") -> str:
+    """"1.85× [1.21, 2.83]"; a string (e.g. "not reached") passes through, a missing value gives `missing`."""
+    if isinstance(value, str):
+        return value
+    if value is None or not math.isfinite(value):
+        return missing
+    return f"{value:.2f}{unit}" + (f" [{lo:.2f}, {hi:.2f}]" if math.isfinite(lo) and math.isfinite(hi) else "")
 
 
 def display_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -359,22 +369,11 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=df.index)
     out["seeds"] = df["seeds"]
     out["reached target"] = df["reached"]
-    out["time to target (s)"] = [_fmt(v, h, ".3g") for v, h in zip(df["time_s"], df["time_s_ci"])]
-    out["FLOPs to target"] = [_fmt(v, h, ".3g") for v, h in zip(df["flops"], df["flops_ci"])]
-    out["final val loss"] = [_fmt(v, h, ".4f") for v, h in zip(df["final_val_loss"], df["final_val_loss_ci"])]
-    out["tokens/s"] = [_fmt(v, h, ",.0f") for v, h in zip(df["tokens_per_s"], df["tokens_per_s_ci"])]
-    speed = []
-    for v, lo, hi in zip(df["speedup"], df["speedup_lo"], df["speedup_hi"]):
-        if isinstance(v, str):
-            speed.append(v)
-        elif not math.isfinite(v):
-            speed.append("–")
-        else:
-            text = f"{v:.2f}×"
-            if math.isfinite(lo) and math.isfinite(hi):
-                text += f" [{lo:.2f}, {hi:.2f}]"
-            speed.append(text)
-    out["speedup"] = speed
+    out["time to target (s)"] = [fmt_pm(v, h, ".3g") for v, h in zip(df["time_s"], df["time_s_ci"])]
+    out["FLOPs to target"] = [fmt_pm(v, h, ".3g") for v, h in zip(df["flops"], df["flops_ci"])]
+    out["final val loss"] = [fmt_pm(v, h, ".4f") for v, h in zip(df["final_val_loss"], df["final_val_loss_ci"])]
+    out["tokens/s"] = [fmt_pm(v, h, ",.0f") for v, h in zip(df["tokens_per_s"], df["tokens_per_s_ci"])]
+    out["speedup"] = [fmt_ratio(*v) for v in zip(df["speedup"], df["speedup_lo"], df["speedup_hi"])]
     out["status"] = df["status"]
     return out
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from effitrain.config import ConfigError
-from effitrain.data.tokenizer import SPECIAL_TOKENS
+from effitrain.data.tokenizer import SPECIAL_TOKENS, decode_text
 from effitrain.techniques.base import StepContext, Technique, param, register
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -344,22 +344,16 @@ def curriculum_table(runs: Iterable["Run"], baseline: Any = None,
     return df
 
 
-def _fmt_ratio(v: Any, lo: float, hi: float) -> str:
-    if isinstance(v, str):
-        return v
-    if not math.isfinite(v):
-        return "–"
-    return f"{v:.2f}" + (f" [{lo:.2f}, {hi:.2f}]" if math.isfinite(lo) and math.isfinite(hi) else "")
-
-
 def format_curriculum_table(df: "pd.DataFrame") -> "pd.DataFrame":
     """`curriculum_table` as strings in the lecture's shape: one column per variant, rows Time, FLOPs, val loss."""
     import pandas as pd
 
+    from effitrain.lab.compare import fmt_ratio
+
     rows = {
         "seeds": [str(s) for s in df["seeds"]],
-        "time to target (rel.)": [_fmt_ratio(*v) for v in zip(df["time_rel"], df["time_rel_lo"], df["time_rel_hi"])],
-        "FLOPs to target (rel.)": [_fmt_ratio(*v)
+        "time to target (rel.)": [fmt_ratio(*v, unit="") for v in zip(df["time_rel"], df["time_rel_lo"], df["time_rel_hi"])],
+        "FLOPs to target (rel.)": [fmt_ratio(*v, unit="")
                                    for v in zip(df["flops_rel"], df["flops_rel_lo"], df["flops_rel_hi"])],
         "final val loss": [f"{m:.3f}" + (f" ± {c:.3f}" if math.isfinite(c) else "")
                            for m, c in zip(df["final_val_loss"], df["final_val_loss_ci"])],
@@ -401,8 +395,7 @@ def extremes(data: "PretrainData", kind: str, k: int = 2, chars: int = 110) -> d
     order = torch.argsort(raw, stable=True)
 
     def text(i: int) -> str:
-        ids = [t for t in data.train.ids[i].tolist() if t >= len(SPECIAL_TOKENS) or t == 1]
-        return f"[{raw[i]:.1f}] " + data.tokenizer.decode(ids)[:chars]
+        return f"[{raw[i]:.1f}] " + decode_text(data.tokenizer, data.train.ids[i].tolist())[:chars]
 
     return {"easiest": [text(int(i)) for i in order[:k]], "hardest": [text(int(i)) for i in order.flip(0)[:k]]}
 

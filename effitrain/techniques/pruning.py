@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from effitrain.config import Config, ConfigError
 from effitrain.data.masking import mask_tokens
-from effitrain.data.tokenizer import PAD, SPECIAL_TOKENS
+from effitrain.data.tokenizer import PAD, SPECIAL_TOKENS, decode_text
 from effitrain.techniques.base import StepContext, Technique, param, register
 from effitrain.train.flops import count_flops
 
@@ -123,11 +123,6 @@ def fingerprint_rows(train: "TrainSet") -> str:
 
 
 _REFERENCES: dict[tuple, tuple[torch.nn.Module, Cost]] = {}
-
-
-def _rng_fork(device: torch.device):
-    # scoring trains models: keep it from moving the global RNG that the run's own model init reads
-    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
 def reference_model(train: "TrainSet", data: "PretrainData", config: Config, steps: int,
@@ -402,7 +397,9 @@ class Prune(Technique):
             return train
         if ctx.data is None:
             raise ValueError("prune needs the run's data (StepContext.data) to score the examples")
-        with _rng_fork(ctx.device):
+        from effitrain.train.trainer import keep_rng
+
+        with keep_rng(ctx.device):  # scoring trains models: leave the run's random stream as it was
             scores, cost = score_rows(p.score, train, ctx.data, ctx.config, ref_steps=p.ref_steps,
                                       el2n_runs=p.el2n_runs, clusters=p.clusters, seed=p.score_seed)
         idx = select_rows(scores, p.keep_fraction, p.keep)
@@ -452,9 +449,8 @@ def peek(train: "TrainSet", data: "PretrainData", scores: torch.Tensor, k: int =
     rows = []
     for end, picks in (("easiest", order[:k]), ("hardest", order.flip(0)[:k])):
         for i in picks.tolist():
-            ids = [t for t in train.ids[i].tolist() if t >= len(SPECIAL_TOKENS) or t == 1]
             rows.append({"end": end, "row": i, "score": round(float(scores[i]), 4),
-                         "text": data.tokenizer.decode(ids)[:chars]})
+                         "text": decode_text(data.tokenizer, train.ids[i].tolist())[:chars]})
     return pd.DataFrame(rows).set_index(["end", "row"])
 
 
@@ -558,20 +554,17 @@ def sweep_table(runs: Sequence["Run"], target_val_loss: float | None = None) -> 
     return df
 
 
-def _ratio_text(v: float, lo: float, hi: float) -> str:
-    if not isinstance(v, float) or not math.isfinite(v):
-        return "not reached"
-    return f"{v:.2f}×" + (f" [{lo:.2f}, {hi:.2f}]" if math.isfinite(lo) and math.isfinite(hi) else "")
-
-
 def format_sweep_table(df: "pd.DataFrame") -> "pd.DataFrame":
     """`sweep_table` as readable strings: "1.2e11 ± 3e10", "1.05× [0.91, 1.21]"."""
     import pandas as pd
 
+    from effitrain.lab.compare import fmt_pm, fmt_ratio
+
     def pm(v: float, h: float, spec: str) -> str:
-        if not math.isfinite(v):
-            return "not reached"
-        return format(v, spec) + (f" ± {format(h, spec)}" if math.isfinite(h) else "")
+        return fmt_pm(v, h, spec, missing="not reached")
+
+    def ratio(v: float, lo: float, hi: float) -> str:
+        return fmt_ratio(v, lo, hi, missing="not reached")
 
     out = pd.DataFrame({"score": df["score"], "keep": df["keep"], "keep fraction": df["keep_fraction"],
                         "rows kept": df["kept"], "reached": [f"{r}/{s}" for r, s in zip(df["reached"], df["seeds"])]})
@@ -579,9 +572,9 @@ def format_sweep_table(df: "pd.DataFrame") -> "pd.DataFrame":
     out["s to target"] = [pm(v, h, ".3g") for v, h in zip(df["s_to_target"], df["s_to_target_ci"])]
     out["final val loss"] = [pm(v, h, ".3f") for v, h in zip(df["final_val_loss"], df["final_val_loss_ci"])]
     for unit, word in (("flops", "FLOPs"), ("s", "seconds")):
-        out[f"speedup ({word})"] = [_ratio_text(*t) for t in zip(
+        out[f"speedup ({word})"] = [ratio(*t) for t in zip(
             df[f"speedup_{unit}"], df[f"speedup_{unit}_lo"], df[f"speedup_{unit}_hi"])]
-        out[f"net of scoring ({word})"] = [_ratio_text(*t) for t in zip(
+        out[f"net of scoring ({word})"] = [ratio(*t) for t in zip(
             df[f"net_speedup_{unit}"], df[f"net_speedup_{unit}_lo"], df[f"net_speedup_{unit}_hi"])]
     out["score FLOPs"] = [f"{v:.3g}" for v in df["score_flops"]]
     return out

@@ -44,7 +44,9 @@ def count_flops(fn: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device | str) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so a timer reads the real time."""
+    device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -64,13 +66,13 @@ def measure_peak_flops(device_type: str = "cpu", dtype: str = "fp32", size: int 
     inner = 20 if device.type == "cuda" else 3
     for _ in range(2):
         a @ b
-    _sync(device)
+    sync(device)
     rates = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         for _ in range(inner):
             a @ b
-        _sync(device)
+        sync(device)
         rates.append(2 * n**3 * inner / (time.perf_counter() - t0))
     return max(rates)  # a peak: other load on the machine only ever makes a repeat slower
 

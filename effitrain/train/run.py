@@ -131,3 +131,14 @@ def read_json(path: str | Path, what: str) -> Any:
         raise FileNotFoundError(f"{what} {path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{what} {path} is not valid JSON ({str(exc).splitlines()[0]})") from None
+
+
+def finite_or_none(value: Any) -> Any:
+    """NaN and ±inf → None, recursively, so `json.dumps` writes valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value

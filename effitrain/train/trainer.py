@@ -134,6 +134,19 @@ def make_optimizer(model: torch.nn.Module, config: Config, device: torch.device)
     return torch.optim.AdamW(groups, **kwargs)
 
 
+def keep_rng(device: torch.device) -> contextlib.AbstractContextManager:
+    """Restores the global RNG (and the CUDA one of `device`) on exit: work done inside, such as
+    counting FLOPs or training a helper model, leaves the random stream of the run untouched."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
+def autocast_for(config: Config, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """The precision policy: bf16 = autocast to bfloat16, fp32 = nothing."""
+    if config.run.precision == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
 def _attention_recompute(config: Config, device: torch.device) -> bool:
     # CPU SDPA with dropout takes the math path (no recompute); fused kernels recompute scores
     return not (device.type == "cpu" and config.model.dropout > 0)
@@ -183,9 +196,7 @@ class Trainer:
         return f"cpu ({torch.get_num_threads()} threads)"
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.config.run.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast_for(self.config, self.device)()
 
     def _ctx(self, pos: _Position) -> StepContext:
         return StepContext(step=pos.step, fraction=self._fraction(pos), tokens=pos.tokens, seconds=pos.seconds,
@@ -231,7 +242,7 @@ class Trainer:
         stashed = [p.grad for p in model.parameters()]
         for p in model.parameters():
             p.grad = None
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        with keep_rng(self.device):
             measured = count_flops(lambda: self._loss(model, batch, ctx).backward())
         for p, g in zip(model.parameters(), stashed):
             p.grad = g
@@ -454,7 +465,7 @@ def train_frozen(config: Config, data: PretrainData, what: str, **kwargs: Any) -
     The run's model comes back in eval mode with gradients off.
     """
     device = config.run.resolved_device()
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with keep_rng(device):
         run = train(config, data=data, progress=False, **kwargs)
     if run.status != "completed":
         raise RuntimeError(f"{what} did not complete: {run.status} {run.message}")
