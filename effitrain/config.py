@@ -93,6 +93,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+POSITIONS = ("learned", "rotary", "alibi")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """A BERT-style encoder. `preset` fills hidden/layers/heads/ffn; explicit values win."""
@@ -109,6 +112,7 @@ class ModelConfig:
     dropout: float = 0.1
     tie_embeddings: bool = True
     init_std: float = 0.02
+    position: str = "learned"  # "learned" (BERT), "rotary" (RoPE on q, k) or "alibi" (distance bias)
 
     def __post_init__(self) -> None:
         _check(self.preset in PRESETS,
@@ -130,6 +134,9 @@ class ModelConfig:
                f"model.dropout must be in [0, 1); got {self.dropout!r}")
         _check(isinstance(self.init_std, (int, float)) and self.init_std > 0,
                f"model.init_std must be > 0; got {self.init_std!r}")
+        _choice("model", "position", self.position, POSITIONS)
+        _check(self.position != "rotary" or (self.hidden // self.heads) % 2 == 0,
+               f"model.position 'rotary' needs an even head size (hidden / heads = {self.hidden // self.heads})")
 
 
 # --------------------------------------------------------------------------------------------

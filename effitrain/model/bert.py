@@ -1,6 +1,11 @@
 """A compact BERT encoder, written to be read top to bottom.
 
     ids (B, T) ─ token + position embeddings ─ LN ─ dropout ─ N × Block ─ [final LN if pre-LN] ─ h (B, T, H)
+    position = "learned" (BERT): a learned vector per position is added to the token embeddings;
+               "rotary" (RoPE, Su et al. 2021): no position vectors, q and k of every head are rotated
+               by angles proportional to their position, so q·k depends on the offset i − j;
+               "alibi" (Press et al. 2022, symmetric for an encoder): no position vectors, every head h
+               adds −m_h·|i − j| to its attention scores (a float attn_mask), a prior towards nearby tokens
     Block, post-LN (BERT):  x = LN(x + drop(Attn(x)));       x = LN(x + drop(FFN(x)))
     Block, pre-LN:          x = x + drop(Attn(LN(x)));       x = x + drop(FFN(LN(x)))
     MLM head (sparse):      logits only at the M predicted positions, (M, V), decoder tied to embeddings
@@ -10,11 +15,48 @@ Attention is `F.scaled_dot_product_attention` (fused kernels on CPU and GPU).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from effitrain.config import ModelConfig
+
+
+# -- position encodings other than learned vectors ----------------------------------------------
+def rotary_tables(seq_len: int, dim: int, device: torch.device | None = None,
+                  base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin (T, d) for RoPE: pair (i, i + d/2) of a head turns by angle t·base^(−2i/d) at position t."""
+    inv_freq = base ** (-torch.arange(0, dim // 2, device=device, dtype=torch.float32) * 2 / dim)  # (d/2,)
+    angles = torch.arange(seq_len, device=device, dtype=torch.float32)[:, None] * inv_freq  # (T, d/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, d)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (B, h, T, d) by the tables (T, d): x·cos + rotate_half(x)·sin, in x's dtype."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+def alibi_slopes(heads: int) -> torch.Tensor:
+    """The ALiBi head slopes m_h: 2^(−8h/n) for n heads, n a power of two; otherwise the nearest
+    power's slopes plus every other slope of the next power (as in Press et al.'s code)."""
+    def power_of_two(n: int) -> list[float]:
+        return [2 ** (-8 * (i + 1) / n) for i in range(n)]
+    if math.log2(heads).is_integer():
+        return torch.tensor(power_of_two(heads))
+    closest = 2 ** math.floor(math.log2(heads))
+    return torch.tensor(power_of_two(closest) + power_of_two(2 * closest)[0::2][: heads - closest])
+
+
+def alibi_bias(heads: int, seq_len: int, device: torch.device | None = None) -> torch.Tensor:
+    """(h, T, T) float bias −m_h·|i − j| added to the attention scores (symmetric: an encoder looks both ways)."""
+    pos = torch.arange(seq_len, device=device, dtype=torch.float32)
+    distance = (pos[None, :] - pos[:, None]).abs()  # (T, T)
+    return -alibi_slopes(heads).to(device)[:, None, None] * distance  # (h, T, T)
 
 
 class SelfAttention(nn.Module):
@@ -25,9 +67,16 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(cfg.hidden, cfg.hidden, bias=cfg.bias)
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None,
+                rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """attn_mask: bool (True = may attend) or float (added to the scores), broadcast to (B, h, T, T);
+        rotary: (cos, sin) tables (T, d) applied to q and k."""
         B, T, H = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, H // self.heads).permute(2, 0, 3, 1, 4)  # 3 × (B, h, T, d)
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        if attn_mask is not None and attn_mask.is_floating_point():
+            attn_mask = attn_mask.to(q.dtype)  # SDPA wants a float mask in the query's dtype (bf16 under autocast)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, T, H))
@@ -60,11 +109,12 @@ class Block(nn.Module):
         self.ffn = FeedForward(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         if self.pre_ln:
-            x = x + self.drop(self.attn(self.ln1(x), attn_mask))
+            x = x + self.drop(self.attn(self.ln1(x), attn_mask, rotary))
             return x + self.drop(self.ffn(self.ln2(x)))
-        x = self.ln1(x + self.drop(self.attn(x, attn_mask)))
+        x = self.ln1(x + self.drop(self.attn(x, attn_mask, rotary)))
         return self.ln2(x + self.drop(self.ffn(x)))
 
 
@@ -73,7 +123,9 @@ class Encoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.tok = nn.Embedding(vocab_size, cfg.hidden)
-        self.pos = nn.Embedding(cfg.max_positions, cfg.hidden)
+        self.position = cfg.position
+        # learned: one vector per position; rotary and alibi have no position parameters
+        self.pos = nn.Embedding(cfg.max_positions, cfg.hidden) if cfg.position == "learned" else None
         self.ln_emb = nn.LayerNorm(cfg.hidden, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
@@ -84,11 +136,19 @@ class Encoder(nn.Module):
         """ids (B, T), or `embeds` (B, T, H): token vectors used in place of `tok(ids)` (e.g. learned ones)."""
         tok = self.tok(ids) if embeds is None else embeds  # (B, T, H)
         B, T = tok.shape[:2]
-        x = self.drop(self.ln_emb(tok + self.pos(torch.arange(T, device=tok.device))))  # (B, T, H)
+        if self.pos is not None:
+            tok = tok + self.pos(torch.arange(T, device=tok.device))
+        x = self.drop(self.ln_emb(tok))  # (B, T, H)
         # SDPA takes a boolean mask where True = may attend; (B, 1, 1, T) broadcasts over heads and queries
         mask = None if attention_mask is None else attention_mask[:, None, None, :]
+        rotary = None
+        if self.position == "alibi":  # one float mask: the distance bias, and −inf where a key is padding
+            bias = alibi_bias(self.cfg.heads, T, tok.device)[None]  # (1, h, T, T)
+            mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))  # (B, h, T, T)
+        elif self.position == "rotary":
+            rotary = rotary_tables(T, self.cfg.hidden // self.cfg.heads, tok.device)
         for block in self.blocks:
-            x = block(x, mask)
+            x = block(x, mask, rotary)
         return self.ln_final(x)
 
 
@@ -197,5 +257,6 @@ def analytic_flops(cfg: ModelConfig, vocab_size: int, batch: int, seq_len: int, 
     return sum(analytic_flops_parts(cfg, vocab_size, batch, seq_len, predicted, attention_recompute).values())
 
 
-__all__ = ["BertForMLM", "BertForClassification", "Encoder", "Block", "count_parameters",
+__all__ = ["BertForMLM", "BertForClassification", "Encoder", "Block", "count_parameters", "rotary_tables",
+           "apply_rotary", "alibi_slopes", "alibi_bias",
            "matmul_parameters", "analytic_flops", "analytic_flops_parts"]
