@@ -45,6 +45,15 @@ def _choice(section: str, name: str, value: Any, allowed: tuple) -> None:
     _check(value in allowed, f"{section}.{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
 
 
+def _finite_floats(section: str, obj: Any) -> None:
+    """Every float field of a section is a finite number: inf and NaN slip through range checks like `> 0`."""
+    for f in fields(obj):
+        if f.type in ("float", float):
+            value = getattr(obj, f.name)
+            _check(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+                   f"{section}.{f.name} must be a finite number; got {value!r}")
+
+
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DataConfig:
@@ -65,6 +74,7 @@ class DataConfig:
     max_train_examples: int = 0  # 0 = all; a cap keeps tiny experiments tiny
 
     def __post_init__(self) -> None:
+        _finite_floats("data", self)
         _check(isinstance(self.corpus, str) and self.corpus.strip() != "",
                f"data.corpus must be a corpus name or a path; got {self.corpus!r}")
         _positive_int("data", "vocab_size", self.vocab_size)
@@ -115,6 +125,7 @@ class ModelConfig:
     position: str = "learned"  # "learned" (BERT), "rotary" (RoPE on q, k) or "alibi" (distance bias)
 
     def __post_init__(self) -> None:
+        _finite_floats("model", self)
         _check(self.preset in PRESETS,
                f"model.preset must be one of {', '.join(PRESETS)}; got {self.preset!r}")
         base = PRESETS[self.preset]
@@ -159,6 +170,7 @@ class OptimConfig:
     fused: bool = True  # fused AdamW kernel where the device supports it
 
     def __post_init__(self) -> None:
+        _finite_floats("optim", self)
         _check(isinstance(self.lr, (int, float)) and 0 < self.lr < 1,
                f"optim.lr must be in (0, 1); got {self.lr!r}")
         _non_negative("optim", "weight_decay", self.weight_decay)
@@ -199,6 +211,7 @@ class Budget:
     unit: str = "steps"
 
     def __post_init__(self) -> None:
+        _finite_floats("budget", self)
         _choice("budget", "unit", self.unit, BUDGET_UNITS)
         _check(isinstance(self.amount, (int, float)) and not isinstance(self.amount, bool)
                and math.isfinite(self.amount) and self.amount > 0,
@@ -233,6 +246,7 @@ class Budget:
 
 # --------------------------------------------------------------------------------------------
 DEVICES = ("auto", "cpu", "cuda")
+MAX_SEED = 2**31 - 1  # seeds above alias (numpy and others take them modulo 2**32) or overflow
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -252,8 +266,10 @@ class RunConfig:
     name: str = ""
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
-               f"run.seed must be an integer >= 0; got {self.seed!r}")
+        _finite_floats("run", self)
+        _check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= MAX_SEED,
+               f"run.seed must be an integer in [0, {MAX_SEED}] (the random generators take 32-bit seeds and "
+               f"the trainer adds small offsets); got {self.seed!r}")
         _positive_int("run", "batch_size", self.batch_size)
         _positive_int("run", "grad_accum", self.grad_accum)
         _choice("run", "device", self.device, DEVICES)

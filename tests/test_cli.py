@@ -94,6 +94,8 @@ def test_unknown_preset_via_python_m():
 @pytest.mark.parametrize("argv, words", [
     (["train", "--profile", "laptop"], ["profile", "laptop"]),
     (["train", "--profile", "smoke", "--seed", "-1"], ["run.seed"]),
+    (["train", "--profile", "smoke", "--seed", "99999999999999999999999"], ["run.seed", "2147483647"]),
+    (["train", "--profile", "smoke", "--seed", "4294967297"], ["run.seed", "2147483647"]),
     (["train", "--profile", "smoke", "--precision", "fp8"], ["run.precision", "fp8"]),
     (["train", "--profile", "smoke", "--corpus", "/no/such/corpus.txt"], ["data.corpus"]),
     (["train", "--profile", "smoke", "--frobnicate"], ["unrecognized", "--frobnicate"]),

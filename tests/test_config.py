@@ -72,3 +72,47 @@ def test_round_trip_through_dict():
 def test_profile_from_environment(monkeypatch):
     monkeypatch.setenv("EFFITRAIN_PROFILE", "smoke")
     assert et.profile_config().profile == "smoke"
+
+
+# -- seeds and non-finite numbers (issue 10) ---------------------------------------------------
+def test_seed_is_bounded_to_what_the_generators_take():
+    from effitrain.config import MAX_SEED
+    assert RunConfig(seed=MAX_SEED).seed == MAX_SEED
+    for seed in (MAX_SEED + 1, 2**32 + 1, 99999999999999999999999):
+        with pytest.raises(ConfigError) as err:
+            RunConfig(seed=seed)
+        message = str(err.value)
+        assert "run.seed" in message and str(MAX_SEED) in message and "\n" not in message
+
+
+def _float_fields():
+    import dataclasses
+    out = []
+    for section, klass in (("data", DataConfig), ("model", ModelConfig), ("optim", OptimConfig),
+                           ("run", RunConfig), ("budget", Budget)):
+        for f in dataclasses.fields(klass):
+            if f.type in ("float", float):
+                out.append((section, klass, f.name))
+    return out
+
+
+def test_every_float_field_is_found():
+    names = {f"{s}.{n}" for s, _, n in _float_fields()}
+    assert {"model.init_std", "optim.eps", "optim.lr", "data.mask_prob", "budget.amount"} <= names
+
+
+@pytest.mark.parametrize("section, klass, name", _float_fields(), ids=lambda v: getattr(v, "__name__", str(v)))
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")], ids=["inf", "-inf", "nan"])
+def test_non_finite_floats_are_refused_in_every_float_field(section, klass, name, bad):
+    with pytest.raises(ConfigError) as err:
+        klass(**{name: bad})
+    message = str(err.value)
+    assert f"{section}.{name}" in message and "finite" in message and "\n" not in message
+    # the same through a saved config (JSON reads NaN and Infinity)
+    d = et.profile_config("smoke").to_dict()
+    if section == "budget":
+        d["budget"] = {"amount": bad, "unit": "steps"}
+    else:
+        d[section][name] = bad
+    with pytest.raises(ConfigError, match=f"{section}.{name}"):
+        Config.from_dict(d)
