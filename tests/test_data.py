@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -200,3 +203,155 @@ def test_sst2_code_path_with_local_stand_in(monkeypatch, smoke):
     task = sst2_task(data.tokenizer, 32)
     assert task.labels == ["negative", "positive"] and task.train_ids.shape == (20, 32)
     assert task.test_y.tolist() == [1, 0] and int(task.train_ids[0, 0]) == 2  # [CLS]
+
+
+# -- reliability (issue 10): deterministic, concurrent-safe cache; honest splits; CSV --------------
+REPO = Path(__file__).resolve().parent.parent
+SYLLABLES = ("ka", "lo", "mi", "ne", "su", "ta", "ri", "vo", "zu", "pe", "ghi", "qua", "xen", "bly", "dro", "fy",
+             "wo", "jax", "cy", "ost", "ump", "el", "ir", "ab")
+
+
+def _varied_text(paragraphs: int = 240, seed: int = 0) -> str:
+    """Made-up words of many letters (so many '##x' continuing characters), paragraphs by blank lines."""
+    import random
+    rng = random.Random(seed)
+    words = ["".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 4))) for _ in range(500)]
+    return "\n\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(25, 60))).capitalize() + "."
+                       for _ in range(paragraphs)) + "\n"
+
+
+_TRAIN_SCRIPT = r"""
+import json, sys, time
+import effitrain as et
+import effitrain.data.tokenizer as T
+from effitrain.data import prepare_data
+
+trained = T.train_tokenizer
+def traced(*a, **k):
+    print("TRAINED", flush=True)
+    tok = trained(*a, **k)
+    time.sleep(3)  # a wide window: a second builder that does not wait would train too
+    return tok
+T.train_tokenizer = traced
+cfg = et.profile_config("smoke", corpus=sys.argv[1], vocab_size=400, seq_len=32, min_words=3, budget="6steps",
+                        batch_size=8, evals=1, threads=1, max_val_blocks=8)
+run = et.train(cfg, progress=False)
+print("LOSSES " + json.dumps([r["train_loss"] for r in run.history.steps]), flush=True)
+"""
+
+
+def _start(corpus: Path, cache: Path, threads: int) -> subprocess.Popen:
+    env = {**os.environ, "EFFITRAIN_CACHE": str(cache), "RAYON_NUM_THREADS": str(threads),
+           "RAYON_RS_NUM_CPUS": str(threads), "EFFITRAIN_RUN_CACHE": "0",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen([sys.executable, "-c", _TRAIN_SCRIPT, str(corpus)], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen) -> tuple[list[float], int]:
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    losses = [json.loads(line[len("LOSSES "):]) for line in out.splitlines() if line.startswith("LOSSES ")]
+    assert len(losses) == 1 and len(losses[0]) == 6, out
+    return losses[0], out.splitlines().count("TRAINED")
+
+
+def _tokenizer_file(cache: Path) -> Path:
+    files = list((cache / "tokenizers").glob("*.json"))
+    assert len(files) == 1, files
+    return files[0]
+
+
+@pytest.mark.slow
+def test_fresh_caches_give_the_same_tokenizer_and_curve_whatever_the_threads(tmp_path):
+    corpus = tmp_path / "varied.txt"
+    corpus.write_text(_varied_text())
+    results = [_finish(_start(corpus, tmp_path / f"cache{n}", n)) for n in (1, 2)]
+    first, second = (_tokenizer_file(tmp_path / f"cache{n}") for n in (1, 2))
+    assert first.read_bytes() == second.read_bytes()
+    assert results[0][0] == results[1][0]
+    assert first.name == second.name and first.name.startswith("wordpiece-v2-")  # old files are not reused
+
+
+@pytest.mark.slow
+def test_two_runs_building_one_fresh_cache_at_once_agree(tmp_path, monkeypatch):
+    corpus = tmp_path / "varied.txt"
+    corpus.write_text(_varied_text(seed=1))
+    cache = tmp_path / "cache"
+    procs = [_start(corpus, cache, 2), _start(corpus, cache, 2)]
+    (losses_a, trained_a), (losses_b, trained_b) = (_finish(p) for p in procs)
+    assert trained_a + trained_b == 1, "both runs trained a tokenizer: the second did not wait for the first"
+    assert losses_a == losses_b
+    # what the cache holds is consistent: its ids are what its tokenizer makes of the training text
+    monkeypatch.setenv("EFFITRAIN_CACHE", str(cache))
+    prepare_data.cache_clear()
+    data = prepare_data(DataConfig(corpus=str(corpus), vocab_size=400, seq_len=32, min_words=3, max_val_blocks=8))
+    assert data.tokenizer.get_vocab() == type(data.tokenizer).from_file(str(_tokenizer_file(cache))).get_vocab()
+    first = data.corpus.filter(lambda r: r == "train", input_columns="role")[0]["text"]
+    expected = data.tokenizer.encode(first, add_special_tokens=False).ids[:31]
+    assert data.train.ids[0, 1:1 + len(expected)].tolist() == expected
+    assert not list(cache.rglob("*.tmp"))
+    prepare_data.cache_clear()
+
+
+def _assert_val_apart_from_train(data) -> None:
+    cols = data.corpus[:]
+    train = {t for t, r in zip(cols["text"], cols["role"]) if r == "train"}
+    val = {t for t, r in zip(cols["text"], cols["role"]) if r == "val"}
+    assert train and val and not train & val
+    assert data.val and sum(len(b.labels) for b in data.val) > 0  # evaluation has text of its own
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("make, split", [
+    (lambda d: _write(d / "three.txt", " ".join(_varied_text(12).split()[:200]) + "\nand a second line\nthird\n"),
+     "piece"),
+    (lambda d: _write(d / "long.txt", " ".join(_varied_text(200).split())), "piece"),
+    (lambda d: _write(d / "one.jsonl", json.dumps({"text": _varied_text(60)}) + "\n"), "piece"),
+    (lambda d: _write(d / "books" / "a.txt", _varied_text(30, seed=2)).parent
+     if _write(d / "books" / "b.txt", _varied_text(30, seed=3)) else None, "paragraph"),
+], ids=["three-lines", "one-long-line", "one-json-row", "folder-of-two"])
+def test_corpora_of_one_or_few_documents_never_validate_on_training_text(tmp_path, fresh_cache, make, split):
+    path = make(tmp_path)
+    prepare_data.cache_clear()
+    data = prepare_data(DataConfig(corpus=str(path), vocab_size=200, seq_len=16, min_words=3))
+    _assert_val_apart_from_train(data)
+    assert data.split == split
+    prepare_data.cache_clear()
+
+
+def test_a_corpus_too_small_to_split_is_refused_with_one_line(tmp_path, fresh_cache):
+    path = tmp_path / "tiny.txt"
+    path.write_text("Just a few words on one line,\nand two more lines\nof text here.\n")
+    prepare_data.cache_clear()
+    with pytest.raises(CorpusError) as err:
+        prepare_data(DataConfig(corpus=str(path), vocab_size=200, seq_len=16, min_words=3))
+    message = str(err.value)
+    assert "\n" not in message and "too small" in message and "words" in message and str(path) in message
+    assert "data.val_fraction" in message
+
+
+def test_cache_files_are_readable_like_the_rest_of_the_cache(tmp_path, fresh_cache):
+    from effitrain.data.cache import atomic_path
+    path = tmp_path / "c.txt"
+    path.write_text(TEXT)
+    old = os.umask(0o022)
+    try:
+        prepare_data.cache_clear()
+        prepare_data(DataConfig(corpus=str(path), vocab_size=200, seq_len=16, min_words=3))
+        with atomic_path(tmp_path / "x.json") as tmp:
+            tmp.write_text("{}")
+        os.umask(0o027)
+        with atomic_path(tmp_path / "y.json") as tmp:
+            tmp.write_text("{}")
+    finally:
+        os.umask(old)
+        prepare_data.cache_clear()
+    assert _tokenizer_file(fresh_cache).stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "y.json").stat().st_mode & 0o777 == 0o640

@@ -6,6 +6,7 @@ run, so runs are comparable) and the unigram counts of the training tokens.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -15,13 +16,14 @@ import torch
 from tokenizers import Tokenizer
 
 from effitrain.config import DataConfig
-from effitrain.data.cache import cache_dir
-from effitrain.data.corpus import assign_roles, fingerprint, load_corpus
+from effitrain.data.cache import build_lock, cache_dir
+from effitrain.data.corpus import CorpusError, assign_roles, fingerprint, load_corpus
 from effitrain.data.masking import MaskedBatch, mask_tokens
 from effitrain.data.tokenizer import CLS, PAD, SEP, SPECIAL_TOKENS, get_tokenizer
 
 DOWNSTREAM_FRACTION = 0.15  # of the documents of a corpus with a downstream task, held out of pre-training
 VAL_MASK_SEED = 1234
+PIECE_WORDS = 200  # words per piece when a corpus has too few paragraphs to split (see `split_roles`)
 ERAS = ((1790, 1860, "1790-1860"), (1861, 1932, "1861-1932"), (1933, 1980, "1933-1980"), (1981, 9999, "1981-"))
 
 
@@ -74,6 +76,7 @@ class PretrainData:
     unigram_counts: torch.Tensor  # (V,) counts of each id in the training examples
     key: str
     corpus: datasets.Dataset = field(repr=False)  # all paragraphs, with a "role" column
+    split: str = "document"  # the unit the train/val split kept whole: "document", "paragraph" or "piece"
 
     @property
     def vocab_size(self) -> int:
@@ -110,8 +113,9 @@ def _tokenize(corpus: datasets.Dataset, tokenizer: Tokenizer, key: str) -> datas
         return {"ids": [e.ids for e in encs], "ends": [[o[1] for o in e.offsets] for e in encs]}
 
     path = cache_dir("tokenized") / f"ids-ends-{key}.arrow"
-    return corpus.map(encode, batched=True, batch_size=1000, cache_file_name=str(path),
-                      desc="tokenizing", keep_in_memory=False)
+    with build_lock(path):
+        return corpus.map(encode, batched=True, batch_size=1000, cache_file_name=str(path),
+                          desc="tokenizing", keep_in_memory=False)
 
 
 def _pack(tokenized: datasets.Dataset, seq_len: int, cache_key: str) -> datasets.Dataset:
@@ -131,8 +135,9 @@ def _pack(tokenized: datasets.Dataset, seq_len: int, cache_key: str) -> datasets
         return {"input_ids": blocks, "length": [seq_len] * n, "chars": block_chars}
 
     path = cache_dir("tokenized") / f"blocks-ends-{cache_key}-{seq_len}.arrow"
-    return tokenized.map(pack, batched=True, batch_size=1000, remove_columns=tokenized.column_names,
-                         cache_file_name=str(path), desc="packing")
+    with build_lock(path):
+        return tokenized.map(pack, batched=True, batch_size=1000, remove_columns=tokenized.column_names,
+                             cache_file_name=str(path), desc="packing")
 
 
 def _examples(tokenized: datasets.Dataset, seq_len: int) -> dict:
@@ -158,40 +163,99 @@ def _to_trainset(cols: dict) -> TrainSet:
 
 
 def _build(cfg: DataConfig, tokenized: datasets.Dataset, role: str, key: str) -> TrainSet:
-    part = tokenized.filter(lambda r: r == role, input_columns="role",
-                            cache_file_name=str(cache_dir("tokenized") / f"{role}-{key}.arrow"))
+    path = cache_dir("tokenized") / f"{role}-{key}.arrow"
+    with build_lock(path):
+        part = tokenized.filter(lambda r: r == role, input_columns="role", cache_file_name=str(path))
     if cfg.pack:
         blocks = _pack(part, cfg.seq_len, f"{role}-{key}").with_format("numpy")
         return _to_trainset(blocks[:])
     return _to_trainset(_examples(part, cfg.seq_len))
 
 
-@lru_cache(maxsize=8)
-def prepare_data(cfg: DataConfig) -> PretrainData:
-    """Load, split, tokenize and cut the corpus of `cfg`; cached on disk and within the process."""
-    corpus = load_corpus(cfg.corpus, min_words=cfg.min_words)
+def _pieces(text: str, size: int, min_words: int) -> list[str]:
+    """`text` cut into pieces of `size` words; a tail shorter than `min_words` joins the piece before it."""
+    words = text.split()
+    cuts = [words[i:i + size] for i in range(0, len(words), size)]
+    if len(cuts) > 1 and len(cuts[-1]) < min_words:
+        cuts[-2].extend(cuts.pop())
+    return [" ".join(c) for c in cuts]
+
+
+def split_roles(corpus: datasets.Dataset, cfg: DataConfig) -> tuple[datasets.Dataset, str]:
+    """The corpus with a "role" column (train, val, and downstream for dated corpora) and the split's unit.
+
+    Documents stay whole where there are enough of them for the validation fraction to get one.
+    A corpus of fewer documents (one file, one text of a table, a folder of a few files) is split
+    by paragraph instead, and one of too few paragraphs (a single long line) into pieces of up to
+    `PIECE_WORDS` words. Validation text is never training text: a corpus too small even for that
+    is refused, saying how much text a split needs.
+    """
     cols = corpus[:]  # one read; datasets' column views iterate row by row
     has_years = any(y >= 0 for y in cols["year"])
     groups = [era_of(y) for y in cols["year"]] if has_years else [0] * len(corpus)
     fractions = {"val": cfg.val_fraction, **({"downstream": DOWNSTREAM_FRACTION} if has_years else {})}
-    roles = assign_roles(cols["doc"], groups, fractions)
-    role_col = [roles[d] for d in cols["doc"]]
-    corpus = corpus.add_column("role", role_col)
-    if "train" not in roles.values():
-        raise ValueError(f"corpus {cfg.corpus!r} is too small to split: no document left for training")
+
+    def assign(units: list[str], unit_groups: list[int]) -> list[str] | None:
+        roles = assign_roles(units, unit_groups, fractions)
+        col = [roles[u] for u in units]
+        return col if {"train", "val"} <= set(col) else None
+
+    role_col = assign(cols["doc"], groups)
+    if role_col is not None:
+        return corpus.add_column("role", role_col), "document"
+    seen: dict[str, int] = {}
+    paragraphs = []
+    for doc in cols["doc"]:
+        seen[doc] = seen.get(doc, -1) + 1
+        paragraphs.append(f"{doc}#p{seen[doc]}" if not doc.startswith("#p") else doc)
+    role_col = assign(paragraphs, groups)
+    if role_col is not None:
+        return datasets.Dataset.from_dict({**cols, "doc": paragraphs, "role": role_col}), "paragraph"
+    words = sum(len(t.split()) for t in cols["text"])
+    needed = math.floor(0.5 / cfg.val_fraction) + 1  # units for the validation fraction to get one
+    size = max(cfg.min_words, min(PIECE_WORDS, words // needed))
+    texts, docs, years, pgroups = [], [], [], []
+    for text, doc, year, group in zip(cols["text"], paragraphs, cols["year"], groups):
+        for k, piece in enumerate(_pieces(text, size, cfg.min_words)):
+            texts.append(piece)
+            docs.append(f"{doc}#w{k * size}")
+            years.append(year)
+            pgroups.append(group)
+    role_col = assign(docs, pgroups)
+    if role_col is None:
+        raise CorpusError(
+            f"corpus {cfg.corpus!r} is too small to keep validation text apart from training text: "
+            f"{words} words in {len(set(cols['doc']))} document(s) and {len(paragraphs)} paragraph(s); "
+            f"data.val_fraction={cfg.val_fraction} needs at least {needed} documents, paragraphs or pieces "
+            f"of data.min_words={cfg.min_words} words ({needed * cfg.min_words} words)")
+    return datasets.Dataset.from_dict({"text": texts, "doc": docs, "year": years, "role": role_col}), "piece"
+
+
+@lru_cache(maxsize=8)
+def prepare_data(cfg: DataConfig) -> PretrainData:
+    """Load, split, tokenize and cut the corpus of `cfg`; cached on disk and within the process."""
+    corpus, split = split_roles(load_corpus(cfg.corpus, min_words=cfg.min_words), cfg)
+    cols = corpus[:]
+    role_col = cols["role"]
     train_texts = [t for t, r in zip(cols["text"], role_col) if r == "train"]
     corpus_key = fingerprint(train_texts)
     tokenizer = get_tokenizer(train_texts, cfg.vocab_size, corpus_key)
-    key = fingerprint(cols["text"], role_col, cfg.vocab_size, corpus_key)
+    # keyed by the tokenizer's content too: cached ids always belong to the tokenizer in use
+    key = fingerprint(cols["text"], role_col, cfg.vocab_size, corpus_key, fingerprint([tokenizer.to_str()]))
     tokenized = _tokenize(corpus, tokenizer, key)
 
     train = _build(cfg, tokenized, "train", key)
     if cfg.max_train_examples and len(train) > cfg.max_train_examples:
         train = train.select(torch.arange(cfg.max_train_examples))
-    val_set = _build(cfg, tokenized, "val", key) if "val" in roles.values() else train
+    val_set = _build(cfg, tokenized, "val", key)  # split_roles saw to it that there is validation text
+    if len(val_set) == 0:
+        val_words = sum(len(t.split()) for t, r in zip(cols["text"], role_col) if r == "val")
+        raise CorpusError(f"corpus {cfg.corpus!r}: its validation text ({val_words} words) fills no block of "
+                          f"data.seq_len={cfg.seq_len} tokens; give more text, a larger data.val_fraction or a "
+                          "shorter data.seq_len")
     val_ids = val_set.ids[: cfg.max_val_blocks]
     g = torch.Generator().manual_seed(VAL_MASK_SEED)
     val = [mask_tokens(val_ids[i:i + 32], cfg.mask_prob, tokenizer.get_vocab_size(), g)
            for i in range(0, val_ids.shape[0], 32)]
     counts = torch.bincount(train.ids.flatten(), minlength=tokenizer.get_vocab_size())
-    return PretrainData(cfg, tokenizer, train, val, counts, key, corpus)
+    return PretrainData(cfg, tokenizer, train, val, counts, key, corpus, split)
