@@ -60,7 +60,7 @@ class DataConfig:
     """Where the text comes from and how it becomes training blocks.
 
     corpus: a registered name (`effitrain.data.corpus_names()`), a local file or folder of
-    .txt / .jsonl / .json / .parquet files.
+    .txt / .jsonl / .json / .csv / .tsv / .parquet files (tables: a ``text`` column).
     """
 
     corpus: str = "sotu"

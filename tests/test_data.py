@@ -336,6 +336,28 @@ def test_a_corpus_too_small_to_split_is_refused_with_one_line(tmp_path, fresh_ca
     assert "data.val_fraction" in message
 
 
+def test_csv_is_read_by_its_text_column(tmp_path):
+    import csv
+    texts = [f"{p}, with a comma and \"quotes\"" for p in TEXT.split("\n\n") if p.strip()]
+    with open(tmp_path / "t.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["label", "text"])
+        for i, t in enumerate(texts):
+            w.writerow([i % 2, t])
+    (tmp_path / "t.tsv").write_text("text\tlabel\n" + "".join(f"{t}\t{i}\n" for i, t in enumerate(texts)))
+    for name in ("t.csv", "t.tsv"):
+        ds = load_corpus(str(tmp_path / name), min_words=3)
+        assert ds["text"] == [" ".join(t.split()) for t in texts], name
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "t.csv").write_bytes((tmp_path / "t.csv").read_bytes())
+    assert load_corpus(str(folder), min_words=3)["text"] == [" ".join(t.split()) for t in texts]
+    (tmp_path / "labels.csv").write_text("label,body\n1,hello there\n")
+    with pytest.raises(CorpusError) as err:
+        load_corpus(str(tmp_path / "labels.csv"))
+    assert "no 'text' column" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_cache_files_are_readable_like_the_rest_of_the_cache(tmp_path, fresh_cache):
     from effitrain.data.cache import atomic_path
     path = tmp_path / "c.txt"

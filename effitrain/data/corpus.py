@@ -7,8 +7,9 @@ unknown). ``doc`` groups paragraphs of one document, so splits never cut a docum
   texts (1790–2026) split into paragraphs.
 - ``wikitext-2-raw-v1``, ``wikitext-103-raw-v1`` (``Salesforce/wikitext``) and
   ``roneneldan/TinyStories`` through `datasets.load_dataset` (needs the Hub).
-- a path: a .txt file (paragraphs separated by blank lines), .jsonl/.json or .parquet with a
-  ``text`` column, or a folder of such files (one document per file).
+- a path: a .txt file (paragraphs separated by blank lines), .jsonl/.json, .csv/.tsv (a header
+  row naming the columns) or .parquet with a ``text`` column (one row = one text; other columns,
+  labels say, are ignored), or a folder of such files (one document per file).
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ class CorpusError(ValueError):
 TEXT_SUFFIXES = (".txt", ".text", ".md")
 JSON_SUFFIXES = (".jsonl", ".json")
 PARQUET_SUFFIXES = (".parquet",)
+CSV_SUFFIXES = (".csv", ".tsv")
+LOCAL_SUFFIXES = TEXT_SUFFIXES + JSON_SUFFIXES + CSV_SUFFIXES + PARQUET_SUFFIXES
 _WS = re.compile(r"\s+")
 
 
@@ -107,29 +110,32 @@ def _check_text_file(path: Path) -> str:
         raise CorpusError(f"corpus file {path} is not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from None
 
 
-def _rows_from_table(path: Path, builder: str, doc_prefix: str) -> Iterable[dict]:
-    if builder == "json":
+def _rows_from_table(path: Path, builder: str, doc_prefix: str, **options: object) -> Iterable[dict]:
+    if builder in ("json", "csv"):
         _check_text_file(path)
     elif path.stat().st_size == 0:
         raise CorpusError(f"corpus file {path} is empty")
     try:
-        table = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=str(cache_dir("hub")))
+        table = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=str(cache_dir("hub")),
+                                      **options)
     except Exception as exc:
         raise CorpusError(f"corpus file {path} could not be read as {builder} ({type(exc).__name__})") from None
     if "text" not in table.column_names:
-        raise CorpusError(f"corpus file {path} has no 'text' column (columns: {', '.join(table.column_names)})")
+        columns = ", ".join(" ".join(str(c).split()) for c in table.column_names)
+        header = "; a .csv needs a header row naming a 'text' column" if builder == "csv" else ""
+        raise CorpusError(f"corpus file {path} has no 'text' column (columns: {columns}){header}")
     for i, row in enumerate(table):
-        text = row["text"]
+        text, doc = row["text"], row.get("doc")
         if isinstance(text, str) and text.strip():
-            yield {"text": _WS.sub(" ", text).strip(), "doc": row.get("doc") or f"{doc_prefix}{i}", "year": -1}
+            yield {"text": _WS.sub(" ", text).strip(), "doc": str(doc) if doc not in (None, "") else f"{doc_prefix}{i}",
+                   "year": -1}
 
 
 def _rows_from_path(path: Path) -> Iterable[dict]:
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file()
-                       and p.suffix.lower() in TEXT_SUFFIXES + JSON_SUFFIXES + PARQUET_SUFFIXES)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in LOCAL_SUFFIXES)
         if not files:
-            raise CorpusError(f"corpus folder {path} has no .txt, .jsonl, .json or .parquet files")
+            raise CorpusError(f"corpus folder {path} has no {', '.join(LOCAL_SUFFIXES)} files")
         for file in files:
             rel = str(file.relative_to(path))
             for row in _rows_from_file(file, whole_file_is_doc=True):
@@ -142,6 +148,9 @@ def _rows_from_file(path: Path, whole_file_is_doc: bool) -> Iterable[dict]:
     suffix = path.suffix.lower()
     if suffix in JSON_SUFFIXES:
         yield from _rows_from_table(path, "json", "#row-" if not whole_file_is_doc else ":")
+    elif suffix in CSV_SUFFIXES:
+        yield from _rows_from_table(path, "csv", "#row-" if not whole_file_is_doc else ":",
+                                    **({"sep": "\t"} if suffix == ".tsv" else {}))
     elif suffix in PARQUET_SUFFIXES:
         yield from _rows_from_table(path, "parquet", "#row-" if not whole_file_is_doc else ":")
     else:
