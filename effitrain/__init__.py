@@ -3,6 +3,7 @@
     import effitrain as et
     cfg = et.profile_config("smoke")           # or "cpu", "gpu"; EFFITRAIN_PROFILE picks the default
     run = et.train(cfg)                        # a Run: history, model, summary()
+    run = et.cached_train(cfg)                 # the same, but an identical call loads it from disk
     et.time_to_target(run.history, val_loss=6.0)
 """
 import datasets as _datasets
@@ -12,10 +13,12 @@ from effitrain.data import CorpusError, corpus_names, prepare_data
 from effitrain.techniques import Technique, get as technique, register, registered
 from effitrain.train import (CheckpointError, History, Run, Trainer, measure_peak_flops, time_to_target,
                              train)
+from effitrain.train.runcache import cached_train
 
 _datasets.disable_progress_bars()  # our own progress bar says what matters
 __version__ = "0.1.0"
 
 __all__ = ["Budget", "Config", "ConfigError", "PROFILES", "PRESETS", "default_profile", "profile_config",
            "CorpusError", "corpus_names", "prepare_data", "Technique", "technique", "register", "registered",
-           "CheckpointError", "History", "Run", "Trainer", "measure_peak_flops", "time_to_target", "train"]
+           "CheckpointError", "History", "Run", "Trainer", "measure_peak_flops", "time_to_target", "train",
+           "cached_train"]

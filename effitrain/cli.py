@@ -2,13 +2,15 @@
 
     effitrain train --profile smoke --budget 200steps --json
     effitrain train --technique prune:score=compressibility,keep_fraction=0.5
+    effitrain train --no-cache      # train again even if an identical run is in the run cache
     effitrain techniques            # what is registered, with parameters and the first line of each card
     effitrain bench --preset tiny --steps 20 --json
     effitrain lab [jupyter lab arguments]
 
 Bad input (a config value, a corpus, a checkpoint) prints one line ``effitrain: error: <message>``
 to stderr and exits 2; a diverged run exits 1 with its message; Ctrl-C exits 130. With
-``--json`` the last line of stdout is one JSON object (NaN written as null).
+``--json`` the last line of stdout is one JSON object (NaN written as null). `train` goes through
+the run cache (`effitrain.train.runcache`): an identical run trained before loads from disk.
 """
 from __future__ import annotations
 
@@ -59,6 +61,9 @@ def _build_parser() -> _Parser:
     t.add_argument("--technique", action="append", default=[], metavar="NAME[:k=v,...]",
                    help="a registered technique and its parameters, e.g. prune:keep_fraction=0.5 (repeatable; "
                         "see 'effitrain techniques')")
+    t.add_argument("--no-cache", action="store_true",
+                   help="train even if an identical run is in the run cache (the new run replaces it); "
+                        "EFFITRAIN_RUN_CACHE=0 turns the cache off")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--json", action="store_true", help="end with the summary as one line of JSON")
 
@@ -127,7 +132,11 @@ def _format_summary(s: dict[str, Any]) -> str:
         f"train loss   {_fmt(s['train_loss_first'], '.3f')} → {_fmt(s['train_loss_last'], '.3f')}",
         f"val loss     {_fmt(s['val_loss_first'], '.3f')} → {_fmt(s['val_loss_last'], '.3f')}"
         f"   (accuracy {_fmt(s['val_accuracy_last'], '.1%')})",
+        f"context gain {_fmt(s.get('context_gain'), '+.3f')} nats below the unigram baseline "
+        f"{_fmt(s.get('unigram_val_loss'), '.3f')} (word frequencies alone; negative: still on the plateau)",
     ]
+    if s.get("cached"):
+        lines.append("cache        loaded from the run cache (seconds as measured then; --no-cache trains again)")
     if s.get("message"):
         lines.append(f"message      {s['message']}")
     return "\n".join(lines)
@@ -145,14 +154,14 @@ def _config(args: argparse.Namespace, names: dict[str, str]) -> Any:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from effitrain.techniques import parse_technique
-    from effitrain.train import train
+    from effitrain.train import runcache
 
     cfg = _config(args, {"preset": "preset", "budget": "budget", "seed": "seed", "precision": "precision",
                          "corpus": "corpus"})
     techniques = [parse_technique(spec) for spec in args.technique]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"loss became", category=RuntimeWarning)  # reported below
-        run = train(cfg, techniques=techniques, progress=not args.no_progress)
+        run = runcache.cached_train(cfg, techniques, force=args.no_cache, progress=not args.no_progress)
     summary = run.summary()
     print(_format_summary(summary), flush=True)
     if args.json:

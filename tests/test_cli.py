@@ -57,7 +57,7 @@ def _one_line_error(err: str) -> str:
 
 
 def test_train_json_last_line(capsys):
-    code = cli.main(["train", "--profile", "smoke", "--budget", "20steps", "--json"])
+    code = cli.main(["train", "--profile", "smoke", "--budget", "20steps", "--json", "--no-cache"])
     out, err = capsys.readouterr()
     assert code == 0, err[-2000:]
     summary = json.loads(out.strip().splitlines()[-1])
@@ -67,7 +67,26 @@ def test_train_json_last_line(capsys):
     assert summary["tokens"] > 0 and summary["seconds"] > 0
     assert summary["flops_measured"] > 0 and summary["flops_analytic"] > 0
     assert math.isfinite(summary["val_loss_last"]) and summary["train_loss_last"] < summary["train_loss_first"]
+    assert summary["context_gain"] == pytest.approx(summary["unigram_val_loss"] - summary["val_loss_last"])
+    assert 4.0 < summary["unigram_val_loss"] < 8.0 and summary["cached"] is False
+    assert "context gain" in out and "unigram baseline" in out
     assert "Traceback" not in err
+
+
+def test_train_loads_an_identical_run_from_the_cache_unless_no_cache(capsys, smoke_data, fresh_cache):
+    args = ["train", "--profile", "smoke", "--budget", "3steps", "--json"]
+    summaries, outs = [], []
+    for extra in ([], [], ["--no-cache"]):
+        assert cli.main(args + extra) == 0
+        out, err = capsys.readouterr()
+        summaries.append(json.loads(out.strip().splitlines()[-1]))
+        outs.append((out, err))
+    first, hit, retrained = summaries
+    assert [s["cached"] for s in summaries] == [False, True, False]
+    assert hit["val_loss_last"] == first["val_loss_last"] and hit["seconds"] == first["seconds"]
+    assert hit["context_gain"] == first["context_gain"] and math.isfinite(hit["context_gain"])
+    assert "loaded from the run cache" in outs[1][0] and "run cache: baseline s0 loaded from" in outs[1][1]
+    assert retrained["steps"] == 3 and "loaded from the run cache" not in outs[2][0]
 
 
 def test_bad_budget_is_one_line_error_naming_the_field(capsys):
@@ -118,11 +137,11 @@ def test_diverged_run_exits_1_with_its_message(capsys, monkeypatch):
     import effitrain
     from effitrain.train import Run
 
-    def fake_train(cfg, **kwargs):
+    def fake_train(cfg, techniques=(), **kwargs):
         return Run(config=cfg, status="diverged", message="loss became nan at step 3; run stopped",
                    device="cpu (test)")
 
-    monkeypatch.setattr(sys.modules["effitrain.train"], "train", fake_train)
+    monkeypatch.setattr(sys.modules["effitrain.train.trainer"], "train", fake_train)  # what the run cache calls
     assert cli.main(["train", "--profile", "smoke", "--budget", "5steps", "--json"]) == 1
     out, err = capsys.readouterr()
     summary = json.loads(out.strip().splitlines()[-1])  # NaN (no evaluations) written as null

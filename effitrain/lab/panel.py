@@ -21,6 +21,11 @@ In JupyterLab `run_now()` returns at once; a later cell that needs the results c
 
 Profile: the base config is used as given while the dropdown shows its profile; picking another
 profile starts from `profile_config(that profile)`. Budget, seeds, precision and compile apply on top.
+
+Run cache: with "use cached runs" ticked (the default) a run identical to one trained before (same
+settings, techniques, seed, data and code; see `effitrain.train.runcache`) loads from disk and its
+curve is drawn at once, with the seconds it measured then. Untick it to train again; the new run
+replaces the stored one.
 """
 from __future__ import annotations
 
@@ -42,8 +47,8 @@ from effitrain.data import PretrainData
 from effitrain.lab.compare import compare, styled, to_text
 from effitrain.lab.plot import LivePlot
 from effitrain.techniques.base import REGISTRY, registered
+from effitrain.train import runcache
 from effitrain.train.run import Run
-from effitrain.train.trainer import Trainer
 
 MAX_SEEDS = 5
 
@@ -150,7 +155,8 @@ class Panel:
     lesson's own, already prepared); otherwise each run prepares its data (cached on disk).
     Attributes: `widget`, `runs` (every run started here, in order), `plot`, and the widgets
     `technique_boxes[name]`, `param_widgets[name][field]`, `profile`, `budget`, `seeds`,
-    `precision`, `compile`, `target`, `run_button`, `stop_button`, `status`, `errors`, `table`.
+    `precision`, `compile`, `target`, `use_cache`, `run_button`, `stop_button`, `status`, `errors`,
+    `table`.
     """
 
     def __init__(self, base_config: Config | None = None, techniques: Iterable[str] | None = None,
@@ -214,6 +220,9 @@ class Panel:
         self.compile = widgets.Checkbox(value=cfg.run.compile, description="torch.compile", indent=False)
         self.target = widgets.Text(value="", description="target val loss", placeholder="auto: baseline's final",
                                    style=wide, layout=widgets.Layout(width="260px"))
+        self.use_cache = widgets.Checkbox(
+            value=True, description="use cached runs", indent=False,
+            tooltip="a run identical to one trained before loads from disk; untick to train it again")
         self.run_button = widgets.Button(description="Run", button_style="success", icon="play")
         self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.status = widgets.Label(value="ready")
@@ -227,7 +236,7 @@ class Panel:
             widgets.HTML("<b>Techniques</b>"), *rows,
             widgets.HTML("<b>Run settings</b>"),
             widgets.HBox([self.profile, self.budget, self.precision, self.compile]),
-            widgets.HBox([self.seeds, self.target]),
+            widgets.HBox([self.seeds, self.target, self.use_cache]),
             widgets.HBox([self.run_button, self.stop_button, self.status]),
             self.errors, self.plot.widget, self.table,
         ])
@@ -392,27 +401,41 @@ class Panel:
                 self._say(f"{prefix}: preparing data and model…")
                 try:
                     techniques = [REGISTRY[name](params) for name, params in specs]
-                    data = self.data if self.data is not None and self.data.config == cfg.data else None
-                    trainer = Trainer(cfg, techniques, data=data, stop=self._stop, progress=foreground)
-                except Exception as exc:  # bad data path, out of memory, …: report, keep earlier runs
+                except Exception as exc:
                     self._error(f"{prefix} could not start: {one_line(exc)}")
                     break
-                run = trainer.run
-                self.runs.append(run)
-                new_runs.append(run)
-                trainer.callbacks.append(self.plot.add_run(run, label=settings_label(run, self.base_config)))
-                trainer.callbacks.append(self._progress_callback(prefix, cfg))
+                data = self.data if self.data is not None and self.data.config == cfg.data else None
+                adopted: list[Run] = []
+                drawers: list = []
+
+                def adopt(kind: str, row: dict, r: Run) -> None:
+                    # the first event (the first evaluation, a cached run's replay, or a failed
+                    # setup's "end") hands over the run: from then on the panel shows it
+                    if not adopted:
+                        adopted.append(r)
+                        self.runs.append(r)
+                        new_runs.append(r)
+                        drawers.append(self.plot.add_run(r, label=settings_label(r, self.base_config)))
+                    drawers[0](kind, row, r)
+
                 failed = False
                 try:
-                    trainer.fit()
+                    run = runcache.cached_train(cfg, techniques, force=not self.use_cache.value, data=data,
+                                                stop=self._stop, progress=foreground,
+                                                callbacks=[adopt, self._progress_callback(prefix, cfg)])
                 except Exception as exc:
-                    failed = True
+                    if not adopted:  # bad data path, out of memory, …: report, keep earlier runs
+                        self._error(f"{prefix} could not start: {one_line(exc)}")
+                        break
+                    run, failed = adopted[0], True
                     if run.status != "failed":  # raised during setup (on_dataset / on_model), before the loop
                         run.status, run.message = "failed", one_line(exc)
                     self._error(f"{run.label} failed: {one_line(exc)}")
                 finally:
-                    self.plot.update(run)
-                    self._refresh_table(target)
+                    for r in adopted:
+                        self.plot.update(r)
+                    if adopted:
+                        self._refresh_table(target)
                 done += 1
                 if foreground:
                     print(run.summary_line(), flush=True)
@@ -441,7 +464,8 @@ class Panel:
                 return
             self._last_status = now
             if kind == "end":
-                self._say(f"{prefix} {run.label}: {run.status}")
+                cached = " (loaded from the run cache)" if (run.extra.get("cache") or {}).get("loaded") else ""
+                self._say(f"{prefix} {run.label}: {run.status}{cached}")
                 return
             used = row.get(budget.unit, 0.0)
             frac = min(1.0, float(used) / budget.amount) if budget.amount else 0.0
