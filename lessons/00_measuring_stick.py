@@ -94,6 +94,11 @@ print(f"unigram baseline (predict by word frequency alone): {baseline.extra['uni
 # The val loss starts near ln(vocabulary), the loss of a uniform guess. The *unigram* line is what
 # a model gets by predicting every masked token from word frequencies alone: below it, the model uses
 # context. A 3-second `smoke` run gets only about as far as that line; give it 300 steps and it goes below.
+# The line is drawn dashed in every plot: a curve falls to it, flattens there for a while (the *plateau*:
+# the model has learned which words are common, not yet how the words around a gap predict it) and then
+# drops below it as attention starts to use the context; how far below it a run ends is its *context
+# gain* (`s["context_gain"]`, in nats), and a comparison whose target lies above the line is made on the
+# plateau and says nothing about a technique, so `compare` warns about it.
 
 # %% [markdown]
 # ## 2. Counting FLOPs, and MFU

@@ -4,14 +4,16 @@ from __future__ import annotations
 import math
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 
 import ipywidgets as widgets
 import pytest
 
 import effitrain as et
-from effitrain.lab import LivePlot, Panel, aggregate_curves, common_target, compare, load_runs, save_runs, styled
-from effitrain.lab.compare import NOT_REACHED, t_ppf
+from effitrain.lab import (LivePlot, Panel, aggregate_curves, common_target, compare, display_frame, load_runs,
+                           save_runs, styled)
+from effitrain.lab.compare import NOT_REACHED, PlateauError, PlateauWarning, t_ppf
 from effitrain.lab.panel import has_frontend
 from effitrain.techniques.base import REGISTRY, Technique, param, register
 
@@ -447,3 +449,77 @@ def test_panel_trains_on_the_data_it_was_given(smoke_data, monkeypatch):
     assert run.status == "completed" and calls == []  # the given data, not prepared again
     panel.profile.value = "cpu"  # other data settings: the panel does not reuse the smoke data
     assert panel.configs()[0].data != data.config
+
+
+# -- past the plateau: the unigram line, context gain, targets below the line ----------------------
+def with_unigram(run, unigram=6.5):
+    run.extra["unigram_val_loss"] = unigram
+    return run
+
+
+def test_summary_has_the_unigram_loss_and_the_context_gain():
+    s = with_unigram(fake_run([(0, 8.0), (10, 6.0), (20, 5.25)])).summary()
+    assert s["unigram_val_loss"] == 6.5 and s["context_gain"] == pytest.approx(1.25) and s["cached"] is False
+    assert "context gain 1.25 nats" in with_unigram(fake_run([(0, 8.0), (20, 5.25)])).summary_line()
+    assert math.isnan(fake_run([(0, 8.0)]).summary()["context_gain"])  # no unigram recorded: no gain
+
+
+def test_plot_draws_a_dashed_unigram_line_across_the_curves():
+    plot = LivePlot(max_fps=0)
+    run = fake_run([])
+    cb = plot.add_run(run)
+    assert traces(plot, "unigram") == []  # no unigram value known yet
+    with_unigram(run, 6.5)
+    for step in (0, 5, 10):
+        row = run.history.log_eval(step=step, tokens=step, seconds=step * 0.5, flops=step * 1e9, val_loss=8.0 - step / 4,
+                                   val_accuracy=0.1)
+        cb("eval", row, run)
+    [line] = traces(plot, "unigram")
+    assert line.y == (6.5, 6.5) and line.x == (0.0, 10.0) and line.line.dash == "dash"
+    assert "unigram 6.500" in line.text[-1] and not line.showlegend  # labelled on the line, not in the legend
+    plot.set_x("seconds")
+    assert traces(plot, "unigram")[0].x == (0.0, 5.0)
+    plot.add_run(with_unigram(fake_run([(0, 8.0), (30, 6.0)]), 6.5))  # same corpus: still one line, now wider
+    assert [t.x for t in traces(plot, "unigram")] == [(0.0, 30.0)]
+    plot.add_band([with_unigram(fake_run([(0, 8.0), (4, 7.0)], seed=s), 7.0) for s in (0, 1)])
+    assert sorted(t.y[0] for t in traces(plot, "unigram")) == [6.5, 7.0]  # another vocabulary: its own line
+    plot.clear(keep=[run])
+    assert [t.y for t in traces(plot, "unigram")] == [(6.5, 6.5)]
+
+
+def test_compare_warns_when_the_target_is_above_the_unigram_line():
+    base, fast = baseline_and_fast()  # finals 5.0 / 5.4 and 5.0 / 5.5
+    runs = [with_unigram(r, 5.2) for r in base + fast]
+    with pytest.warns(PlateauWarning, match="above the unigram baseline 5.2"):
+        df = compare(runs)  # default target: 5.4, above the line
+    assert df.attrs["plateau"] and df.attrs["notes"][0].startswith("⚠ on the plateau")
+    assert "on the plateau" in styled(df).to_html()
+    with pytest.raises(PlateauError, match="above the unigram baseline"):
+        compare(runs, on_plateau="error")
+    with pytest.raises(ValueError, match="on_plateau must be one of warn, error"):
+        compare(runs, on_plateau="ignore")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PlateauWarning)
+        df = compare(runs, target_val_loss=5.1)  # below the line: no warning
+    assert not df.attrs["plateau"] and df.attrs["unigram_val_loss"] == pytest.approx(5.2)
+    assert df.loc["baseline", "context_gain"] == pytest.approx(5.2 - 5.2)  # mean final 5.2
+    assert df.loc["fast", "context_gain"] == pytest.approx(5.2 - 5.25)
+    assert "context gain (nats)" in display_frame(df).columns
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PlateauWarning)
+        compare(sum(baseline_and_fast(), []))  # no unigram recorded: nothing to check
+
+
+def test_compare_flags_seconds_measured_on_another_machine():
+    from effitrain.train.runcache import host
+    base, fast = baseline_and_fast()
+    for r in fast:
+        r.extra["cache"] = {"loaded": True, "machine": {"host": host() + "-elsewhere", "device": "NVIDIA H200"}}
+    base[0].extra["cache"] = {"loaded": True, "machine": {"host": host(), "device": "cpu (2 threads)"}}
+    df = compare(base + fast, target_val_loss=6.0)
+    assert df.loc["fast", "other_machine"] == 2 and df.loc["baseline", "other_machine"] == 0
+    note = next(n for n in df.attrs["notes"] if n.startswith("†"))
+    assert f"{host()}-elsewhere (NVIDIA H200)" in note and "2 runs" in note
+    shown = display_frame(df)
+    assert shown.loc["fast", "time to target (s)"].endswith(" †")
+    assert not shown.loc["baseline", "time to target (s)"].endswith("†")

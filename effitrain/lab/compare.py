@@ -24,12 +24,22 @@ Definitions (also in `df.attrs["notes"]`):
 * A group where **any** seed does not reach the target shows the string ``"not reached"`` for its
   time, FLOPs and speedup: never a made-up number.
 * Runs with status "failed" carry no measurement and are left out (listed in `df.attrs["excluded"]`).
+* **Context gain** = the unigram val loss (`run.extra["unigram_val_loss"]`: a model that knows only
+  word frequencies) − the final val loss, in nats, mean ± interval over seeds. A masked LM first
+  falls to about the unigram loss, sits there (the *plateau*), and only later drops below it as
+  attention uses context. A **target above the unigram line** is reached on the plateau, where no
+  run has learned anything a technique could speed up: `compare` says so in `df.attrs["notes"]` and
+  with a `PlateauWarning` (`on_plateau="error"` raises `PlateauError` instead).
+* Runs loaded from the run cache keep the seconds they measured; when those were measured on
+  another machine, the group's `other_machine` count says how many, its time is marked "†" and a
+  note names the machines (compare by FLOPs or steps, or train again here).
 """
 from __future__ import annotations
 
 import json
 import math
 import re
+import warnings
 from statistics import NormalDist
 from typing import Any, Iterable, Sequence
 
@@ -38,12 +48,22 @@ import pandas as pd
 
 from effitrain.train.history import time_to_target
 from effitrain.train.run import Run
+from effitrain.train.runcache import host, measured_elsewhere, measured_on
 
 NOT_REACHED = "not reached"
 BASELINE_NOT_REACHED = "baseline not reached"
 LEVEL = 0.95
 CI_METHOD = ("95% Student-t interval over seeds; speedup: delta method on log(ratio of means), "
              "Welch–Satterthwaite df, needs ≥2 seeds in both groups")
+PLATEAU_CHOICES = ("warn", "error")
+
+
+class PlateauWarning(UserWarning):
+    """The comparison's target lies above the unigram baseline: it is made on the plateau."""
+
+
+class PlateauError(ValueError):
+    """`compare(..., on_plateau="error")` with a target above the unigram baseline."""
 
 
 # -- Student t without scipy ------------------------------------------------------------------
@@ -237,6 +257,17 @@ def _final_val_loss(run: Run) -> float:
     return float(evals[-1]["val_loss"]) if evals else math.nan
 
 
+def unigram_val_loss(run: Run) -> float:
+    """The run's unigram baseline (val loss from word frequencies alone); NaN when not recorded."""
+    v = run.extra.get("unigram_val_loss")
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else math.nan
+
+
+def context_gain(run: Run) -> float:
+    """Unigram val loss − final val loss (nats): what the run learned beyond word frequencies."""
+    return unigram_val_loss(run) - _final_val_loss(run)
+
+
 def common_target(runs: Iterable[Run]) -> float:
     """The highest final validation loss over all `runs`: the hardest target that every run reaches.
 
@@ -253,7 +284,8 @@ def common_target(runs: Iterable[Run]) -> float:
 
 
 COLUMNS = ["seeds", "reached", "time_s", "time_s_ci", "flops", "flops_ci", "final_val_loss", "final_val_loss_ci",
-           "tokens_per_s", "tokens_per_s_ci", "speedup", "speedup_lo", "speedup_hi", "status"]
+           "context_gain", "context_gain_ci", "tokens_per_s", "tokens_per_s_ci", "speedup", "speedup_lo", "speedup_hi",
+           "other_machine", "status"]
 
 
 SPEEDUP_AXES = ("seconds", "flops", "tokens", "step")
@@ -261,7 +293,7 @@ _AXIS_WORDS = {"seconds": "training seconds", "flops": "FLOPs", "tokens": "token
 
 
 def compare(runs: Iterable[Run], target_val_loss: float | None = None, baseline: Any = None,
-            speedup_by: str = "seconds") -> pd.DataFrame:
+            speedup_by: str = "seconds", on_plateau: str = "warn") -> pd.DataFrame:
     """One row per group of seeds; see the module docstring for every definition.
 
     runs: finished (or stopped) `Run`s. target_val_loss: the validation loss to reach; default:
@@ -269,15 +301,21 @@ def compare(runs: Iterable[Run], target_val_loss: float | None = None, baseline:
     baseline: a group label, a `Run` of the baseline group, or None (the group without
     techniques, else the first group). speedup_by: what the speed-up is a ratio of, at the
     target: "seconds" (default; training wall time), "flops" (measured FLOPs: immune to a busy
-    machine, blind to kernels that are faster per FLOP), "tokens" or "step".
+    machine, blind to kernels that are faster per FLOP), "tokens" or "step". on_plateau: what a
+    target above the baseline's unigram val loss does: "warn" (a note and a `PlateauWarning`) or
+    "error" (`PlateauError`).
 
     Columns: seeds, reached ("k/n"), time_s ± time_s_ci, flops ± flops_ci (to target),
-    final_val_loss ± final_val_loss_ci, tokens_per_s ± tokens_per_s_ci, speedup
-    [speedup_lo, speedup_hi], status. `df.attrs` holds target_val_loss, target_source, baseline,
+    final_val_loss ± final_val_loss_ci, context_gain ± context_gain_ci (unigram − final val loss,
+    nats), tokens_per_s ± tokens_per_s_ci, speedup [speedup_lo, speedup_hi], other_machine (seeds
+    whose seconds were measured on another host), status. `df.attrs` holds target_val_loss,
+    target_source, baseline, unigram_val_loss (the baseline's), plateau (True: target above it),
     ci_method, excluded and notes.
     """
     if speedup_by not in SPEEDUP_AXES:
         raise ValueError(f"speedup_by must be one of {', '.join(SPEEDUP_AXES)}; got {speedup_by!r}")
+    if on_plateau not in PLATEAU_CHOICES:
+        raise ValueError(f"on_plateau must be one of {', '.join(PLATEAU_CHOICES)}; got {on_plateau!r}")
     runs = list(runs)
     kept = [r for r in runs if r.status != "failed" and r.history.evals]
     kept_ids = {id(r) for r in kept}
@@ -286,7 +324,8 @@ def compare(runs: Iterable[Run], target_val_loss: float | None = None, baseline:
     empty = pd.DataFrame(columns=COLUMNS)
     if not kept:
         empty.attrs.update(target_val_loss=target_val_loss, target_source="none", baseline=None,
-                           ci_method=CI_METHOD, excluded=excluded, notes=[], speedup_by=speedup_by)
+                           ci_method=CI_METHOD, excluded=excluded, notes=[], speedup_by=speedup_by,
+                           unigram_val_loss=math.nan, plateau=False)
         return empty
     groups = group_runs(kept)
     base_label = _find_baseline(groups, baseline)
@@ -296,6 +335,16 @@ def compare(runs: Iterable[Run], target_val_loss: float | None = None, baseline:
         source = f"highest final val loss of the baseline '{base_label}' seeds (reached by the baseline by definition)"
     else:
         target, source = float(target_val_loss), "given"
+    unigram, _ = mean_ci([unigram_val_loss(r) for r in groups[base_label]])
+    plateau = math.isfinite(target) and math.isfinite(unigram) and target > unigram
+    plateau_note = (f"the target val loss {target:.4g} is above the unigram baseline {unigram:.4g} (word "
+                    "frequencies alone): it is reached on the plateau, before any run uses context, so this "
+                    "comparison says nothing about a technique; train the baseline longer or give a target "
+                    "below the unigram line") if plateau else ""
+    if plateau and on_plateau == "error":
+        raise PlateauError(plateau_note)
+    if plateau:
+        warnings.warn(plateau_note, PlateauWarning, stacklevel=2)
 
     reach: dict[str, list[dict | None]] = {
         label: [time_to_target(r.history, val_loss=target) if math.isfinite(target) else None for r in members]
@@ -315,6 +364,8 @@ def compare(runs: Iterable[Run], target_val_loss: float | None = None, baseline:
             row["time_s"], row["time_s_ci"] = NOT_REACHED, math.nan
             row["flops"], row["flops_ci"] = NOT_REACHED, math.nan
         row["final_val_loss"], row["final_val_loss_ci"] = mean_ci([_final_val_loss(r) for r in members])
+        row["context_gain"], row["context_gain_ci"] = mean_ci([context_gain(r) for r in members])
+        row["other_machine"] = sum(measured_elsewhere(r) for r in members)
         row["tokens_per_s"], row["tokens_per_s_ci"] = mean_ci([r.summary()["tokens_per_second"] for r in members])
         if k < n:
             row["speedup"], row["speedup_lo"], row["speedup_hi"] = NOT_REACHED, math.nan, math.nan
@@ -331,15 +382,35 @@ def compare(runs: Iterable[Run], target_val_loss: float | None = None, baseline:
         rows[label] = row
     df = pd.DataFrame.from_dict(rows, orient="index")[COLUMNS]
     df.index.name = "group"
+    notes = ([f"⚠ on the plateau: {plateau_note}"] if plateau else []) + [
+        f"target val loss {target:.4g}: {source}",
+        "time = training seconds to reach the target (evaluation excluded), interpolated between evaluations",
+        f"± = {CI_METHOD}",
+        f"speedup = baseline mean {_AXIS_WORDS[speedup_by]} to target ÷ group mean; "
+        "'not reached' when any seed misses the target"]
+    if math.isfinite(unigram):
+        notes.append(f"context gain = unigram val loss (word frequencies alone; {unigram:.4g} for the baseline) "
+                     "− final val loss, in nats; below 0: still on the plateau")
+    notes += _machine_notes(kept, speedup_by)
     df.attrs.update(
         target_val_loss=target, target_source=source, baseline=base_label, ci_method=CI_METHOD, excluded=excluded,
-        speedup_by=speedup_by,
-        notes=[f"target val loss {target:.4g}: {source}",
-               "time = training seconds to reach the target (evaluation excluded), interpolated between evaluations",
-               f"± = {CI_METHOD}",
-               f"speedup = baseline mean {_AXIS_WORDS[speedup_by]} to target ÷ group mean; "
-               "'not reached' when any seed misses the target"])
+        speedup_by=speedup_by, unigram_val_loss=unigram, plateau=plateau, notes=notes)
     return df
+
+
+def _machine_notes(runs: Sequence[Run], speedup_by: str) -> list[str]:
+    """Where seconds were measured, when that is not (only) here."""
+    notes = []
+    elsewhere = [r for r in runs if measured_elsewhere(r)]
+    if elsewhere:
+        machines = sorted({f"{m.get('host')} ({m.get('device') or '?'})" for m in map(measured_on, elsewhere) if m})
+        notes.append(f"† seconds measured on another machine: {len(elsewhere)} run{'s' if len(elsewhere) != 1 else ''} "
+                     f"loaded from the run cache were timed on {', '.join(machines)}, not here ({host()}); their "
+                     "seconds compare machines as well as techniques: compare by FLOPs or steps, or train them again")
+    devices = sorted({r.device for r in runs if r.device})
+    if len(devices) > 1 and speedup_by == "seconds":
+        notes.append(f"runs were timed on different devices ({'; '.join(devices)}): seconds compare the devices too")
+    return notes
 
 
 # -- display ---------------------------------------------------------------------------------------
@@ -369,9 +440,13 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=df.index)
     out["seeds"] = df["seeds"]
     out["reached target"] = df["reached"]
-    out["time to target (s)"] = [fmt_pm(v, h, ".3g") for v, h in zip(df["time_s"], df["time_s_ci"])]
+    elsewhere = df["other_machine"] if "other_machine" in df else [0] * len(df)
+    out["time to target (s)"] = [fmt_pm(v, h, ".3g") + (" †" if k else "")
+                                 for v, h, k in zip(df["time_s"], df["time_s_ci"], elsewhere)]
     out["FLOPs to target"] = [fmt_pm(v, h, ".3g") for v, h in zip(df["flops"], df["flops_ci"])]
     out["final val loss"] = [fmt_pm(v, h, ".4f") for v, h in zip(df["final_val_loss"], df["final_val_loss_ci"])]
+    if "context_gain" in df:
+        out["context gain (nats)"] = [fmt_pm(v, h, "+.3f") for v, h in zip(df["context_gain"], df["context_gain_ci"])]
     out["tokens/s"] = [fmt_pm(v, h, ",.0f") for v, h in zip(df["tokens_per_s"], df["tokens_per_s_ci"])]
     out["speedup"] = [fmt_ratio(*v) for v in zip(df["speedup"], df["speedup_lo"], df["speedup_hi"])]
     out["status"] = df["status"]
@@ -382,7 +457,8 @@ def styled(df: pd.DataFrame):
     """A pandas Styler for notebooks: strings with intervals, the baseline in bold, notes as caption."""
     shown = display_frame(df)
     base = df.attrs.get("baseline")
-    caption = "<br>".join(df.attrs.get("notes", []) + ["green / red speedup: its whole 95% interval lies above / below 1"])
+    notes = [f"<b style='color:#cf222e'>{n}</b>" if n.startswith("⚠") else n for n in df.attrs.get("notes", [])]
+    caption = "<br>".join(notes + ["green / red speedup: its whole 95% interval lies above / below 1"])
     if df.attrs.get("excluded"):
         caption += "<br>left out: " + "; ".join(df.attrs["excluded"])
 

@@ -6,7 +6,10 @@
     plot.set_x("seconds"); plot.set_target(5.5)         # a dashed target line, ★ where each run reaches it
 
 One figure: each run has one colour; its training loss is a thin faint line and its validation
-loss a thicker line with markers (the legend entry). Clicking a legend entry hides both.
+loss a thicker line with markers (the legend entry). Clicking a legend entry hides both. A grey
+dashed "unigram" line marks the val loss of predicting every masked token from word frequencies
+alone (`run.extra["unigram_val_loss"]`, one line per distinct value among the runs shown): curves
+fall to it, sit on it for a while (the plateau) and drop below it once attention uses context.
 `plot.figure` is a plotly `FigureWidget`: it redraws live in JupyterLab, also when updated from a
 background thread, and can be inspected without a frontend (`plot.figure.data`).
 """
@@ -75,6 +78,7 @@ class LivePlot:
         self._entries: dict[int, _Entry] = {}
         self._bands: list[_Band] = []
         self._colors: dict[str, str] = {}
+        self._unigram: dict[float, Any] = {}  # unigram val loss → its dashed line (a trace)
         self._lock = threading.RLock()
         self._last_draw = 0.0
         self._pending: set[int] = set()
@@ -129,6 +133,7 @@ class LivePlot:
                 if run is None:
                     for b in self._bands:
                         self._draw_band(b)
+                self._draw_unigram()
             self._last_draw = time.monotonic()
 
     def remove(self, run: Run) -> None:
@@ -137,6 +142,8 @@ class LivePlot:
             if e is not None:
                 drop = {id(t) for t in (e.train, e.val, e.reach)}
                 self.figure.data = [t for t in self.figure.data if id(t) not in drop]
+                with self.figure.batch_update():
+                    self._draw_unigram()
 
     def clear(self, keep: Iterable[Run] = ()) -> None:
         """Remove every run (but those in `keep`, e.g. a baseline) and every band."""
@@ -145,7 +152,10 @@ class LivePlot:
             self._entries = {k: e for k, e in self._entries.items() if k in keep_ids}
             self._bands = []
             alive = {id(t) for e in self._entries.values() for t in (e.train, e.val, e.reach)}
+            alive |= {id(t) for t in self._unigram.values()}
             self.figure.data = [t for t in self.figure.data if id(t) in alive]
+            with self.figure.batch_update():
+                self._draw_unigram()
 
     def add_band(self, runs: Iterable[Run], label: str | None = None, band: str = "minmax") -> None:
         """The mean validation curve over seeds with a shaded band (see `aggregate_curves`)."""
@@ -173,6 +183,7 @@ class LivePlot:
             self._bands.append(b)
             with self.figure.batch_update():
                 self._draw_band(b)
+                self._draw_unigram()
 
     # -- view --------------------------------------------------------------------------------------
     def set_x(self, x: str) -> None:
@@ -235,6 +246,7 @@ class LivePlot:
                     if key in self._entries and key != id(run):
                         self._draw(self._entries[key])
                 self._pending.clear()
+                self._draw_unigram()
             self._last_draw = now
 
     def _color_for(self, run: Run, label: str) -> str:
@@ -302,6 +314,42 @@ class LivePlot:
                 e.reach.x, e.reach.y = (), ()
             else:
                 e.reach.x, e.reach.y = (hit[x],), (self.target,)
+
+    def unigram_values(self) -> list[float]:
+        """The distinct unigram val losses (`run.extra["unigram_val_loss"]`) of the runs and bands shown."""
+        from effitrain.lab.compare import unigram_val_loss
+        runs = [e.run for e in self._entries.values()] + [r for b in self._bands for r in b.runs]
+        return sorted({round(v, 6) for v in map(unigram_val_loss, runs) if math.isfinite(v)})
+
+    def _x_span(self) -> tuple[float, float]:
+        """The smallest and largest x of any curve shown (histories grow monotonically in x)."""
+        xs = []
+        runs = [e.run for e in self._entries.values()] + [r for b in self._bands for r in b.runs]
+        for run in runs:
+            for rows in (run.history.steps, run.history.evals):
+                for row in (rows[0], rows[-1]) if rows else ():
+                    if row.get(self.x) is not None:
+                        xs.append(float(row[self.x]))
+        return (min(xs), max(xs)) if xs else (0.0, 0.0)
+
+    def _draw_unigram(self) -> None:
+        """One dashed horizontal line per unigram value, across the curves, labelled at its right end."""
+        values = self.unigram_values()
+        stale = [v for v in self._unigram if v not in values]
+        if stale:
+            drop = {id(self._unigram.pop(v)) for v in stale}
+            self.figure.data = [t for t in self.figure.data if id(t) not in drop]
+        lo, hi = self._x_span()
+        for v in values:
+            line = self._unigram.get(v)
+            if line is None:
+                self.figure.add_scatter(
+                    x=[], y=[], mode="lines+text", name=f"unigram {v:.3f}", showlegend=False,
+                    line=dict(color="#888888", width=1.5, dash="dash"), textposition="top left",
+                    textfont=dict(size=11, color="#666666"), meta={"kind": "unigram", "value": v},
+                    hovertemplate=f"unigram baseline {v:.3f}: the val loss of word frequencies alone<extra></extra>")
+                line = self._unigram[v] = self.figure.data[-1]
+            line.x, line.y, line.text = (lo, hi), (v, v), ("", f"unigram {v:.3f}")
 
     def _draw_band(self, b: _Band) -> None:
         from effitrain.lab.compare import aggregate_curves
