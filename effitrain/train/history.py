@@ -48,9 +48,24 @@ class History:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "History":
+        """A history from `to_dict()`'s output; every row must hold the columns the trainer logs
+        (STEP_COLUMNS, EVAL_COLUMNS) as numbers, else a one-line ValueError names the row and column."""
         if not isinstance(d, dict) or not isinstance(d.get("steps"), list) or not isinstance(d.get("evals"), list):
             raise ValueError("history must be a mapping with 'steps' and 'evals' lists")
-        return cls([dict(r) for r in d["steps"]], [dict(r) for r in d["evals"]])
+        rows: dict[str, list[dict]] = {}
+        for kind, columns in (("steps", STEP_COLUMNS), ("evals", EVAL_COLUMNS)):
+            rows[kind] = []
+            for i, row in enumerate(d[kind]):
+                where = f"history {kind[:-1]} {i}"
+                if not isinstance(row, dict):
+                    raise ValueError(f"{where} must be a mapping; got {type(row).__name__}")
+                for c in columns:
+                    if c not in row:
+                        raise ValueError(f"{where} has no {c!r} (a row holds {', '.join(columns)})")
+                    if not isinstance(row[c], (int, float)) or isinstance(row[c], bool):
+                        raise ValueError(f"{where}: {c!r} must be a number; got {row[c]!r:.40}")
+                rows[kind].append(dict(row))
+        return cls(rows["steps"], rows["evals"])
 
     def to_csv(self, path: str | Path) -> Path:
         """One CSV with a `kind` column (step / eval), readable by pandas or a spreadsheet."""

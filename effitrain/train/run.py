@@ -3,17 +3,42 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from effitrain.config import Config
+from effitrain.config import _SECTIONS, Config, ConfigError
 from effitrain.data.cache import atomic_path
 from effitrain.train.history import History
 
 STATUSES = ("created", "running", "completed", "stopped", "interrupted", "diverged", "failed")
+
+# The config fields each run-file format records, oldest first; files are written in the last one.
+# Loading requires every field of the file's format: only a field added after it (in a later
+# format) may be absent, and takes its default. Adding a config field therefore means adding a
+# format here that lists it (tests/test_runfile.py checks that every field is in the last one).
+_V1_FIELDS = {
+    "data": ("corpus", "vocab_size", "seq_len", "mask_prob", "val_fraction", "max_val_blocks", "min_words", "pack",
+             "max_train_examples"),
+    "model": ("preset", "hidden", "layers", "heads", "ffn", "max_positions", "norm", "ffn_kind", "bias", "dropout",
+              "tie_embeddings", "init_std"),
+    "optim": ("lr", "weight_decay", "beta1", "beta2", "eps", "schedule", "warmup", "min_lr_ratio", "grad_clip", "fused"),
+    "run": ("seed", "batch_size", "grad_accum", "device", "precision", "compile", "evals", "log_every", "threads",
+            "name"),
+}
+FORMAT_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "effitrain-run-v1": _V1_FIELDS,
+    "effitrain-run-v2": {**_V1_FIELDS, "model": _V1_FIELDS["model"] + ("position",),
+                         "run": _V1_FIELDS["run"] + ("batch_ramp",)},
+}
+RUN_FORMAT = list(FORMAT_FIELDS)[-1]
+_RUN_KEYS: dict[str, tuple[type, str]] = {  # every format: key -> (type, what it must be)
+    "name": (str, "a string"), "config": (dict, "a mapping"), "techniques": (list, "a list"),
+    "history": (dict, "a mapping"), "status": (str, "a string"), "message": (str, "a string"),
+    "device": (str, "a string"), "started": (str, "a string"), "extra": (dict, "a mapping"),
+}
 
 
 @dataclass
@@ -87,7 +112,7 @@ class Run:
 
     # -- saving (history and settings; the model goes in a checkpoint) ---------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {"format": "effitrain-run-v1", "name": self.name, "config": self.config.to_dict(),
+        return {"format": RUN_FORMAT, "name": self.name, "config": self.config.to_dict(),
                 "techniques": self.techniques, "history": self.history.to_dict(), "status": self.status,
                 "message": self.message, "device": self.device, "started": self.started,
                 "extra": _jsonable(self.extra)}
@@ -99,17 +124,63 @@ class Run:
         return path
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Run":
-        if not isinstance(d, dict) or d.get("format") != "effitrain-run-v1":
-            raise ValueError("not an effitrain run (expected format 'effitrain-run-v1')")
-        return cls(config=Config.from_dict(d["config"]), techniques=list(d.get("techniques", [])),
-                   history=History.from_dict(d["history"]), status=d.get("status", "completed"),
-                   message=d.get("message", ""), device=d.get("device", ""), name=d.get("name", ""),
-                   started=d.get("started", ""), extra=dict(d.get("extra", {})))
+    def from_dict(cls, d: dict[str, Any], source: str = "") -> "Run":
+        """A run from `to_dict()`'s output, validated in full: anything missing or of the wrong kind
+        raises a one-line ValueError (ConfigError for a config value) naming the key, after `source`."""
+        where = f"{source}: " if source else ""
+        if not isinstance(d, dict):
+            raise ValueError(f"{where}not an effitrain run (a JSON object with a 'format'); got {type(d).__name__}")
+        fmt = d.get("format")
+        if fmt not in FORMAT_FIELDS:
+            raise ValueError(f"{where}not an effitrain run: 'format' is {fmt!r}; known: {', '.join(FORMAT_FIELDS)}")
+        for key, (kind, what) in _RUN_KEYS.items():
+            if key not in d:
+                raise ValueError(f"{where}{key!r} is missing (a {fmt} file records it)")
+            if not isinstance(d[key], kind):
+                raise ValueError(f"{where}{key!r} must be {what}; got {type(d[key]).__name__}")
+        if d["status"] not in STATUSES:
+            raise ValueError(f"{where}'status' must be one of {', '.join(STATUSES)}; got {d['status']!r}")
+        for i, t in enumerate(d["techniques"]):
+            if not isinstance(t, dict) or not isinstance(t.get("name"), str) or not isinstance(t.get("params", {}), dict):
+                raise ValueError(f"{where}techniques[{i}] must be a mapping with a 'name' string and 'params' mapping; "
+                                 f"got {t!r:.80}")
+        config = _config_from_dict(d["config"], fmt, where)
+        try:
+            history = History.from_dict(d["history"])
+        except ValueError as exc:
+            raise ValueError(f"{where}{exc}") from None
+        return cls(config=config, techniques=[dict(t) for t in d["techniques"]], history=history,
+                   status=d["status"], message=d["message"], device=d["device"], name=d["name"],
+                   started=d["started"], extra=dict(d["extra"]))
 
     @classmethod
     def load(cls, path: str | Path) -> "Run":
-        return cls.from_dict(read_json(path, "run file"))
+        return cls.from_dict(read_json(path, "run file"), source=f"run file {path}")
+
+
+def _config_from_dict(c: dict[str, Any], fmt: str, where: str) -> Config:
+    """The config of a run file of format `fmt`: every field that format records must be there."""
+    for key in (*_SECTIONS, "budget", "profile"):
+        if key not in c:
+            raise ValueError(f"{where}config.{key} is missing (a {fmt} file records it)")
+    for section, names in FORMAT_FIELDS[fmt].items():
+        values = c[section]
+        if not isinstance(values, dict):
+            raise ValueError(f"{where}config.{section} must be a mapping; got {type(values).__name__}")
+        known = {f.name for f in fields(_SECTIONS[section])}
+        for name in names:
+            if name in known and name not in values:
+                raise ValueError(f"{where}config.{section}.{name} is missing (a {fmt} file records it)")
+    budget = c["budget"]
+    if not (isinstance(budget, str) or (isinstance(budget, dict) and set(budget) == {"amount", "unit"})):
+        raise ValueError(f"{where}config.budget must be a budget like '300steps' or a mapping of amount and unit; "
+                         f"got {budget!r:.80}")
+    if not isinstance(c["profile"], str):
+        raise ValueError(f"{where}config.profile must be a string; got {type(c['profile']).__name__}")
+    try:
+        return Config.from_dict(c)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}{exc}") from None
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
