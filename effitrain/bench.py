@@ -5,9 +5,9 @@
     result = bench_training_step(et.profile_config("cpu", preset="tiny"), steps=20, warmup=3)
     result.tokens_per_second, result.mfu, result.to_dict()
 
-What is timed is the trainer's own step, built from its pieces (`mlm_loss_inputs`, `make_optimizer`):
-forward with the sparse MLM head, cross-entropy, backward, gradient clipping (when the config
-asks for it), AdamW step, zero_grad. The batches are synthetic but realistic: packed rows of
+What is timed is the trainer's own step, `effitrain.train.step.TrainStep`: forward with the sparse
+MLM head, cross-entropy, backward, gradient clipping (when the config asks for it), AdamW step,
+zero_grad. The batches are synthetic but realistic: packed rows of
 [CLS] … [SEP] whose ids follow a Zipf law (as words do), masked with `mask_tokens` (15%, 80/10/10).
 They are prepared before timing, as a data loader would overlap them with the step. Warm-up
 steps are excluded; every timed step is timed on its own (synchronizing on CUDA) and the median
@@ -37,7 +37,8 @@ from effitrain.data.tokenizer import CLS, SEP, SPECIAL_TOKENS
 from effitrain.model import BertForMLM, analytic_flops, count_parameters
 from effitrain.train.flops import count_flops, measure_peak_flops, sync
 from effitrain.train.run import finite_or_none
-from effitrain.train.trainer import _attention_recompute, autocast_for, make_optimizer, mlm_loss_inputs
+from effitrain.techniques.base import StepContext
+from effitrain.train.step import TrainStep, attention_recompute, autocast_for, make_optimizer
 
 ZIPF_EXPONENT = 1.1  # unigram frequencies of subword vocabularies fall off roughly as rank^-1.1
 
@@ -72,29 +73,18 @@ def synthetic_batches(config: Config, count: int = 4, vocab_size: int | None = N
 
 # -- the step and its timing ---------------------------------------------------------------------
 def make_train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: Config,
-                    device: torch.device, loss_of: Callable[[Any], torch.Tensor] | None = None
-                    ) -> Callable[[Any], torch.Tensor]:
-    """One optimizer step on one batch, as the trainer does it (grad_accum = 1); returns the loss.
+                    device: torch.device, loss_of: Callable[[Any], torch.Tensor] | None = None, *,
+                    step_model: torch.nn.Module | None = None) -> Callable[[Any], float]:
+    """One optimizer step on one batch, the trainer's own `TrainStep` (grad_accum = 1); returns the loss.
 
     `loss_of(batch)` computes the loss (default: effitrain's MLM loss of a `MaskedBatch`), so another
     model, e.g. Hugging Face's in scripts/bench_vs_hf.py, is timed by the very same step.
+    `step_model`: what the forward runs (e.g. `torch.compile(model)`); default `model`.
     """
-    autocast = autocast_for(config, device)
-    clip = config.optim.grad_clip
-    params = [p for p in model.parameters() if p.requires_grad]
-    loss_of = loss_of or (lambda batch: mlm_loss_inputs(model, batch).loss)
-
-    def step(batch: Any) -> torch.Tensor:
-        with autocast():
-            loss = loss_of(batch)
-        loss.backward()
-        if clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
-
-    return step
+    forward = None if loss_of is None else (lambda _model, batch: loss_of(batch))
+    step = TrainStep(model, optimizer, config, device, step_model=step_model, forward=forward)
+    ctx = StepContext.standalone(config, device)
+    return lambda batch: step([batch], ctx).loss
 
 
 def time_steps(fn: Callable[[int], Any], steps: int, warmup: int = 0,
@@ -257,22 +247,16 @@ def bench_training_step(config: Config, steps: int = 20, warmup: int = 3, *, voc
 
     # FLOPs of one forward+backward, measured by torch's counter and by formula (as the trainer does)
     b0 = batches[0]
-    autocast = autocast_for(config, device)
-
-    def forward_backward() -> None:
-        with autocast():
-            loss = mlm_loss_inputs(model, b0).loss
-        loss.backward()
-
-    measured = count_flops(forward_backward)
+    ctx = StepContext.standalone(config, device, seed)
+    measured = count_flops(lambda: TrainStep(model, optimizer, config, device).micro_step(b0, ctx, None, 1))
     optimizer.zero_grad(set_to_none=True)
     B, T = b0.input_ids.shape
     analytic = analytic_flops(config.model, vocab, B, T, b0.labels.numel(),
-                              attention_recompute=_attention_recompute(config, device))
+                              attention_recompute=attention_recompute(config, device))
 
     step_model = torch.compile(model) if config.run.compile else model
-    step = make_train_step(step_model, optimizer, config, device)
-    losses: list[torch.Tensor] = []
+    step = make_train_step(model, optimizer, config, device, step_model=step_model)
+    losses: list[float] = []
     reset_peak_memory(device)
     seconds = time_steps(lambda i: losses.append(step(batches[i % len(batches)])), steps, warmup, device)
     mem, mem_kind = peak_memory(device)

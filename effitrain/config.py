@@ -151,7 +151,7 @@ class ModelConfig:
 
 
 # --------------------------------------------------------------------------------------------
-SCHEDULES = ("constant", "linear", "cosine", "one-cycle")
+SCHEDULES = ("constant", "linear", "cosine", "one-cycle", "triangular")
 
 
 @dataclass(frozen=True)
@@ -257,6 +257,7 @@ class RunConfig:
     seed: int = 0
     batch_size: int = 32
     grad_accum: int = 1
+    batch_ramp: float = 0.0  # fraction of the budget over which micro-batches per step grow 1 → grad_accum
     device: str = "auto"
     precision: str = "fp32"  # "bf16" = autocast to bfloat16 (GPU and AVX-512-bf16 CPUs)
     compile: bool = False
@@ -272,6 +273,9 @@ class RunConfig:
                f"the trainer adds small offsets); got {self.seed!r}")
         _positive_int("run", "batch_size", self.batch_size)
         _positive_int("run", "grad_accum", self.grad_accum)
+        _check(isinstance(self.batch_ramp, (int, float)) and not isinstance(self.batch_ramp, bool)
+               and 0 <= self.batch_ramp <= 1,
+               f"run.batch_ramp must be a fraction of the budget in [0, 1] (0 = off); got {self.batch_ramp!r}")
         _choice("run", "device", self.device, DEVICES)
         _choice("run", "precision", self.precision, PRECISIONS)
         _check(isinstance(self.compile, bool), f"run.compile must be true or false; got {self.compile!r}")

@@ -63,6 +63,7 @@
 import effitrain as et
 from IPython.display import display
 from effitrain.lab import LivePlot, Panel, common_target, compare, styled
+from effitrain.lab import figures, tables
 from effitrain.techniques import pruning
 
 PROFILE = et.default_profile()
@@ -101,7 +102,7 @@ print(f"profile {PROFILE}: pool of {len(data.train):,} blocks of {cfg.data.seq_l
 
 # %%
 results = pruning.score_all(data.train, data, cfg, ref_steps=S["ref_steps"])
-costs = pruning.cost_table(results)
+costs = tables.cost_table(results)
 costs
 
 # %% [markdown]
@@ -117,7 +118,7 @@ display(pruning.peek(data.train, data, results["perplexity"][0]))
 # (1 = the same order, 0 = unrelated):
 
 # %%
-pruning.agreement(results)
+tables.agreement(results)
 
 # %% [markdown]
 # ## 2. Sweep the keep fraction, over seeds
@@ -129,7 +130,7 @@ pruning.agreement(results)
 
 # %%
 KEEP = {"random": "easy", "compressibility": "easy", "perplexity": "easy", "el2n": "hard", "prototype": "hard"}
-runs = pruning.sweep(cfg, data, pruning.SCORES, S["fractions"], seeds=S["seeds"], keep=KEEP,
+runs = tables.sweep(cfg, data, pruning.SCORES, S["fractions"], seeds=S["seeds"], keep=KEEP,
                      ref_steps=S["ref_steps"])
 
 # %% [markdown]
@@ -139,11 +140,11 @@ runs = pruning.sweep(cfg, data, pruning.SCORES, S["fractions"], seeds=S["seeds"]
 # busy your machine is.
 
 # %%
-sweep = pruning.sweep_table(runs)
-pruning.plot_sweep(sweep)
+sweep = tables.sweep_table(runs)
+figures.plot_sweep(sweep)
 
 # %%
-print(pruning.sweep_text(sweep))
+print(tables.sweep_text(sweep))
 
 # %% [markdown]
 # The same runs in lesson 00's `compare` table, speed-up by FLOPs and then by seconds:
@@ -162,7 +163,7 @@ styled(compare(runs, speedup_by="seconds"))
 # %%
 loose = common_target(runs)
 print(f"looser target: val loss {loose:.3f}")
-print(pruning.sweep_text(pruning.sweep_table(runs, target_val_loss=loose)))
+print(tables.sweep_text(tables.sweep_table(runs, target_val_loss=loose)))
 
 # %% [markdown]
 # ## 3. Did pruning pay for itself?
@@ -174,8 +175,8 @@ print(pruning.sweep_text(pruning.sweep_table(runs, target_val_loss=loose)))
 
 # %%
 run_flops = runs[0].summary()["flops_measured"]
-display(pruning.cost_table(results, run_flops=run_flops)[["seconds", "FLOPs", "FLOPs ÷ one training run"]])
-pruning.format_sweep_table(sweep)[["score", "keep fraction", "speedup (FLOPs)", "net of scoring (FLOPs)",
+display(tables.cost_table(results, run_flops=run_flops)[["seconds", "FLOPs", "FLOPs ÷ one training run"]])
+tables.format_sweep_table(sweep)[["score", "keep fraction", "speedup (FLOPs)", "net of scoring (FLOPs)",
                                    "speedup (seconds)", "net of scoring (seconds)"]]
 
 # %% [markdown]
@@ -220,7 +221,7 @@ styled(compare(panel.runs, speedup_by="flops"))
 # 2. Make the pool larger (`pool` in `S`) so the budget is about one epoch. Does any score still
 #    change the time to target? Explain from the claim's first paragraph.
 # 3. Raise `ref_steps` (a better reference model). Do perplexity and EL2N agree with each other
-#    more or less (`pruning.agreement`)? What does the better reference cost?
+#    more or less (`tables.agreement`)? What does the better reference cost?
 # 4. Add 8 rows of random token ids to the pool (see `tests/test_pruning.py`) and score it. Which
 #    scores put the junk at the hard end, and why does the prototype score call it *typical*?
 # 5. With `keep="middle"`, prune both tails of perplexity at once. Is that better than either end?

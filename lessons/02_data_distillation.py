@@ -64,7 +64,8 @@ import effitrain as et
 from IPython.display import display
 from effitrain.data.downstream import sotu_era_task
 from effitrain.lab import LivePlot, Panel, common_target, compare, styled
-from effitrain.techniques import distillation as D
+from effitrain.lab import figures, tables
+from effitrain.techniques import dataset_distillation as DD, knowledge_distillation as KD
 
 PROFILE = et.default_profile()
 # (preset, steps): the student is smaller than its teacher, as in DistilBERT; smoke only runs the code path
@@ -87,7 +88,7 @@ print(f"era task: {len(task.train_ids):,} training and {len(task.test_ids):,} te
 # knowledge distillation in part 2 (`teacher_for` caches it in this process).
 
 # %%
-teacher, cached = D.teacher_for(data, cfg, *TEACHER)
+teacher, cached = KD.teacher_for(data, cfg, *TEACHER)
 t = teacher.run.summary()
 print(f"{t['name']}: {t['status']} after {t['steps']} steps in {t['seconds']:.1f} s, {t['flops_measured']:.3g} FLOPs; "
       f"val loss {t['val_loss_first']:.3f} → {t['val_loss_last']:.3f}")
@@ -118,9 +119,9 @@ print(f"embedding space: {E.shape[0]:,} tokens × {E.shape[1]} dimensions")
 # the noise); $\ln 4 = 1.386$ is a uniform guess over the four eras.
 
 # %%
-objective = D.ObjectivePlot()
+objective = figures.ObjectivePlot()
 display(objective)
-distilled = D.distill_dataset(task, E, per_class=2, length=16, steps=150, seed=0, callback=objective.callback)
+distilled = DD.distill_dataset(task, E, per_class=2, length=16, steps=150, seed=0, callback=objective.callback)
 s = distilled.settings
 print(f"{len(distilled)} synthetic examples ({s['per_class']} per class) of {s['length']} × {E.shape[1]} in "
       f"{distilled.seconds:.1f} s, {distilled.flops:.3g} FLOPs; outer loss "
@@ -135,7 +136,7 @@ print(f"{len(distilled)} synthetic examples ({s['per_class']} per class) of {s['
 # larger batches: a reference that costs more.
 
 # %%
-table = D.distillation_table(distilled, task, E, seeds=range(5), long_steps=200)
+table = tables.distillation_table(distilled, task, E, seeds=range(5), long_steps=200)
 display(table.round(3))
 
 # %% [markdown]
@@ -155,7 +156,7 @@ display(table.round(3))
 # on the outer learning rate and steps (exercise 3).
 
 # %%
-D.nearest_tokens_frame(distilled, data.tokenizer, E, task.labels, positions=12)
+DD.nearest_tokens_frame(distilled, data.tokenizer, E, task.labels, positions=12)
 
 # %% [markdown]
 # Read the *soft label* column too: it started at 0.71 on the example's own era and was learned
@@ -235,7 +236,7 @@ display(styled(compare(panel.runs, target_val_loss=loose, speedup_by="step")))
 styled(compare(panel.runs, target_val_loss=loose, speedup_by="flops"))
 
 # %%
-D.teacher_costs(panel.runs).round(2)
+tables.teacher_costs(panel.runs).round(2)
 
 # %% [markdown]
 # ## Summary
@@ -252,7 +253,7 @@ D.teacher_costs(panel.runs).round(2)
 # ## Exercises
 # 1. Distil with `per_class=1` and `per_class=4`. How does the distilled row move, and the random-real
 #    row? Where is the gap largest, and why?
-# 2. Evaluate the distilled set with a different recipe: `D.distillation_table(distilled, task, E,
+# 2. Evaluate the distilled set with a different recipe: `tables.distillation_table(distilled, task, E,
 #    steps=200)`, then `lr=0.1`. Does the advantage survive a recipe it was not distilled for?
 # 3. Set `soft_labels=False`, then `init="noise"`, then `lr=0.5`. Which matters most for accuracy,
 #    and with `init="noise"`, do the nearest tokens of the means look like words of their era?

@@ -68,6 +68,7 @@ import effitrain as et
 import numpy as np
 from IPython.display import display
 from effitrain.lab import LivePlot, Panel, common_target, compare, styled
+from effitrain.lab import figures, tables
 from effitrain.techniques import curriculum as cu
 
 PROFILE = et.default_profile()  # EFFITRAIN_PROFILE, else gpu with CUDA, else cpu
@@ -128,7 +129,7 @@ print(f"rank correlation of the two difficulties: {rank_corr:.2f}")
 # right panel, the share of paragraphs each curriculum admits over the budget ($c_0 = 0.01$, $T = 0.5$).
 
 # %%
-cu.plot_difficulty(data, c0=0.01, duration=0.5)
+figures.plot_difficulty(data, c0=0.01, duration=0.5)
 
 # %% [markdown]
 # Look at the length curves. Every paragraph longer than the sequence length is cut to it, so they
@@ -197,10 +198,10 @@ for label, make in VARIANTS.items():
 # paper reports BLEU, higher is better).
 
 # %%
-table = cu.curriculum_table(runs, baseline="baseline")
+table = tables.curriculum_table(runs, baseline="baseline")
 plot.set_target(table.attrs["target_val_loss"])  # the dashed line in the plot above
 print("\n".join(table.attrs["notes"]))
-cu.format_curriculum_table(table)
+tables.format_curriculum_table(table)
 
 # %% [markdown]
 # The same runs in lesson 00's format, with speed-ups (baseline ÷ variant) by FLOPs; switch
@@ -235,7 +236,7 @@ styled(compare(runs, baseline="baseline", speedup_by="flops"))
 # %%
 loose = common_target(runs)
 print(f"looser target: val loss {loose:.3f} (the baseline's own target was {table.attrs['target_val_loss']:.3f})")
-cu.format_curriculum_table(cu.curriculum_table(runs, baseline="baseline", target_val_loss=loose))
+tables.format_curriculum_table(tables.curriculum_table(runs, baseline="baseline", target_val_loss=loose))
 
 # %% [markdown]
 # ## 6. Try your own curriculum in the panel
@@ -255,7 +256,7 @@ for field, value in {"difficulty": "rarity", "competence": "sqrt", "c0": 0.1, "d
     panel.param_widgets["curriculum"][field].value = value
 panel_runs = panel.run_now()  # the same as pressing Run
 panel.wait()
-print(cu.table_text(cu.curriculum_table(panel.runs, baseline="baseline")))
+print(tables.curriculum_text(tables.curriculum_table(panel.runs, baseline="baseline")))
 
 # %% [markdown]
 # ## Summary
@@ -275,7 +276,7 @@ print(cu.table_text(cu.curriculum_table(panel.runs, baseline="baseline")))
 #    1.00? Is its final val loss better, the same or worse than the baseline's?
 # 2. In the panel, set `duration` to 0.1 and then 1.0 with rarity and $c_{sqrt}$. How does $T$
 #    move the time to target and the final loss? Explain with the right panel of section 2
-#    (`cu.plot_difficulty(data, c0=..., duration=...)` redraws it).
+#    (`figures.plot_difficulty(data, c0=..., duration=...)` redraws it).
 # 3. The rarity score is a sum, so it grows with length. Write the mean instead,
 #    $-\frac1n\sum \log \hat p(w_k)$ (use `cu.token_surprisal(data.unigram_counts)`), and compare its
 #    rank correlation with length to the sum's.

@@ -52,7 +52,7 @@ from effitrain.bench import (autocast_for, device_name, finite_or_none, make_tra
 from effitrain.data import MaskedBatch  # noqa: E402
 from effitrain.model import BertForMLM, count_parameters  # noqa: E402
 from effitrain.train.flops import count_flops  # noqa: E402
-from effitrain.train.trainer import make_optimizer, mlm_loss_inputs  # noqa: E402
+from effitrain.train.step import make_optimizer, mlm_loss_inputs  # noqa: E402
 
 SPARSE_NOTE = ("effitrain's MLM head computes logits only at the masked positions (sparse prediction); "
                "HF's BertForMaskedLM computes them at every position. That is part of the comparison.")

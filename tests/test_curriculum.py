@@ -9,6 +9,7 @@ import torch
 import effitrain as et
 from effitrain.data.tokenizer import CLS, SPECIAL_TOKENS
 from effitrain.techniques import StepContext
+from effitrain.lab import tables
 from effitrain.techniques import curriculum as cu
 
 
@@ -253,7 +254,7 @@ def test_curriculum_table_is_relative_to_the_baseline(smoke):
     runs = [et.train(cfg.replace(seed=s), data=data, progress=False, name=f"baseline s{s}") for s in (0, 1)]
     runs += [et.train(cfg.replace(seed=s), [cu.SeqLenWarmup(warmup_fraction=0.5)], data=data, progress=False,
                       name=f"seqlen s{s}") for s in (0, 1)]
-    df = cu.curriculum_table(runs, baseline="baseline")
+    df = tables.curriculum_table(runs, baseline="baseline")
     assert list(df.index) == ["baseline", "seqlen"]
     assert df.loc["baseline", "time_rel"] == 1.0 and df.loc["baseline", "flops_rel"] == 1.0
     from effitrain.lab import compare
@@ -261,6 +262,6 @@ def test_curriculum_table_is_relative_to_the_baseline(smoke):
     if not isinstance(by_f.loc["seqlen", "speedup"], str):
         assert df.loc["seqlen", "flops_rel"] == pytest.approx(1 / by_f.loc["seqlen", "speedup"])
         assert df.loc["seqlen", "flops_rel_lo"] <= df.loc["seqlen", "flops_rel"] <= df.loc["seqlen", "flops_rel_hi"]
-    shown = cu.format_curriculum_table(df)
+    shown = tables.format_curriculum_table(df)
     assert list(shown.columns) == ["baseline", "seqlen"] and shown.loc["time to target (rel.)", "baseline"] == "1.00"
-    assert "target val loss" in cu.table_text(df)
+    assert "target val loss" in tables.curriculum_text(df)

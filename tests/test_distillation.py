@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import effitrain as et
 from effitrain.data.downstream import sotu_era_task
 from effitrain.model import BertForMLM
-from effitrain.techniques import distillation as D
+from effitrain.techniques import dataset_distillation as DD, knowledge_distillation as KD
 
 # a fixed random embedding space: cheap, and the method must work in it (the lesson uses a teacher's)
 V_SEED = 0
@@ -31,7 +31,7 @@ def emb(smoke):
 
 @pytest.fixture(scope="module")
 def distilled(task, emb):
-    return D.distill_dataset(task, emb, per_class=2, length=16, steps=150, seed=0)
+    return DD.distill_dataset(task, emb, per_class=2, length=16, steps=150, seed=0)
 
 
 # -- dataset distillation ------------------------------------------------------------------------
@@ -50,25 +50,25 @@ def test_distilled_set_shapes_labels_and_cost(distilled, task):
 
 
 def test_distillation_is_deterministic_for_a_seed(task, emb, distilled):
-    a, b = (D.distill_dataset(task, emb, per_class=2, length=16, steps=10, seed=0) for _ in range(2))
+    a, b = (DD.distill_dataset(task, emb, per_class=2, length=16, steps=10, seed=0) for _ in range(2))
     assert torch.equal(a.embeds, b.embeds) and torch.equal(a.labels, b.labels)
     assert torch.equal(a.embeds, distilled.embeds) is False  # 10 steps are not 150
-    other = D.distill_dataset(task, emb, per_class=2, length=16, steps=10, seed=1)
+    other = DD.distill_dataset(task, emb, per_class=2, length=16, steps=10, seed=1)
     assert not torch.equal(other.embeds, a.embeds)
-    assert D.train_on(distilled, task, emb, seed=3) == D.train_on(distilled, task, emb, seed=3)
+    assert DD.train_on(distilled, task, emb, seed=3) == DD.train_on(distilled, task, emb, seed=3)
 
 
 def test_distilled_set_beats_random_real_subsets_of_equal_size(task, emb, distilled):
     """Measured (5 learner seeds, random 128-d embeddings): distilled 0.454 ± 0.036 test accuracy,
     random real 2/class 0.346 ± 0.029, full split at equal steps 0.367; the margin asserted is 0.06."""
     seeds = range(5)
-    dist = [D.train_on(distilled, task, emb, seed=s) for s in seeds]
-    real = [D.train_on(D.random_subset(task, 2, 1000 + s), task, emb, seed=s) for s in seeds]
+    dist = [DD.train_on(distilled, task, emb, seed=s) for s in seeds]
+    real = [DD.train_on(DD.random_subset(task, 2, 1000 + s), task, emb, seed=s) for s in seeds]
     mean_dist, mean_real = sum(dist) / len(dist), sum(real) / len(real)
     assert mean_dist > mean_real + 0.06, (dist, real)
     assert mean_dist > task.majority_accuracy() + 0.08
     # distilling, not only the choice of starting examples, is what helps (measured: 0.454 vs 0.259)
-    start = sum(D.train_on(distilled.init_rows, task, emb, seed=s) for s in seeds) / len(seeds)
+    start = sum(DD.train_on(distilled.init_rows, task, emb, seed=s) for s in seeds) / len(seeds)
     assert mean_dist > start + 0.06, (mean_dist, start)
 
 
@@ -81,7 +81,7 @@ def test_distillation_objective_falls(distilled):
 
 def test_nearest_tokens_are_real_vocabulary(distilled, smoke, emb):
     _, data = smoke
-    near = D.nearest_tokens(distilled, data.tokenizer, emb, k=3)
+    near = DD.nearest_tokens(distilled, data.tokenizer, emb, k=3)
     assert len(near) == len(distilled) and all(len(ex) == 16 for ex in near)
     vocab = data.tokenizer.get_vocab()
     specials = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}
@@ -89,29 +89,29 @@ def test_nearest_tokens_are_real_vocabulary(distilled, smoke, emb):
         for pos in ex:
             assert len(pos) == 3 and all(t in vocab and t not in specials for t in pos)
     # a vector that *is* a token's embedding is nearest to that token
-    probe = D.DistilledSet(emb[torch.tensor([[100, 200]])], torch.ones(1, 4) / 4, torch.tensor([0]), None, 0.0, 0.0)
-    assert [p[0] for p in D.nearest_tokens(probe, data.tokenizer, emb, k=1)[0]] == \
+    probe = DD.DistilledSet(emb[torch.tensor([[100, 200]])], torch.ones(1, 4) / 4, torch.tensor([0]), None, 0.0, 0.0)
+    assert [p[0] for p in DD.nearest_tokens(probe, data.tokenizer, emb, k=1)[0]] == \
         [data.tokenizer.id_to_token(100), data.tokenizer.id_to_token(200)]
-    frame = D.nearest_tokens_frame(distilled, data.tokenizer, emb, ["a", "b", "c", "d"])
+    frame = DD.nearest_tokens_frame(distilled, data.tokenizer, emb, ["a", "b", "c", "d"])
     assert len(frame) == len(distilled) and "started from" in frame
 
 
 def test_random_subset_and_bad_arguments(task, emb):
-    rows = D.random_subset(task, 3, seed=0)
+    rows = DD.random_subset(task, 3, seed=0)
     assert torch.bincount(task.train_y[rows], minlength=task.num_classes).tolist() == [3] * task.num_classes
     with pytest.raises(et.ConfigError, match="per_class"):
-        D.distill_dataset(task, emb, per_class=0)
+        DD.distill_dataset(task, emb, per_class=0)
     with pytest.raises(et.ConfigError, match="init"):
-        D.distill_dataset(task, emb, init="zeros")
+        DD.distill_dataset(task, emb, init="zeros")
     with pytest.raises(et.ConfigError, match="learner"):
-        D.train_on(None, task, emb, learner="lstm")
+        DD.train_on(None, task, emb, learner="lstm")
 
 
 def test_noise_init_and_encoder_learner_run(task, emb):
-    d = D.distill_dataset(task, emb, per_class=1, length=8, steps=2, inner_steps=2, init="noise",
+    d = DD.distill_dataset(task, emb, per_class=1, length=8, steps=2, inner_steps=2, init="noise",
                           learner="encoder", batch_size=16)
     assert d.init_ids is None and d.embeds.shape == (task.num_classes, 8, 128)
-    assert 0.0 <= D.train_on(d, task, emb, steps=2, learner="encoder") <= 1.0
+    assert 0.0 <= DD.train_on(d, task, emb, steps=2, learner="encoder") <= 1.0
 
 
 # -- knowledge distillation ----------------------------------------------------------------------
@@ -127,19 +127,19 @@ def test_kd_loss_matches_the_formula_by_hand():
         ps = [v / sum(ps) for v in ps]
         kl += sum(a * math.log(a / b) for a, b in zip(pt, ps)) / 2
     expected = (1 - alpha) * 1.7 + alpha * T * T * kl
-    assert float(D.kd_loss(s, t, ce, alpha, T)) == pytest.approx(expected, rel=1e-5)
-    assert float(D.kd_loss(s, s, ce, 0.5, 3.0)) == pytest.approx(0.5 * 1.7, rel=1e-6)  # same logits: KL 0
+    assert float(KD.kd_loss(s, t, ce, alpha, T)) == pytest.approx(expected, rel=1e-5)
+    assert float(KD.kd_loss(s, s, ce, 0.5, 3.0)) == pytest.approx(0.5 * 1.7, rel=1e-6)  # same logits: KL 0
 
 
 def test_bad_distill_params_name_the_field():
     with pytest.raises(et.ConfigError, match="distill.alpha"):
-        D.DistillTechnique(alpha=1.5)
+        KD.DistillTechnique(alpha=1.5)
     with pytest.raises(et.ConfigError, match="distill.temperature"):
-        D.DistillTechnique(temperature=0.5)
+        KD.DistillTechnique(temperature=0.5)
     with pytest.raises(et.ConfigError, match="distill.teacher_preset"):
-        D.DistillTechnique(teacher_preset="huge")
+        KD.DistillTechnique(teacher_preset="huge")
     with pytest.raises(et.ConfigError, match="distill.teacher_steps"):
-        D.DistillTechnique(teacher_steps=0)
+        KD.DistillTechnique(teacher_steps=0)
     assert et.technique("distill", alpha=0.2).params.alpha == 0.2
 
 
@@ -154,7 +154,7 @@ def _losses(run):
 def test_alpha_zero_is_the_plain_run_and_trains_no_teacher(smoke):
     cfg, data = smoke
     plain = et.train(_short(cfg), data=data, progress=False)
-    t = D.DistillTechnique(alpha=0.0)
+    t = KD.DistillTechnique(alpha=0.0)
     same = et.train(_short(cfg), techniques=[t], data=data, progress=False)
     assert _losses(same) == _losses(plain)
     assert same.history.evals[-1]["val_loss"] == plain.history.evals[-1]["val_loss"]
@@ -166,7 +166,7 @@ def test_distill_with_a_given_teacher_changes_the_loss_and_charges_its_forward(s
     torch.manual_seed(0)
     teacher = BertForMLM(cfg.model, data.vocab_size)
     plain = et.train(_short(cfg), data=data, progress=False)
-    run = et.train(_short(cfg), techniques=[D.DistillTechnique(teacher=teacher, alpha=0.5, temperature=2.0)],
+    run = et.train(_short(cfg), techniques=[KD.DistillTechnique(teacher=teacher, alpha=0.5, temperature=2.0)],
                    data=data, progress=False)
     assert run.status == "completed" and all(math.isfinite(x) for x in _losses(run))
     assert _losses(run)[0] != _losses(plain)[0]
@@ -180,9 +180,9 @@ def test_distill_with_a_given_teacher_changes_the_loss_and_charges_its_forward(s
 def test_teacher_is_trained_once_and_cached(smoke):
     cfg, data = smoke
     cfg = _short(cfg)
-    first = D.DistillTechnique(alpha=0.5, teacher_steps=10)
+    first = KD.DistillTechnique(alpha=0.5, teacher_steps=10)
     a = et.train(cfg, techniques=[first], data=data, progress=False)
-    second = D.DistillTechnique(alpha=0.5, teacher_steps=10)
+    second = KD.DistillTechnique(alpha=0.5, teacher_steps=10)
     b = et.train(cfg, techniques=[second], data=data, progress=False)
     sa, sb = a.extra["techniques"]["distill"], b.extra["techniques"]["distill"]
     assert sa["cached"] is False and sb["cached"] is True

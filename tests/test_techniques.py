@@ -14,7 +14,7 @@ import pytest
 import effitrain as et
 import effitrain.techniques  # noqa: F401  (imports every technique module, which registers it)
 from effitrain.lab import Panel
-from effitrain.techniques.base import REGISTRY
+from effitrain.techniques.base import CARD_HEADINGS, REGISTRY, card_sections
 
 PACKAGE = sorted(name for name, cls in REGISTRY.items() if cls.__module__.startswith("effitrain.techniques."))
 IDENTITY = [name for name in PACKAGE if REGISTRY[name].identity_params is not None]
@@ -38,6 +38,9 @@ def test_card_and_params(name):
     card = cls.card()
     assert len(card) > 300, f"{name}: the card (class docstring) must say what, why, the math, settings, the paper"
     assert re.search(r"\b(19|20)\d\d\b", card), f"{name}: the card must cite its paper with the year"
+    assert card_sections(card)[:5] == list(CARD_HEADINGS), \
+        f"{name}: the card's headings must be **What.** **Why.** **Math.** **Settings.** **Paper.**, in that order"
+    assert cls.Params.__qualname__ == cls.Params.__name__, f"{name}: Params is a module-level dataclass"
     default = cls()  # the defaults are valid
     for f in dataclasses.fields(cls.Params):
         meta = f.metadata
@@ -60,6 +63,60 @@ def test_bad_values_are_refused_with_the_field_named(name):
             continue
         with pytest.raises(et.ConfigError, match=rf"^{re.escape(name)}\.{f.name} must be "):
             cls(**{f.name: bad})
+
+
+@pytest.mark.parametrize("name", PACKAGE)
+def test_parameter_types_are_checked_up_front(name):
+    """An integer field refuses 2.5, a number field refuses text and inf; the field is named."""
+    cls = REGISTRY[name]
+    for f in dataclasses.fields(cls.Params):
+        default = f.default
+        if isinstance(default, bool):
+            bad = [1, "yes"]
+        elif isinstance(default, int):
+            bad = [default + 0.5, "3", True]
+        elif isinstance(default, float):
+            bad = ["0.5", float("inf"), float("nan")]
+        else:
+            bad = [3]
+        for value in bad:
+            with pytest.raises(et.ConfigError, match=rf"^{re.escape(name)}\.{f.name} must be "):
+                cls(**{f.name: value})
+
+
+def test_the_same_technique_twice_is_refused(smoke):
+    cfg, data = smoke
+    with pytest.raises(et.ConfigError, match=r"technique 'prune' is given twice"):
+        et.Trainer(cfg, [et.technique("prune"), et.technique("prune", keep_fraction=0.3)], data=data)
+
+
+# -- composition: every ordered pair trains with both effects, or is refused naming both --------------------
+PAIRS = [(a, b) for a in PACKAGE for b in PACKAGE if a != b]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("first,second", PAIRS, ids=[f"{a}+{b}" for a, b in PAIRS])
+def test_every_ordered_pair_composes_or_is_refused(first, second, smoke):
+    cfg, data = smoke
+    techniques = [et.technique(first), et.technique(second)]
+    try:
+        trainer = et.Trainer(short(cfg, 4), techniques, data=data, progress=False)
+    except et.ConfigError as exc:
+        message = str(exc)
+        assert "\n" not in message and first in message and second in message, message
+        return
+    run = trainer.fit()
+    assert run.status == "completed", run.message
+    stats = run.extra.get("techniques", {})
+    for name in (first, second):
+        assert stats.get(name), f"{name}'s effect is missing from the combined run {first}+{second}: {stats}"
+    effects = {"prune": lambda s: s["kept"] < s["of"] and run.extra["train_examples"] == s["kept"],
+               "curriculum": lambda s: s["batches_drawn"] == 4 and s["examples"] == run.extra["train_examples"],
+               "seqlen_warmup": lambda s: s["batches_cut"] >= 1,
+               "distill": lambda s: s["kd_batches"] == 4}
+    for name in (first, second):
+        if name in effects:
+            assert effects[name](stats[name]), f"{name} did not act in {first}+{second}: {stats[name]}"
 
 
 @pytest.mark.slow

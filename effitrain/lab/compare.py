@@ -41,7 +41,7 @@ import math
 import re
 import warnings
 from statistics import NormalDist
-from typing import Any, Iterable, Sequence
+from typing import Callable, Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -293,7 +293,8 @@ _AXIS_WORDS = {"seconds": "training seconds", "flops": "FLOPs", "tokens": "token
 
 
 def compare(runs: Iterable[Run], target_val_loss: float | None = None, baseline: Any = None,
-            speedup_by: str = "seconds", on_plateau: str = "warn") -> pd.DataFrame:
+            speedup_by: str = "seconds", on_plateau: str = "warn",
+            charge: Callable[[Run, str], float] | None = None) -> pd.DataFrame:
     """One row per group of seeds; see the module docstring for every definition.
 
     runs: finished (or stopped) `Run`s. target_val_loss: the validation loss to reach; default:
@@ -304,6 +305,8 @@ def compare(runs: Iterable[Run], target_val_loss: float | None = None, baseline:
     machine, blind to kernels that are faster per FLOP), "tokens" or "step". on_plateau: what a
     target above the baseline's unigram val loss does: "warn" (a note and a `PlateauWarning`) or
     "error" (`PlateauError`).
+    charge(run, axis): a cost added to each run's time to target on the speed-up's axis before the
+    ratio is taken (e.g. the FLOPs or seconds spent scoring the data), for speed-ups "net of" it.
 
     Columns: seeds, reached ("k/n"), time_s ± time_s_ci, flops ± flops_ci (to target),
     final_val_loss ± final_val_loss_ci, context_gain ± context_gain_ci (unigram − final val loss,
@@ -350,7 +353,8 @@ def compare(runs: Iterable[Run], target_val_loss: float | None = None, baseline:
         label: [time_to_target(r.history, val_loss=target) if math.isfinite(target) else None for r in members]
         for label, members in groups.items()}
     base_reached = all(x is not None for x in reach[base_label])
-    base_times = [x[speedup_by] for x in reach[base_label]] if base_reached else []
+    cost = (lambda r: 0.0) if charge is None else (lambda r: float(charge(r, speedup_by)))  # noqa: E731
+    base_times = [x[speedup_by] + cost(r) for x, r in zip(reach[base_label], groups[base_label])] if base_reached else []
 
     rows = {}
     for label, members in groups.items():
@@ -374,7 +378,8 @@ def compare(runs: Iterable[Run], target_val_loss: float | None = None, baseline:
         elif label == base_label:
             row["speedup"], row["speedup_lo"], row["speedup_hi"] = 1.0, math.nan, math.nan
         else:
-            row["speedup"], row["speedup_lo"], row["speedup_hi"] = ratio_ci(base_times, [h[speedup_by] for h in hits])
+            row["speedup"], row["speedup_lo"], row["speedup_hi"] = ratio_ci(
+                base_times, [h[speedup_by] + cost(r) for h, r in zip(hits, members)])
         statuses: dict[str, int] = {}
         for r in members:
             statuses[r.status] = statuses.get(r.status, 0) + 1
@@ -482,14 +487,19 @@ def styled(df: pd.DataFrame):
         [{"selector": "caption", "props": "caption-side: bottom; text-align: left; font-size: 85%; color: #555"}])
 
 
-def to_text(df: pd.DataFrame) -> str:
-    """The table and its notes as plain text (scripts, nbmake logs)."""
+def to_text(df: pd.DataFrame, notes: Sequence[str] | None = None, index: bool = True) -> str:
+    """A table and its notes as plain text (scripts, nbmake logs): the one text renderer of the lab.
+
+    A `compare` table is shown as `display_frame` shows it; any other table (a lesson's formatted
+    table) as it is. notes: default `df.attrs["notes"]`.
+    """
     if df.empty:
         return "no finished runs to compare" + (
             "; left out: " + "; ".join(df.attrs["excluded"]) if df.attrs.get("excluded") else "")
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        text = display_frame(df).to_string()
-    notes = list(df.attrs.get("notes", []))
+    shown = display_frame(df) if set(COLUMNS) <= set(df.columns) else df
+    with pd.option_context("display.width", 250, "display.max_columns", 24, "display.max_colwidth", 40):
+        text = shown.to_string(index=index)
+    notes = list(df.attrs.get("notes", []) if notes is None else notes)
     if df.attrs.get("excluded"):
         notes.append("left out: " + "; ".join(df.attrs["excluded"]))
     return text + "\n" + "\n".join(notes)

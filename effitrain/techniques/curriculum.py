@@ -1,11 +1,13 @@
 """Curriculum learning: easy examples first (competence-based), and sequence-length warmup.
 
-Functional core first: competence schedules, per-example difficulty, its empirical CDF, the
-sequence-length schedule, and the table of a curriculum lesson. Then the hooks:
+Functional core first: competence schedules, per-example difficulty, its empirical CDF and the
+sequence-length schedule. Then the hooks:
 
-    curriculum     on_dataset: score every example, attach a `CompetenceSampler` as `train.sampler`;
-                   the trainer then draws each batch from the examples the model is "competent" for
+    curriculum     make_sampler: score every example of the final training set (after any pruning)
+                   and draw each batch from the examples the model is "competent" for
     seqlen_warmup  on_batch: cut the (B, T) ids to a length that grows over the first part of the budget
+
+The lesson's tables and plots are in `effitrain.lab.tables` and `effitrain.lab.figures`.
 
 Time is measured as a fraction of the training budget throughout (t and T in [0, 1]), so a
 schedule ends where the budget says, whatever its unit (steps, seconds, tokens, FLOPs).
@@ -15,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -25,11 +27,7 @@ from effitrain.data.tokenizer import SPECIAL_TOKENS, decode_text
 from effitrain.techniques.base import StepContext, Technique, param, register
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
-    import plotly.graph_objects as go
-
     from effitrain.data import PretrainData, TrainSet
-    from effitrain.train.run import Run
 
 DIFFICULTIES = ("length", "rarity")
 COMPETENCES = ("linear", "sqrt")
@@ -191,6 +189,15 @@ def truncate_batch(ids: torch.Tensor, length: int) -> torch.Tensor:
 
 
 # -- the hooks -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CurriculumParams:
+    difficulty: str = param("rarity", choices=DIFFICULTIES, help="what makes an example hard")
+    competence: str = param("sqrt", choices=COMPETENCES, help="how fast harder examples are admitted")
+    c0: float = param(0.01, range=(0.01, 1.0), step=0.01, help="share of the data admitted at the start")
+    duration: float = param(0.5, range=(0.05, 1.0), step=0.05,
+                            help="T: fraction of the budget after which all data is admitted")
+
+
 @register
 class Curriculum(Technique):
     """Competence-based curriculum: train on the easy examples first, admit harder ones over time.
@@ -226,29 +233,39 @@ class Curriculum(Technique):
     paper = "Platanios et al. 2019, Competence-based Curriculum Learning for NMT (NAACL)"
     identity_params = {"c0": 1.0}
 
-    @dataclass(frozen=True)
-    class Params:
-        difficulty: str = param("rarity", choices=DIFFICULTIES, help="what makes an example hard")
-        competence: str = param("sqrt", choices=COMPETENCES, help="how fast harder examples are admitted")
-        c0: float = param(0.01, range=(0.01, 1.0), step=0.01, help="share of the data admitted at the start")
-        duration: float = param(0.5, range=(0.05, 1.0), step=0.05,
-                                help="T: fraction of the budget after which all data is admitted")
+    Params = CurriculumParams
+    claims = ("sampler",)
 
-    def on_dataset(self, train: "TrainSet", ctx: StepContext) -> "TrainSet":
+    def claimed(self) -> tuple[str, ...]:
+        return () if self.params.c0 >= 1.0 else self.claims  # c0 = 1: the trainer's shuffler, unchanged
+
+    def make_sampler(self, train: "TrainSet", ctx: StepContext) -> "CompetenceSampler | None":
         p = self.params
         if p.difficulty == "length" and is_packed(train):
             raise ConfigError("curriculum.difficulty='length' needs unpacked data (data.pack=False): "
                               "packed rows are all equally long")
         if p.c0 >= 1.0:
-            return train  # everything admitted from the start: the trainer's own shuffler, unchanged
+            return None  # everything admitted from the start: the trainer's own shuffler, unchanged
         t0 = time.perf_counter()
         counts = ctx.data.unigram_counts if ctx.data is not None else None
         cdf = difficulty_cdf(difficulty(train, p.difficulty, counts))
-        out = type(train)(train.ids, train.features, train.origin)  # a new object: data.train stays untouched
-        out.sampler = CompetenceSampler(cdf, p.competence, p.duration, p.c0)
-        self.stats.update(scoring_seconds=time.perf_counter() - t0, scoring_flops=0.0,
-                          admitted_at_start=int(out.sampler.admitted(0.0, ctx.config.run.batch_size)))
-        return out
+        self.sampler = CompetenceSampler(cdf, p.competence, p.duration, p.c0)
+        self.stats.update(scoring_seconds=time.perf_counter() - t0, scoring_flops=0.0, examples=len(train),
+                          admitted_at_start=int(self.sampler.admitted(0.0, ctx.config.run.batch_size)))
+        return self.sampler
+
+    def after_step(self, model: torch.nn.Module, ctx: StepContext) -> None:
+        sampler = getattr(self, "sampler", None)
+        if sampler is not None:  # the effect, as measured: batches drawn and how much was admitted
+            self.stats.update(batches_drawn=sampler.draws,
+                              admitted_now=int(sampler.admitted(ctx.fraction, ctx.config.run.batch_size)))
+
+
+@dataclass(frozen=True)
+class SeqLenWarmupParams:
+    start_len: int = param(8, range=(8, 512), step=8, help="tokens per row at the start")
+    warmup_fraction: float = param(0.3, range=(0.0, 1.0), step=0.05,
+                                   help="fraction of the budget over which the length grows to full")
 
 
 @register
@@ -283,11 +300,7 @@ class SeqLenWarmup(Technique):
     paper = "Li, Zhang & He 2022, The Stability-Efficiency Dilemma (sequence length warmup), NeurIPS"
     identity_params = {"warmup_fraction": 0.0}
 
-    @dataclass(frozen=True)
-    class Params:
-        start_len: int = param(8, range=(8, 512), step=8, help="tokens per row at the start")
-        warmup_fraction: float = param(0.3, range=(0.0, 1.0), step=0.05,
-                                       help="fraction of the budget over which the length grows to full")
+    Params = SeqLenWarmupParams
 
     def length(self, ctx: StepContext) -> int:
         """The sequence length L at this point of the budget."""
@@ -295,100 +308,21 @@ class SeqLenWarmup(Technique):
                                self.params.warmup_fraction)
 
     def on_batch(self, ids: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        return truncate_batch(ids, self.length(ctx))
+        out = truncate_batch(ids, self.length(ctx))
+        if out.shape[1] < ids.shape[1]:  # the effect, as measured: batches cut and the shortest length
+            self.stats["batches_cut"] = self.stats.get("batches_cut", 0) + 1
+            self.stats["shortest"] = min(self.stats.get("shortest", out.shape[1]), out.shape[1])
+        return out
+
+    def state_dict(self) -> dict:
+        return {"stats": dict(self.stats)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stats.clear()
+        self.stats.update(state.get("stats", {}))
 
 
-# -- the lesson's table and plots ---------------------------------------------------------------------
-def _ratio_columns(df: "pd.DataFrame", prefix: str) -> "pd.DataFrame":
-    """Speed-up s [lo, hi] → time relative to the baseline 1/s [1/hi, 1/lo] (the lecture's 'Time')."""
-    import pandas as pd
-
-    out = pd.DataFrame(index=df.index)
-    rel, lo, hi = [], [], []
-    for s, s_lo, s_hi in zip(df["speedup"], df["speedup_lo"], df["speedup_hi"]):
-        if isinstance(s, str) or not math.isfinite(s) or s <= 0:
-            rel.append(s if isinstance(s, str) else math.nan)
-            lo.append(math.nan)
-            hi.append(math.nan)
-            continue
-        rel.append(1.0 / s)
-        lo.append(1.0 / s_hi if math.isfinite(s_hi) and s_hi > 0 else math.nan)
-        hi.append(1.0 / s_lo if math.isfinite(s_lo) and s_lo > 0 else math.nan)
-    out[prefix], out[f"{prefix}_lo"], out[f"{prefix}_hi"] = rel, lo, hi
-    return out
-
-
-def curriculum_table(runs: Iterable["Run"], baseline: Any = None,
-                     target_val_loss: float | None = None) -> "pd.DataFrame":
-    """The lecture's curriculum table, measured: one row per group of seeds.
-
-    time_rel / flops_rel: training seconds / measured FLOPs to reach the target val loss (default:
-    the baseline seeds' highest final val loss, see `effitrain.lab.compare`) relative to the
-    baseline (= 1.00; below 1 is faster), with the 95% interval of the ratio; "not reached" when
-    a seed misses it. final_val_loss ± final_val_loss_ci: the quality at the end of the budget.
-    `df.attrs` carries compare's target and notes.
-    """
-    import pandas as pd
-
-    from effitrain.lab.compare import compare
-
-    runs = list(runs)
-    by_s = compare(runs, target_val_loss=target_val_loss, baseline=baseline, speedup_by="seconds")
-    by_f = compare(runs, target_val_loss=target_val_loss, baseline=baseline, speedup_by="flops")
-    df = pd.concat([by_s[["seeds", "reached"]], _ratio_columns(by_s, "time_rel"), _ratio_columns(by_f, "flops_rel"),
-                    by_s[["final_val_loss", "final_val_loss_ci", "time_s", "flops"]]], axis=1)
-    df.attrs.update(by_s.attrs)
-    df.attrs["notes"] = list(by_s.attrs.get("notes", [])[:2]) + [
-        "time / FLOPs = the group's mean to target ÷ the baseline's (baseline 1.00, below 1 is faster), "
-        "[95% interval of the ratio over seeds]"]
-    return df
-
-
-def format_curriculum_table(df: "pd.DataFrame") -> "pd.DataFrame":
-    """`curriculum_table` as strings in the lecture's shape: one column per variant, rows Time, FLOPs, val loss."""
-    import pandas as pd
-
-    from effitrain.lab.compare import fmt_ratio
-
-    rows = {
-        "seeds": [str(s) for s in df["seeds"]],
-        "time to target (rel.)": [fmt_ratio(*v, unit="") for v in zip(df["time_rel"], df["time_rel_lo"], df["time_rel_hi"])],
-        "FLOPs to target (rel.)": [fmt_ratio(*v, unit="")
-                                   for v in zip(df["flops_rel"], df["flops_rel_lo"], df["flops_rel_hi"])],
-        "final val loss": [f"{m:.3f}" + (f" ± {c:.3f}" if math.isfinite(c) else "")
-                           for m, c in zip(df["final_val_loss"], df["final_val_loss_ci"])],
-    }
-    return pd.DataFrame(rows, index=df.index).T
-
-
-def table_text(df: "pd.DataFrame") -> str:
-    """The formatted table and its notes as plain text."""
-    import pandas as pd
-
-    with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 40):
-        return format_curriculum_table(df).to_string() + "\n" + "\n".join(df.attrs.get("notes", []))
-
-
-def plot_difficulty(data: "PretrainData", c0: float = 0.01, duration: float = 0.5) -> "go.Figure":
-    """Left: the raw difficulty distributions; right: the share of examples each curriculum admits over the budget."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(rows=1, cols=3, column_widths=[0.3, 0.3, 0.4], subplot_titles=(
-        "length (real tokens)", "rarity −Σ log p̂(w)", f"admitted share of examples (c0={c0}, T={duration})"))
-    t = np.linspace(0, 1, 201)
-    for col, kind in enumerate(DIFFICULTIES, start=1):
-        raw = difficulty(data.train, kind, data.unigram_counts)
-        fig.add_trace(go.Histogram(x=raw.numpy(), nbinsx=40, name=kind, showlegend=False), row=1, col=col)
-        cdf = difficulty_cdf(raw)
-        for sched, dash in zip(COMPETENCES, ("solid", "dot")):
-            fig.add_trace(go.Scatter(x=t, y=admitted_share(cdf, competence(sched, t, duration, c0)), mode="lines",
-                                     name=f"{kind}, c_{sched}", line=dict(dash=dash)), row=1, col=3)
-    fig.update_xaxes(title_text="fraction of the training budget", row=1, col=3)
-    fig.update_layout(height=340, margin=dict(t=40, b=40, l=40, r=10), legend=dict(x=1.02, y=0.5))
-    return fig
-
-
+# -- looking at the data -----------------------------------------------------------------------------
 def extremes(data: "PretrainData", kind: str, k: int = 2, chars: int = 110) -> dict[str, list[str]]:
     """The k easiest and k hardest training examples by `kind`, decoded (first `chars` characters)."""
     raw = difficulty(data.train, kind, data.unigram_counts)
@@ -400,7 +334,7 @@ def extremes(data: "PretrainData", kind: str, k: int = 2, chars: int = 110) -> d
     return {"easiest": [text(int(i)) for i in order[:k]], "hardest": [text(int(i)) for i in order.flip(0)[:k]]}
 
 
-__all__ = ["COMPETENCE", "CompetenceSampler", "Curriculum", "SeqLenWarmup", "admitted_share", "competence",
-           "competence_linear", "competence_sqrt", "curriculum_table", "difficulty", "difficulty_cdf", "extremes",
-           "format_curriculum_table", "is_packed", "length_difficulty", "plot_difficulty", "rarity_difficulty",
-           "seqlen_schedule", "table_text", "token_surprisal", "truncate_batch"]
+__all__ = ["COMPETENCE", "CompetenceSampler", "Curriculum", "CurriculumParams", "SeqLenWarmup", "SeqLenWarmupParams",
+           "admitted_share", "competence", "competence_linear", "competence_sqrt", "difficulty", "difficulty_cdf",
+           "extremes", "is_packed", "length_difficulty", "rarity_difficulty", "seqlen_schedule", "token_surprisal",
+           "truncate_batch"]

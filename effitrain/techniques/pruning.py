@@ -38,13 +38,13 @@ from effitrain.data.masking import mask_tokens
 from effitrain.data.tokenizer import PAD, SPECIAL_TOKENS, decode_text
 from effitrain.techniques.base import StepContext, Technique, param, register
 from effitrain.train.flops import count_flops
+from effitrain.train.step import keep_rng
+from effitrain.train.trainer import train_frozen
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
-    import plotly.graph_objects as go
 
     from effitrain.data import PretrainData, TrainSet
-    from effitrain.train.run import Run
 
 SCORES = ("random", "compressibility", "perplexity", "el2n", "prototype")
 KEEPS = ("easy", "hard", "middle")
@@ -128,8 +128,6 @@ _REFERENCES: dict[tuple, tuple[torch.nn.Module, Cost]] = {}
 def reference_model(train: "TrainSet", data: "PretrainData", config: Config, steps: int,
                     seed: int) -> tuple[torch.nn.Module, Cost]:
     """A tiny BERT trained `steps` steps on `train` by `et.train`; cached; cost = its measured FLOPs."""
-    from effitrain.train.trainer import train_frozen
-
     ref_cfg = reference_config(config, steps, seed)
     key = (data.key, fingerprint_rows(train), json.dumps(ref_cfg.to_dict(), sort_keys=True, default=str))
     if key not in _REFERENCES:
@@ -360,8 +358,9 @@ class Prune(Technique):
 
     **What.** Before training, every example gets a score (higher = harder / less typical), and
     only `keep_fraction` of them are kept: the easiest, the hardest or the middle band.
-    Scores: `random` (the control); `compressibility`, tokens per character (the cramming filter
-    drops text the tokenizer compresses badly); `perplexity`, the mean MLM loss
+
+    **Math.** Scores: `random` (the control); `compressibility`, tokens per character (the cramming
+    filter drops text the tokenizer compresses badly); `perplexity`, the mean MLM loss
     $\\bar\\ell_i = \\frac1{|M_i|}\\sum_{j\\in M_i} -\\log p_\\theta(x_j\\mid \\tilde x_i)$ under a tiny
     reference model trained `ref_steps` steps; `el2n`, $\\frac1{|M_i|}\\sum_j \\lVert
     \\mathrm{softmax}(z_j) - e_{x_j}\\rVert_2$ early in training, averaged over `el2n_runs` seeds;
@@ -379,7 +378,7 @@ class Prune(Technique):
     is cramming's filter (which removed ~¼ of its data); `el2n` + `hard` is Paul et al.'s choice.
     Model-based scores are computed once per pool and cached in-process.
 
-    **Papers.** Paul, Ganguli, Dziugaite, "Deep Learning on a Data Diet" (2021); Sorscher et al.,
+    **Paper.** Paul, Ganguli, Dziugaite, "Deep Learning on a Data Diet" (2021); Sorscher et al.,
     "Beyond neural scaling laws: beating power law scaling via data pruning" (2022); Geiping &
     Goldstein, "Cramming: Training a Language Model on a Single GPU in One Day" (2022).
     """
@@ -397,8 +396,6 @@ class Prune(Technique):
             return train
         if ctx.data is None:
             raise ValueError("prune needs the run's data (StepContext.data) to score the examples")
-        from effitrain.train.trainer import keep_rng
-
         with keep_rng(ctx.device):  # scoring trains models: leave the run's random stream as it was
             scores, cost = score_rows(p.score, train, ctx.data, ctx.config, ref_steps=p.ref_steps,
                                       el2n_runs=p.el2n_runs, clusters=p.clusters, seed=p.score_seed)
@@ -415,32 +412,6 @@ def score_all(train: "TrainSet", data: "PretrainData", config: Config, scores: S
     return {name: score_rows(name, train, data, config, **params) for name in scores}
 
 
-def cost_table(results: dict[str, tuple[torch.Tensor, dict]], run_flops: float | None = None) -> "pd.DataFrame":
-    """One row per score: seconds, FLOPs (and FLOPs as a share of one training run), cached."""
-    import pandas as pd
-
-    rows = {}
-    for name, (scores, cost) in results.items():
-        row = {"seconds": cost["seconds"], "FLOPs": cost["flops"]}
-        if run_flops:
-            row["FLOPs ÷ one training run"] = cost["flops"] / run_flops
-        row.update({"cached": cost.get("cached", False), "min": float(scores.min()),
-                    "median": float(scores.median()), "max": float(scores.max())})
-        rows[name] = row
-    df = pd.DataFrame.from_dict(rows, orient="index")
-    df.index.name = "score"
-    return df
-
-
-def agreement(results: dict[str, tuple[torch.Tensor, dict]]) -> "pd.DataFrame":
-    """Spearman rank correlation between every pair of scores: do they call the same rows hard?"""
-    import pandas as pd
-
-    names = list(results)
-    ranks = torch.stack([torch.argsort(torch.argsort(results[n][0], stable=True)).double() for n in names])
-    return pd.DataFrame(torch.corrcoef(ranks).numpy().round(2), index=names, columns=names)
-
-
 def peek(train: "TrainSet", data: "PretrainData", scores: torch.Tensor, k: int = 2, chars: int = 120) -> "pd.DataFrame":
     """The k easiest and k hardest rows by `scores`, decoded (first `chars` characters)."""
     import pandas as pd
@@ -454,177 +425,7 @@ def peek(train: "TrainSet", data: "PretrainData", scores: torch.Tensor, k: int =
     return pd.DataFrame(rows).set_index(["end", "row"])
 
 
-def run_label(score: str, keep: str, keep_fraction: float) -> str:
-    return f"{score} {keep} {keep_fraction:g}"
-
-
-def sweep(config: Config, data: "PretrainData", scores: Sequence[str], fractions: Sequence[float],
-          seeds: int = 2, keep: "str | dict[str, str]" = "easy", baseline: bool = True, verbose: bool = True,
-          **params: Any) -> list["Run"]:
-    """Train the baseline and every (score, keep fraction) `seeds` times; return all runs.
-
-    keep: one end for every score, or {score: end}. Runs are named "<score> <keep> <fraction>
-    s<seed>" (the baseline "baseline s<seed>"), so `compare` groups them by setting. `params` go
-    to the technique (ref_steps, el2n_runs, ...). Prints one summary line per run.
-    """
-    ends = keep if isinstance(keep, dict) else {s: keep for s in scores}
-    from effitrain.train.trainer import train as et_train
-
-    plan: list[tuple[str, list[Technique]]] = [("baseline", [])] if baseline else []
-    plan += [(run_label(s, ends[s], f), [Prune(score=s, keep_fraction=f, keep=ends[s], **params)])
-             for s in scores for f in fractions]
-    runs = []
-    for label, techniques in plan:
-        for seed in range(seeds):
-            cfg = config.replace(**{"run.seed": config.run.seed + seed, "run.name": f"{label} s{seed}"})
-            run = et_train(cfg, techniques=[type(t)(t.params) for t in techniques], data=data, progress=False)
-            runs.append(run)
-            if verbose:
-                print(run.summary_line(), flush=True)
-    return runs
-
-
-def _prune_params(run: "Run") -> dict | None:
-    for t in run.techniques:
-        if t["name"] == "prune":
-            return t["params"]
-    return None
-
-
-def sweep_table(runs: Sequence["Run"], target_val_loss: float | None = None) -> "pd.DataFrame":
-    """Time to target per (score, keep, keep fraction), over seeds, against the baseline (no pruning).
-
-    Target: `target_val_loss`, else the highest final val loss among the baseline's seeds (as
-    `compare`). Columns: FLOPs / seconds to target (mean and 95% half-width), final val loss,
-    speed-ups by FLOPs and seconds [95% interval], the score's cost, and the speed-ups once that
-    cost is charged to the pruned runs ("net"): t_base / (t_pruned + cost).
-    """
-    import pandas as pd
-
-    from effitrain.lab.compare import mean_ci, ratio_ci
-    from effitrain.train.history import time_to_target
-
-    groups: dict[tuple, list] = {}
-    for run in runs:
-        if run.status == "failed":
-            continue
-        p = _prune_params(run)
-        if p is None or p["keep_fraction"] >= 1.0:
-            key = ("none", "all", 1.0)
-        else:
-            key = (p["score"], p["keep"], float(p["keep_fraction"]))
-        groups.setdefault(key, []).append(run)
-    base = groups.get(("none", "all", 1.0))
-    if not base:
-        raise ValueError("sweep_table needs baseline runs (no pruning, or keep_fraction=1.0)")
-    finals = lambda rs: [r.summary()["val_loss_last"] for r in rs]  # noqa: E731
-    target = float(target_val_loss) if target_val_loss is not None else max(finals(base))
-    base_hits = [time_to_target(r.history, val_loss=target) for r in base]
-    rows = []
-    for (score, keep, fraction), members in groups.items():
-        hits = [time_to_target(r.history, val_loss=target) for r in members]
-        stats = [r.extra.get("techniques", {}).get("prune", {}) for r in members]
-        cost_f = float(np.mean([s.get("score_flops", 0.0) for s in stats]))
-        cost_s = float(np.mean([s.get("score_seconds", 0.0) for s in stats]))
-        row = {"score": score, "keep": keep, "keep_fraction": fraction, "seeds": len(members),
-               "reached": sum(h is not None for h in hits),
-               "kept": int(np.mean([s.get("kept", r.extra.get("train_examples", 0)) for s, r in zip(stats, members)]))}
-        row["final_val_loss"], row["final_val_loss_ci"] = mean_ci(finals(members))
-        row["score_flops"], row["score_seconds"] = cost_f, cost_s
-        for axis, unit, cost in (("flops", "flops", cost_f), ("seconds", "s", cost_s)):
-            all_hit = all(h is not None for h in hits) and all(h is not None for h in base_hits)
-            times = [h[axis] for h in hits] if all_hit else []
-            row[f"{unit}_to_target"], row[f"{unit}_to_target_ci"] = mean_ci(times) if times else (math.nan, math.nan)
-            b = [h[axis] for h in base_hits] if all_hit else []
-            for tag, extra in (("speedup", 0.0), ("net_speedup", cost)):
-                if score == "none":  # the baseline against itself: 1 by definition, no interval
-                    r, lo, hi = (1.0, math.nan, math.nan) if times else (math.nan,) * 3
-                else:
-                    r, lo, hi = ratio_ci(b, [t + extra for t in times]) if times else (math.nan,) * 3
-                row[f"{tag}_{unit}"], row[f"{tag}_{unit}_lo"], row[f"{tag}_{unit}_hi"] = r, lo, hi
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    df["_pruned"] = df["score"] != "none"  # the baseline first
-    df = df.sort_values(["_pruned", "score", "keep", "keep_fraction"]).drop(columns="_pruned").reset_index(drop=True)
-    df.attrs.update(target_val_loss=target, notes=[
-        f"target val loss {target:.4g}" + ("" if target_val_loss is not None else
-                                           " (the highest final val loss of the baseline's seeds)"),
-        "to target: mean ± 95% half-width over seeds; NaN when a seed (or the baseline) missed the target",
-        "speedup = baseline ÷ pruned time to target; net = baseline ÷ (pruned + the score's cost)"])
-    return df
-
-
-def format_sweep_table(df: "pd.DataFrame") -> "pd.DataFrame":
-    """`sweep_table` as readable strings: "1.2e11 ± 3e10", "1.05× [0.91, 1.21]"."""
-    import pandas as pd
-
-    from effitrain.lab.compare import fmt_pm, fmt_ratio
-
-    def pm(v: float, h: float, spec: str) -> str:
-        return fmt_pm(v, h, spec, missing="not reached")
-
-    def ratio(v: float, lo: float, hi: float) -> str:
-        return fmt_ratio(v, lo, hi, missing="not reached")
-
-    out = pd.DataFrame({"score": df["score"], "keep": df["keep"], "keep fraction": df["keep_fraction"],
-                        "rows kept": df["kept"], "reached": [f"{r}/{s}" for r, s in zip(df["reached"], df["seeds"])]})
-    out["FLOPs to target"] = [pm(v, h, ".3g") for v, h in zip(df["flops_to_target"], df["flops_to_target_ci"])]
-    out["s to target"] = [pm(v, h, ".3g") for v, h in zip(df["s_to_target"], df["s_to_target_ci"])]
-    out["final val loss"] = [pm(v, h, ".3f") for v, h in zip(df["final_val_loss"], df["final_val_loss_ci"])]
-    for unit, word in (("flops", "FLOPs"), ("s", "seconds")):
-        out[f"speedup ({word})"] = [ratio(*t) for t in zip(
-            df[f"speedup_{unit}"], df[f"speedup_{unit}_lo"], df[f"speedup_{unit}_hi"])]
-        out[f"net of scoring ({word})"] = [ratio(*t) for t in zip(
-            df[f"net_speedup_{unit}"], df[f"net_speedup_{unit}_lo"], df[f"net_speedup_{unit}_hi"])]
-    out["score FLOPs"] = [f"{v:.3g}" for v in df["score_flops"]]
-    return out
-
-
-def sweep_text(df: "pd.DataFrame") -> str:
-    """The formatted table and its notes as plain text."""
-    import pandas as pd
-
-    with pd.option_context("display.width", 250, "display.max_columns", 20):
-        return format_sweep_table(df).to_string(index=False) + "\n" + "\n".join(df.attrs.get("notes", []))
-
-
-def plot_sweep(df: "pd.DataFrame") -> "go.Figure":
-    """FLOPs to target, seconds to target and final val loss against the keep fraction, one line per score.
-
-    Error bars are the 95% half-widths over seeds; the baseline (no pruning) is the dashed line.
-    A setting that missed the target has no point in the first two panels.
-    """
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    from effitrain.lab.plot import PALETTE
-
-    panels = (("flops_to_target", "FLOPs to target"), ("s_to_target", "seconds to target"),
-              ("final_val_loss", "final val loss"))
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t in panels])
-    base = df[df["score"] == "none"].iloc[0]
-    groups = [g for g in df[df["score"] != "none"].groupby(["score", "keep"], sort=False)]
-    for i, ((score, keep), g) in enumerate(groups):
-        g = g.sort_values("keep_fraction")
-        color = PALETTE[i % len(PALETTE)]
-        for col, (y, _) in enumerate(panels, start=1):
-            fig.add_trace(go.Scatter(
-                x=list(g["keep_fraction"]) + [1.0], y=list(g[y]) + [base[y]], mode="lines+markers",
-                name=f"{score} ({keep})", legendgroup=f"{score}{keep}", showlegend=col == 1,
-                line=dict(color=color), error_y=dict(type="data", array=list(g[f"{y}_ci"]) + [base[f"{y}_ci"]],
-                                                     visible=True)), row=1, col=col)
-    for col, (y, _) in enumerate(panels, start=1):
-        if math.isfinite(base[y]):
-            fig.add_hline(y=base[y], line=dict(dash="dash", color="#222"), row=1, col=col)
-        fig.update_xaxes(title_text="keep fraction", row=1, col=col)
-    fig.update_layout(height=380, margin=dict(t=70, b=40, l=50, r=10),  # room for the title above the panels' titles
-                      title=dict(text=f"pruning sweep (target val loss {df.attrs.get('target_val_loss', math.nan):.3f}; "
-                                      "dashed: no pruning)", font=dict(size=13), y=0.97))
-    return fig
-
-
-__all__ = ["KEEPS", "SCORES", "Prune", "PruneParams", "agreement", "clear_cache", "compressibility_scores", "cost_table",
-           "el2n_scores", "fingerprint_rows", "format_sweep_table", "kmeans", "masked_token_stats", "peek",
-           "perplexity_scores", "plot_sweep", "prototype_scores", "random_scores", "real_tokens",
-           "reference_config", "reference_model", "row_embeddings", "score_all", "score_params", "score_rows",
-           "select_rows", "sweep", "sweep_table", "sweep_text"]
+__all__ = ["KEEPS", "SCORES", "Prune", "PruneParams", "clear_cache", "compressibility_scores", "el2n_scores",
+           "fingerprint_rows", "kmeans", "masked_token_stats", "peek", "perplexity_scores", "prototype_scores",
+           "random_scores", "real_tokens", "reference_config", "reference_model", "row_embeddings", "score_all",
+           "score_params", "score_rows", "select_rows"]

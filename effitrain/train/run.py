@@ -93,6 +93,9 @@ class Run:
             "unigram_val_loss": unigram,
             "context_gain": unigram - val_last,
             "cached": bool((self.extra.get("cache") or {}).get("loaded", False)),
+            # CUDA: peak allocated bytes; CPU: growth of the process's peak RSS during the run
+            "peak_memory_bytes": int(self.extra.get("peak_memory_bytes", 0) or 0),
+            "peak_memory_kind": str(self.extra.get("peak_memory_kind", "")),
             "device": self.device,
             "profile": self.config.profile,
             "techniques": [t["name"] for t in self.techniques],

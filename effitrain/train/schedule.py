@@ -18,8 +18,12 @@ def lr_factor(fraction: float, schedule: str, warmup: float, min_ratio: float = 
     u = (f - warmup) / (1 - warmup).
     one-cycle (Smith 2018, torch's OneCycleLR): cosine from 1/25 up to 1 at f = warmup, then
     cosine down to 1/(25·10⁴).
+    triangular (cramming, Geiping & Goldstein 2022): min(0.25 + f, 4 − 4f): from a quarter of the
+    peak up to the peak at f = 0.75, then down to 0 at the deadline (warmup is not used).
     """
     f = min(max(fraction, 0.0), 1.0)
+    if schedule == "triangular":
+        return max(0.0, min(0.25 + f, 4.0 - 4.0 * f, 1.0))
     if schedule == "one-cycle":
         peak = warmup if warmup > 0 else 0.3
         start, end = 1 / 25, 1 / 25e4
@@ -36,4 +40,13 @@ def lr_factor(fraction: float, schedule: str, warmup: float, min_ratio: float = 
         return 1.0 - (1.0 - min_ratio) * u
     if schedule == "cosine":
         return min_ratio + (1.0 - min_ratio) * 0.5 * (1 + math.cos(math.pi * u))
-    raise ValueError(f"optim.schedule must be one of constant, linear, cosine, one-cycle; got {schedule!r}")
+    raise ValueError(f"optim.schedule must be one of constant, linear, cosine, one-cycle, triangular; got {schedule!r}")
+
+
+def micro_batches_at(fraction: float, target: int, ramp: float) -> int:
+    """Micro-batches per step at budget fraction f: 1 → `target` linearly over the first `ramp` of the
+    budget (cramming's batch-size ramp, reached by accumulation), then `target`. ramp = 0: always `target`.
+    """
+    if ramp <= 0 or fraction >= ramp or target <= 1:
+        return target
+    return min(target, 1 + int((target - 1) * max(fraction, 0.0) / ramp))

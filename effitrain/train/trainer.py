@@ -1,28 +1,36 @@
 """The training loop, written as plain PyTorch, with named events for techniques.
 
-    data   = prepare_data(config.data)                       # corpus → tokenizer → examples (cached)
-    train  = t.on_dataset(data.train, ctx)                   # prune / reorder / replace examples
-    model  = t.on_model(BertForMLM(config.model), ctx)       # surgery (before the optimizer sees it)
-    evaluate()                                               # once before training: the first val loss
-    while fraction_of_budget_used < 1:                       # steps, tokens, seconds or FLOPs
-        lr = peak_lr · lr_factor(fraction)                   # schedules end exactly at the deadline
-        for micro in range(grad_accum):
-            ids   = t.on_batch(train.batch(sampler.next()), ctx)  # subsample rows, truncate length
-            batch = mask_tokens(ids)                         # 80/10/10 BERT masking, fixed count
-            out   = LossInputs(model(batch))                 # sparse head: logits at masked positions only
-            loss  = t.loss(out, ctx) or out.loss             # replace or add to the objective
-            (loss / grad_accum).backward()
-        clip_grad_norm_; optimizer.step(); zero_grad
-        t.after_step(model, ctx)                             # averaging, schedules, layer-drop state
-        log(step, tokens, seconds, flops, loss, lr)          # seconds exclude evaluation and FLOP counting
+    techniques = resolve(techniques)                          # composition: refuse a pair, or order them
+    data    = prepare_data(config.data)                       # corpus → tokenizer → examples (cached)
+    train   = t.on_dataset(data.train, ctx)                   # prune / replace examples
+    sampler = t.make_sampler(train, ctx) or EpochSampler      # the order of examples, on the final set
+    model   = t.on_model(BertForMLM(config.model), ctx)       # surgery (before the optimizer sees it)
+    opt     = t.on_optimizer(model, groups, ctx) or AdamW
+    evaluate(t.eval_model(model))                             # once before training: the first val loss
+    while fraction_of_budget_used < 1:                        # steps, tokens, seconds or FLOPs
+        plan = t.plan_step(StepPlan(k(f), batch_size, peak_lr · lr_factor(f)), ctx)   # f = budget fraction
+        for each of plan.micro_batches:                       # phase 1: the data of the step
+            ids   = t.on_batch(train.batch(sampler.next(plan.micro_batch_size)), ctx)
+            batch = t.on_masked_batch(mask_tokens(ids), model, ctx)   # 80/10/10 BERT masking, then scoring
+            flops += meter.measure(batch)                     # counted on the side, rolled back, not timed
+        step(batches, ctx, plan.lr):                          # phase 2: `effitrain.train.step.TrainStep`
+            for each batch:
+                out  = LossInputs(model(batch))               # sparse head: logits at masked positions only
+                loss = t.loss(out, ctx) or out.loss           # replace the objective; out.terms are logged
+                t.backward(loss · share, ctx) or (loss · share).backward()   # share of predicted tokens
+            t.before_update(model, opt, ctx); clip_grad_norm_; opt.step(); zero_grad
+        t.after_step(model, ctx)                              # averaging, schedules, layer-drop state
+        log(step, tokens, seconds, flops, loss, lr, terms)    # seconds exclude evaluation and FLOP counting
         if an evaluation point was crossed:
-            metrics = t.on_eval(evaluate(), ctx)             # val loss / accuracy on fixed masks
+            metrics = t.on_eval(evaluate(t.eval_model(model)), ctx)   # val loss / accuracy on fixed masks
 
-`t.event(...)` means: every technique in order, each receiving what the previous returned.
-Ctrl-C or `stop.set()` ends the run after the current step: history and model are kept (and a
-checkpoint written when `checkpoint=` is given). A non-finite loss ends it with status
-"diverged" and a message naming the step. The same seed gives the same curve on CPU, and a run
-resumed from a checkpoint continues exactly as if it had never stopped.
+`t.event(...)` means: every technique in order, each receiving what the previous returned (the
+events and their rules: `effitrain.techniques.base`). Ctrl-C or `stop.set()` ends the run after
+the current step: history and model are kept (and a checkpoint written when `checkpoint=` is
+given, before the stopped run's last evaluation, so a resumed run's history is exactly the
+uninterrupted one). A non-finite loss ends it with status "diverged" and a message naming the
+step. The same seed gives the same curve on CPU, and a run resumed from a checkpoint continues
+exactly as if it had never stopped.
 """
 from __future__ import annotations
 
@@ -33,62 +41,28 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from effitrain.config import Config
+from effitrain.config import Config, ConfigError
 from effitrain.data import MaskedBatch, PretrainData, TrainSet, mask_tokens, prepare_data
+from effitrain.data.sampler import EpochSampler
 from effitrain.model import BertForMLM, count_parameters
 from effitrain.model.bert import analytic_flops_parts
-from effitrain.techniques.base import LossInputs, StepContext, Technique
-from effitrain.train.checkpoint import load_checkpoint, save_checkpoint
-from effitrain.train.flops import count_flops
+from effitrain.techniques.base import Sampler, StepContext, StepPlan, Technique, resolve
+from effitrain.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from effitrain.train.memory import PeakMemory
 from effitrain.train.run import Run
-from effitrain.train.schedule import lr_factor
+from effitrain.train.schedule import lr_factor, micro_batches_at
+from effitrain.train.step import (FlopMeter, TrainStep, attention_recompute, autocast_for, keep_rng,
+                                  make_optimizer, mlm_loss_inputs, param_groups)
 
 Callback = Callable[[str, dict, Run], None]
 
-
-# -- sampling ----------------------------------------------------------------------------------
-class EpochSampler:
-    """Each epoch visits every example once in a fresh random order (seeded by seed and epoch)."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch, self.cursor = n, seed, 0, 0
-        self._order = self._permutation()
-
-    def _permutation(self) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(self.n, generator=g)
-
-    def next(self, batch_size: int, ctx: StepContext) -> torch.Tensor:
-        out = []
-        while batch_size > 0:
-            take = min(batch_size, self.n - self.cursor)
-            out.append(self._order[self.cursor:self.cursor + take])
-            self.cursor += take
-            batch_size -= take
-            if self.cursor == self.n:
-                self.epoch, self.cursor = self.epoch + 1, 0
-                self._order = self._permutation()
-        return torch.cat(out)
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "cursor": self.cursor}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
-        self._order = self._permutation()
-
-
-# -- pieces of a step ----------------------------------------------------------------------------
-def mlm_loss_inputs(model: torch.nn.Module, batch: MaskedBatch) -> LossInputs:
-    logits = model(batch.input_ids, batch.positions, batch.attention_mask)  # (M, V)
-    token_losses = F.cross_entropy(logits.float(), batch.labels, reduction="none")  # (M,)
-    return LossInputs(logits, batch.labels, token_losses, token_losses.mean(), batch.positions,
-                      tuple(batch.input_ids.shape), model, batch.input_ids, batch.attention_mask)
+__all__ = ["EpochSampler", "Trainer", "evaluate", "train", "train_frozen", "keep_rng", "autocast_for",
+           "make_optimizer", "mlm_loss_inputs"]
 
 
 @torch.no_grad()
@@ -109,49 +83,6 @@ def evaluate(model: torch.nn.Module, batches: Sequence[MaskedBatch], device: tor
     return {"val_loss": total_loss / count, "val_accuracy": correct / count}
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases, norms and embeddings (as BERT)."""
-    decay, no_decay, seen = [], [], set()
-    for module in model.modules():
-        for name, p in module.named_parameters(recurse=False):
-            if id(p) in seen or not p.requires_grad:
-                continue
-            seen.add(id(p))
-            plain = name == "bias" or isinstance(module, (torch.nn.LayerNorm, torch.nn.Embedding))
-            (no_decay if plain else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def make_optimizer(model: torch.nn.Module, config: Config, device: torch.device) -> torch.optim.Optimizer:
-    o = config.optim
-    kwargs = dict(lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
-    groups = _param_groups(model, o.weight_decay)
-    if o.fused:
-        try:
-            return torch.optim.AdamW(groups, fused=True, **kwargs)
-        except (RuntimeError, TypeError, ValueError):
-            pass  # fused kernel not available for this device/dtype: fall back to foreach
-    return torch.optim.AdamW(groups, **kwargs)
-
-
-def keep_rng(device: torch.device) -> contextlib.AbstractContextManager:
-    """Restores the global RNG (and the CUDA one of `device`) on exit: work done inside, such as
-    counting FLOPs or training a helper model, leaves the random stream of the run untouched."""
-    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
-
-
-def autocast_for(config: Config, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    """The precision policy: bf16 = autocast to bfloat16, fp32 = nothing."""
-    if config.run.precision == "bf16":
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext
-
-
-def _attention_recompute(config: Config, device: torch.device) -> bool:
-    # CPU SDPA with dropout takes the math path (no recompute); fused kernels recompute scores
-    return not (device.type == "cpu" and config.model.dropout > 0)
-
-
 @dataclass
 class _Position:
     step: int = 0
@@ -165,271 +96,339 @@ class _Position:
     flops_attention: float = 0.0
     flops_head: float = 0.0
 
+    def add(self, tokens: int, seconds: float, flops: float, analytic: dict[str, float]) -> None:
+        self.step += 1
+        self.tokens += tokens
+        self.seconds += seconds
+        self.flops += flops
+        self.flops_analytic += sum(analytic.values())
+        self.flops_blocks += analytic["blocks"]
+        self.flops_attention += analytic["attention"]
+        self.flops_head += analytic["head"]
+
 
 class Trainer:
-    """One run: `Trainer(config, techniques).fit()` → `Run`. See the module docstring for the loop."""
+    """One run: `Trainer(config, techniques).fit()` → `Run`. See the module docstring for the loop.
+
+    Techniques that cannot train together are refused here, with one line naming both.
+    flops_every_step=True counts FLOPs on every micro-batch (slow; the curve is the same).
+    """
 
     def __init__(self, config: Config, techniques: Iterable[Technique] = (), *, data: PretrainData | None = None,
                  stop: threading.Event | None = None, callbacks: Iterable[Callback] = (),
                  checkpoint: str | None = None, checkpoint_every: int = 0, resume: str | None = None,
-                 progress: bool | None = None, name: str = ""):
+                 progress: bool | None = None, name: str = "", flops_every_step: bool = False):
         self.config = config
-        self.techniques = list(techniques)
-        for t in self.techniques:
-            if not isinstance(t, Technique):
-                raise TypeError(f"techniques must be Technique instances; got {type(t).__name__}")
+        self.techniques = resolve(techniques)
+        if config.run.batch_ramp > 0 and config.budget.unit == "steps":
+            raise ConfigError("run.batch_ramp changes the rows per step, so a budget in steps no longer measures "
+                              "the work; give the budget in tokens, seconds or flops")
         self.stop = stop or threading.Event()
         self.callbacks = list(callbacks)
         self.checkpoint_path, self.checkpoint_every, self.resume = checkpoint, checkpoint_every, resume
         self.progress = True if progress is None else progress
+        self.flops_every_step = flops_every_step
         self.device = config.run.resolved_device()
         self.data = data if data is not None else prepare_data(config.data)
         self.run = Run(config=config, techniques=[t.describe() for t in self.techniques],
                        device=self._device_name(), name=name or config.run.name,
                        started=_dt.datetime.now().isoformat(timespec="seconds"))
-        self._flops_cache: dict[Any, dict[int, int]] = {}  # key → {predicted tokens: measured FLOPs}
-
-    # -- setup ----------------------------------------------------------------------------------
-    def _device_name(self) -> str:
-        if self.device.type == "cuda":
-            return torch.cuda.get_device_name(self.device)
-        return f"cpu ({torch.get_num_threads()} threads)"
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        return autocast_for(self.config, self.device)()
-
-    def _ctx(self, pos: _Position) -> StepContext:
-        return StepContext(step=pos.step, fraction=self._fraction(pos), tokens=pos.tokens, seconds=pos.seconds,
-                           flops=pos.flops, config=self.config, device=self.device, rng=self.technique_rng,
-                           data=self.data)
-
-    def _fraction(self, pos: _Position) -> float:
-        b = self.config.budget
-        used = {"steps": pos.step, "tokens": pos.tokens, "seconds": pos.seconds, "flops": pos.flops}[b.unit]
-        return min(1.0, used / b.amount)
-
-    def _emit(self, kind: str, row: dict) -> None:
-        for cb in self.callbacks:
-            cb(kind, row, self.run)
-
-    # -- FLOPs ------------------------------------------------------------------------------------
-    def _step_flops(self, batch: MaskedBatch, ctx: StepContext) -> tuple[int, dict[str, float]]:
-        """(measured, analytic terms) FLOPs of forward+backward on this batch.
-
-        FlopCounterMode runs a whole extra step, so it is not run every step. Everything but the
-        predicted-token count M fixes the work of the encoder; the heads (the MLM head and any
-        technique's, e.g. a teacher's) cost a fixed amount per predicted token. So for each shape
-        the counter runs at two different M, and other M are read off the line through them: exact
-        for the model (the head's FLOPs are linear in M). With packed data M hardly varies, with
-        paragraphs of different lengths it changes almost every batch.
-        """
-        B, T = batch.input_ids.shape
-        M = batch.labels.numel()
-        analytic = analytic_flops_parts(self.config.model, self.data.vocab_size, B, T, M,
-                                        attention_recompute=_attention_recompute(self.config, self.device))
-        key = (tuple(batch.input_ids.shape), batch.attention_mask is None,
-               tuple(t.flops_key(ctx) for t in self.techniques))
-        points = self._flops_cache.setdefault(key, {})
-        if M not in points and len(points) < 2:
-            points[M] = self._count_step_flops(batch, ctx)
-        if M in points:
-            return points[M], analytic
-        (m0, f0), (m1, f1) = sorted(points.items())
-        return int(round(f0 + (f1 - f0) * (M - m0) / (m1 - m0))), analytic
-
-    def _count_step_flops(self, batch: MaskedBatch, ctx: StepContext) -> int:
-        model = getattr(self.model, "_orig_mod", self.model)  # count the eager module under compile
-        stashed = [p.grad for p in model.parameters()]
-        for p in model.parameters():
-            p.grad = None
-        with keep_rng(self.device):
-            measured = count_flops(lambda: self._loss(model, batch, ctx).backward())
-        for p, g in zip(model.parameters(), stashed):
-            p.grad = g
-        return measured
-
-    def _loss(self, model: torch.nn.Module, batch: MaskedBatch, ctx: StepContext) -> torch.Tensor:
-        with self._autocast():
-            out = mlm_loss_inputs(model, batch)
-            for t in self.techniques:
-                replaced = t.loss(out, ctx)
-                if replaced is not None:
-                    out.loss = replaced
-        return out.loss
+        self.pos = _Position()
+        self.first_rows: int | None = None  # rows of the first step, for the steps-budget check
+        self.started = False  # setup done: from here on, an interrupted run keeps its history and model
 
     # -- the loop -----------------------------------------------------------------------------------
     def fit(self) -> Run:
+        with self._lifecycle():
+            self._setup()
+            if not self.run.history.evals:
+                self._evaluate()
+            while self._fraction() < 1.0 and not self.stop.is_set():
+                t0 = time.perf_counter()
+                ctx = self._ctx()
+                plan = self._plan(ctx)
+                batches, flops, analytic, paused = self._micro_batches(plan, ctx)
+                result = self.step(batches, ctx, plan.lr)
+                if not result.finite:
+                    self.run.status = "diverged"
+                    self.run.message = f"loss became {result.loss} at step {self.pos.step + 1}; run stopped"
+                    warnings.warn(self.run.message, RuntimeWarning, stacklevel=2)
+                    break
+                self._sync()
+                self.pos.add(result.tokens, time.perf_counter() - t0 - paused, flops, analytic)
+                t1 = time.perf_counter()
+                for t in self.techniques:
+                    t.after_step(self.model, self._ctx())  # sees the position after the step
+                self._sync()
+                self.pos.seconds += time.perf_counter() - t1
+                self._log(result, plan)
+                if self._fraction() >= (self.pos.evals_done + 1) / self.config.run.evals - 1e-12:
+                    self._evaluate()
+                if self.checkpoint_path and self.checkpoint_every and self.pos.step % self.checkpoint_every == 0:
+                    self._save()
+        return self.run
+
+    # -- the pieces of a step ---------------------------------------------------------------------------
+    def _plan(self, ctx: StepContext) -> StepPlan:
+        cfg = self.config
+        plan = StepPlan(micro_batches=micro_batches_at(ctx.fraction, cfg.run.grad_accum, cfg.run.batch_ramp),
+                        micro_batch_size=cfg.run.batch_size,
+                        lr=cfg.optim.lr * lr_factor(ctx.fraction, cfg.optim.schedule, cfg.optim.warmup,
+                                                    cfg.optim.min_lr_ratio))
+        for t in self.techniques:
+            plan = t.plan_step(plan, ctx)
+        if plan.replicas > 1 and not any("backward" in t.claimed() for t in self.techniques):
+            raise ConfigError(f"the step plan asks for {plan.replicas} replicas, but no technique carries them out")
+        if self.first_rows is None:
+            self.first_rows = plan.rows
+        elif plan.rows != self.first_rows and cfg.budget.unit == "steps":
+            raise ConfigError(f"the rows per step changed from {self.first_rows} to {plan.rows} at step "
+                              f"{ctx.step + 1}, so a budget in steps no longer measures the work; "
+                              "give the budget in tokens, seconds or flops")
+        return plan
+
+    def _micro_batches(self, plan: StepPlan, ctx: StepContext) -> tuple[list[MaskedBatch], int, dict, float]:
+        """Phase 1: sample → on_batch → mask → on_masked_batch, and the FLOPs of each micro-batch."""
+        batches, flops, paused = [], 0, 0.0
+        analytic = dict.fromkeys(("blocks", "attention", "head"), 0.0)
+        for _ in range(plan.micro_batches):
+            ids = self.train_set.batch(self.sampler.next(plan.micro_batch_size, ctx))
+            for t in self.techniques:
+                ids = t.on_batch(ids, ctx)
+            raw = mask_tokens(ids, self.config.data.mask_prob, self.data.vocab_size, self.mask_rng).to(self.device)
+            pause = time.perf_counter()
+            final, measured = self._measured(raw, ctx)
+            paused += time.perf_counter() - pause  # counting is not training time
+            batches.append(final)
+            flops += measured
+            B, T = final.input_ids.shape
+            parts = analytic_flops_parts(self.config.model, self.data.vocab_size, B, T, final.labels.numel(),
+                                         attention_recompute=attention_recompute(self.config, self.device))
+            for part, value in parts.items():
+                analytic[part] += value
+        return batches, flops, analytic, paused
+
+    def _after_masking(self, batch: MaskedBatch, ctx: StepContext) -> MaskedBatch:
+        for t in self.techniques:
+            batch = t.on_masked_batch(batch, self.model, ctx)
+        return batch
+
+    def _measured(self, raw: MaskedBatch, ctx: StepContext) -> tuple[MaskedBatch, int]:
+        """(the batch after on_masked_batch, its FLOPs); a technique's scoring pass on `raw` is counted too."""
+        final = self._after_masking(raw, ctx) if self.scores_batches else raw
+
+        def work(c: StepContext) -> None:  # what this micro-batch costs, redone on the side and rolled back
+            if self.scores_batches:
+                self._after_masking(raw, c)
+            self.count_step.micro_step(final, c, None, 1)
+
+        return final, self.meter.measure(raw, final, ctx, work)
+
+    def _log(self, result: Any, plan: StepPlan) -> None:
+        p = self.pos
+        if p.step % self.config.run.log_every == 0 or self._fraction() >= 1.0:
+            terms = {f"term_{k}": v for k, v in result.terms.items()}
+            row = self.run.history.log_step(step=p.step, tokens=p.tokens, seconds=p.seconds, flops=p.flops,
+                                            flops_analytic=p.flops_analytic, train_loss=result.loss, lr=plan.lr,
+                                            **terms)
+            self._emit("step", row)
+        self.bar.update(self._fraction(), result.loss)
+
+    # -- setup ------------------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        """on_dataset → make_sampler → model → on_model → on_optimizer → (resume)."""
         cfg, run = self.config, self.run
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
         torch.manual_seed(cfg.run.seed)
         self.mask_rng = torch.Generator().manual_seed(cfg.run.seed + 1)
         self.technique_rng = torch.Generator().manual_seed(cfg.run.seed + 2)
-        pos = _Position()
+        self.memory = PeakMemory(self.device)
 
-        try:
-            optimizer, sampler = self._setup(pos)
-        except BaseException as exc:
-            run.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            run.message = f"{type(exc).__name__}: {exc}" if run.status == "failed" else "interrupted during setup"
-            self._record_stats()
-            self._emit("end", run.summary())
-            raise
-        pos = self._position
-        evals_total = cfg.run.evals
-        run.status = "running"
-        bar = _progress_bar(cfg, enabled=self.progress)
-        try:
-            if pos.evals_done == 0 and not run.history.evals:
-                self._evaluate(pos)
-            while self._fraction(pos) < 1.0 and not self.stop.is_set():
-                t0 = time.perf_counter()
-                ctx = self._ctx(pos)
-                lr = cfg.optim.lr * lr_factor(ctx.fraction, cfg.optim.schedule, cfg.optim.warmup, cfg.optim.min_lr_ratio)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                step_loss, step_tokens, step_flops = 0.0, 0, 0
-                step_analytic = dict.fromkeys(("blocks", "attention", "head"), 0.0)
-                for _ in range(cfg.run.grad_accum):
-                    ids = self.train_set.batch(sampler.next(cfg.run.batch_size, ctx))
-                    for t in self.techniques:
-                        ids = t.on_batch(ids, ctx)
-                    batch = mask_tokens(ids, cfg.data.mask_prob, self.data.vocab_size, self.mask_rng).to(self.device)
-                    pause = time.perf_counter()
-                    measured, analytic = self._step_flops(batch, ctx)
-                    t0 += time.perf_counter() - pause  # counting is not training time
-                    loss = self._loss(self.step_model, batch, ctx)
-                    (loss / cfg.run.grad_accum).backward()
-                    step_loss += float(loss.detach()) / cfg.run.grad_accum
-                    step_tokens += batch.num_tokens
-                    step_flops += measured
-                    for part, value in analytic.items():
-                        step_analytic[part] += value
-                if not math.isfinite(step_loss):
-                    run.status, run.message = "diverged", f"loss became {step_loss} at step {pos.step + 1}; run stopped"
-                    warnings.warn(run.message, RuntimeWarning, stacklevel=2)
-                    break
-                if cfg.optim.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                pos.step += 1
-                for t in self.techniques:
-                    t.after_step(self.model, self._ctx(pos))
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                pos.seconds += time.perf_counter() - t0
-                pos.tokens += step_tokens
-                pos.flops += step_flops
-                pos.flops_analytic += sum(step_analytic.values())
-                pos.flops_blocks += step_analytic["blocks"]
-                pos.flops_attention += step_analytic["attention"]
-                pos.flops_head += step_analytic["head"]
-                if pos.step % cfg.run.log_every == 0 or self._fraction(pos) >= 1.0:
-                    row = run.history.log_step(step=pos.step, tokens=pos.tokens, seconds=pos.seconds, flops=pos.flops,
-                                               flops_analytic=pos.flops_analytic, train_loss=step_loss, lr=lr)
-                    self._emit("step", row)
-                bar.update(self._fraction(pos), step_loss)
-                if self._fraction(pos) >= (pos.evals_done + 1) / evals_total - 1e-12:
-                    self._evaluate(pos)
-                if self.checkpoint_path and self.checkpoint_every and pos.step % self.checkpoint_every == 0:
-                    self._save(pos, optimizer, sampler)
-            else:
-                run.status = "stopped" if self.stop.is_set() and self._fraction(pos) < 1.0 else "completed"
-                if run.status == "stopped":
-                    run.message = f"stopped at step {pos.step} ({self._fraction(pos):.0%} of the budget)"
-        except KeyboardInterrupt:
-            run.status, run.message = "interrupted", f"interrupted at step {pos.step}; history and model kept"
-        except Exception as exc:
-            run.status, run.message = "failed", f"{type(exc).__name__}: {exc}"
-            self._emit("end", run.summary())
-            raise
-        finally:
-            bar.close()
-            self._record_stats()
-            if run.status in ("running",):
-                run.status = "stopped"
-            if run.status != "failed":
-                if run.status in ("stopped", "interrupted") and run.history.steps and \
-                        (not run.history.evals or run.history.evals[-1]["step"] != pos.step):
-                    self._evaluate(pos)  # a stopped run still gets a last evaluation to compare by
-                if self.checkpoint_path:
-                    self._save(pos, optimizer, sampler)
-                self._emit("end", run.summary())
-        return run
-
-    def _record_stats(self) -> None:
-        pos = getattr(self, "_position", None)
-        if pos is not None:
-            self.run.extra["flops_analytic_parts"] = {"blocks": pos.flops_blocks, "attention": pos.flops_attention,
-                                                      "head": pos.flops_head}
-        stats = {t.name: dict(t.stats) for t in self.techniques if t.stats}
-        if stats:
-            self.run.extra["techniques"] = stats
-
-    def _setup(self, pos: _Position) -> tuple[torch.optim.Optimizer, Any]:
-        """on_dataset → model → on_model → optimizer → (resume). Sets self.train_set, model, step_model."""
-        cfg, run = self.config, self.run
         train: TrainSet = self.data.train
         for t in self.techniques:
-            train = t.on_dataset(train, self._ctx(pos))
+            train = t.on_dataset(train, self._ctx())
         if len(train) == 0:
             raise ValueError("the training set is empty after on_dataset; keep at least one example")
         self.train_set = train
-        sampler = getattr(train, "sampler", None) or EpochSampler(len(train), cfg.run.seed)
+        self.sampler = self._make_sampler(train)
 
         model: torch.nn.Module = BertForMLM(cfg.model, self.data.vocab_size)
         for t in self.techniques:
-            model = t.on_model(model, self._ctx(pos))
+            model = t.on_model(model, self._ctx())
         model.to(self.device).train()
         run.extra.update(parameters=count_parameters(model), unigram_entropy=self.data.unigram_entropy(),
                          unigram_val_loss=self.data.unigram_val_loss(),
                          train_examples=len(train), vocab_size=self.data.vocab_size)
         self.model = run.model = model
-        optimizer = make_optimizer(model, cfg, self.device)
-        self.step_model = torch.compile(model) if cfg.run.compile else model
-
+        self.optimizer = self._make_optimizer(model)
+        step_model = torch.compile(model) if cfg.run.compile else model
+        self.step = TrainStep(model, self.optimizer, cfg, self.device, self.techniques, step_model=step_model)
+        self.count_step = TrainStep(model, self.optimizer, cfg, self.device, self.techniques)  # eager, for counting
+        self.meter = FlopMeter(model, self.techniques, self.device, every=self.flops_every_step)
+        self.scores_batches = any(type(t).on_masked_batch is not Technique.on_masked_batch for t in self.techniques)
+        self.bar = _ProgressBar(cfg, enabled=self.progress)
         if self.resume:
-            state = load_checkpoint(self.resume, cfg)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            tr = state["trainer"]
-            pos = _Position(**tr["position"])
-            sampler.load_state_dict(tr["sampler"])
-            torch.set_rng_state(tr["rng"]["torch"])
-            self.mask_rng.set_state(tr["rng"]["mask"])
-            self.technique_rng.set_state(tr["rng"]["technique"])
-            for t, s in zip(self.techniques, tr.get("techniques", [])):
-                t.load_state_dict(s)
-            run.history = type(run.history).from_dict(state["history"])
-        self._position = pos
-        return optimizer, sampler
+            self._load(self.resume)
+        run.status, self.started = "running", True
 
-    def _evaluate(self, pos: _Position) -> None:
-        ctx = self._ctx(pos)
-        metrics = evaluate(self.model, self.data.val, self.device, self._autocast)
+    def _make_sampler(self, train: TrainSet) -> Sampler:
+        chosen: list[tuple[str, Sampler]] = []
+        for t in self.techniques:
+            s = t.make_sampler(train, self._ctx())
+            if s is not None:
+                chosen.append((t.name, s))
+        if len(chosen) > 1:
+            raise ConfigError(f"{chosen[0][0]} and {chosen[1][0]} cannot train together: both decide the order of examples")
+        return chosen[0][1] if chosen else EpochSampler(len(train), self.config.run.seed)
+
+    def _make_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        groups = param_groups(model, self.config.optim.weight_decay)
+        for t in self.techniques:
+            opt = t.on_optimizer(model, groups, self._ctx())
+            if opt is not None:
+                return opt
+        return make_optimizer(model, self.config, self.device, groups)
+
+    # -- how a run ends (once, whatever happens) -----------------------------------------------------------
+    @contextlib.contextmanager
+    def _lifecycle(self) -> Iterator[None]:
+        """Sets how the run ended, records its stats, and emits "end" exactly once."""
+        run = self.run
+        try:
+            yield
+        except KeyboardInterrupt:
+            run.status = "interrupted"
+            if not self.started:  # during setup: nothing to keep
+                run.message = "interrupted during setup"
+                self._finish()
+                raise
+            run.message = f"interrupted at step {self.pos.step}; history and model kept"
+        except BaseException as exc:
+            run.status, run.message = "failed", f"{type(exc).__name__}: {exc}"
+            self._finish()
+            raise
+        else:
+            if run.status == "running":
+                run.status = "completed" if self._fraction() >= 1.0 or not self.stop.is_set() else "stopped"
+                if run.status == "stopped":
+                    run.message = f"stopped at step {self.pos.step} ({self._fraction():.0%} of the budget)"
+        self._finish()
+
+    def _finish(self) -> None:
+        run = self.run
+        if hasattr(self, "bar"):
+            self.bar.close()
+        self._record_stats()
+        if run.status != "failed" and self.started:
+            if self.checkpoint_path:
+                self._save()  # before the last evaluation below: a resumed run's history stays the uninterrupted one
+            stopped_early = run.status in ("stopped", "interrupted") and run.history.steps
+            if stopped_early and (not run.history.evals or run.history.evals[-1]["step"] != self.pos.step):
+                self._evaluate(at_stop=True)  # a stopped run still gets a last evaluation to compare by
+            run.model = self._eval_model()
+        self._emit("end", run.summary())
+
+    def _record_stats(self) -> None:
+        p = self.pos
+        self.run.extra["flops_analytic_parts"] = {"blocks": p.flops_blocks, "attention": p.flops_attention,
+                                                  "head": p.flops_head}
+        if hasattr(self, "memory"):
+            self.run.extra.update(self.memory.read())
+        stats = {t.name: dict(t.stats) for t in self.techniques if t.stats}
+        if stats:
+            self.run.extra["techniques"] = stats
+
+    # -- evaluation, context, events ---------------------------------------------------------------------------
+    def _eval_model(self) -> torch.nn.Module:
+        model = self.model
+        for t in self.techniques:
+            model = t.eval_model(model)
+        return model
+
+    def _evaluate(self, at_stop: bool = False) -> None:
+        ctx = self._ctx()
+        metrics = evaluate(self._eval_model(), self.data.val, self.device, autocast_for(self.config, self.device))
         for t in self.techniques:
             metrics = t.on_eval(metrics, ctx)
-        pos.evals_done = min(self.config.run.evals, int(math.floor(ctx.fraction * self.config.run.evals + 1e-9)))
-        row = self.run.history.log_eval(step=pos.step, tokens=pos.tokens, seconds=pos.seconds, flops=pos.flops, **metrics)
+        self.pos.evals_done = min(self.config.run.evals, int(math.floor(ctx.fraction * self.config.run.evals + 1e-9)))
+        p = self.pos
+        row = self.run.history.log_eval(step=p.step, tokens=p.tokens, seconds=p.seconds, flops=p.flops, **metrics,
+                                        **({"at_stop": True} if at_stop else {}))
         self._emit("eval", row)
 
-    def _save(self, pos: _Position, optimizer: torch.optim.Optimizer, sampler: Any) -> None:
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _device_name(self) -> str:
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        return f"cpu ({torch.get_num_threads()} threads)"
+
+    def _ctx(self, step: int | None = None) -> StepContext:
+        p = self.pos
+        return StepContext(step=p.step if step is None else step, fraction=self._fraction(), tokens=p.tokens,
+                           seconds=p.seconds, flops=p.flops, config=self.config, device=self.device,
+                           rng=self.technique_rng, data=self.data)
+
+    def _fraction(self) -> float:
+        b, p = self.config.budget, self.pos
+        used = {"steps": p.step, "tokens": p.tokens, "seconds": p.seconds, "flops": p.flops}[b.unit]
+        return min(1.0, used / b.amount)
+
+    def _emit(self, kind: str, row: dict) -> None:
+        for cb in self.callbacks:
+            cb(kind, row, self.run)
+
+    # -- checkpoints ----------------------------------------------------------------------------------------
+    def _save(self) -> None:
         save_checkpoint(self.checkpoint_path, {
             "config": self.config.to_dict(),
             "techniques": self.run.techniques,
             "model": self.model.state_dict(),
-            "optimizer": optimizer.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
             "history": self.run.history.to_dict(),
             "status": self.run.status,
-            "trainer": {"position": vars(pos).copy(), "sampler": sampler.state_dict(),
+            "trainer": {"position": vars(self.pos).copy(), "sampler": self.sampler.state_dict(),
                         "rng": {"torch": torch.get_rng_state(), "mask": self.mask_rng.get_state(),
                                 "technique": self.technique_rng.get_state()},
-                        "techniques": [t.state_dict() for t in self.techniques]},
+                        "techniques": [t.state_dict() for t in self.techniques],
+                        "flops": self.meter.state_dict(), "first_rows": self.first_rows},
         })
 
+    def _load(self, path: str) -> None:
+        state = load_checkpoint(path, self.config)
+        saved_seed = state["config"].get("run", {}).get("seed")
+        if saved_seed != self.config.run.seed:
+            raise CheckpointError(f"checkpoint {path} was made with run.seed={saved_seed!r}; this run has "
+                                  f"{self.config.run.seed!r}")
+        if state["techniques"] != self.run.techniques:
+            names = lambda ts: ", ".join(f"{t['name']}{t['params']}" for t in ts) or "none"  # noqa: E731
+            raise CheckpointError(f"checkpoint {path} was made with techniques [{names(state['techniques'])}]; "
+                                  f"this run has [{names(self.run.techniques)}]")
+        tr = state["trainer"]
+        self.pos = _Position(**tr["position"])
+        b = self.config.budget
+        used = {"steps": self.pos.step, "tokens": self.pos.tokens, "seconds": self.pos.seconds,
+                "flops": self.pos.flops}[b.unit]
+        if used > b.amount:
+            raise CheckpointError(f"checkpoint {path} has already used {used:g} {b.unit}, more than this run's "
+                                  f"budget {b}; give a longer budget to continue it")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.load_state_dict(tr["sampler"])
+        torch.set_rng_state(tr["rng"]["torch"])
+        self.mask_rng.set_state(tr["rng"]["mask"])
+        self.technique_rng.set_state(tr["rng"]["technique"])
+        for t, s in zip(self.techniques, tr.get("techniques", [])):
+            t.load_state_dict(s)
+        self.meter.load_state_dict(tr.get("flops", {}))
+        self.first_rows = tr.get("first_rows")
+        self.run.history = type(self.run.history).from_dict(state["history"])
 
-class _progress_bar:
+
+class _ProgressBar:
     """tqdm over the budget fraction (permille), or nothing."""
 
     def __init__(self, config: Config, enabled: bool):
@@ -473,4 +472,3 @@ def train_frozen(config: Config, data: PretrainData, what: str, **kwargs: Any) -
     for p in run.model.parameters():
         p.requires_grad_(False)
     return run
-

@@ -1,6 +1,4 @@
-"""Distillation, twice: of a *dataset* into a few synthetic examples, and of a *model* into a student.
-
-Dataset distillation (functional core, no trainer hook):
+"""Dataset distillation: a few synthetic training examples, learned in embedding space.
 
     E = teacher.encoder.tok.weight                          # a fixed embedding space (V, H)
     d = distill_dataset(task, E, per_class=2, length=16)    # K·C learned (L, H) examples (+ soft labels)
@@ -9,15 +7,15 @@ Dataset distillation (functional core, no trainer hook):
     train_on(None, task, E)                                 # ... on the full training split (same steps)
     nearest_tokens(d, tokenizer, E, k=3)                    # which real words the learned vectors are near
 
-Knowledge distillation: the registered technique ``distill`` (see `DistillTechnique`), with the
-teacher trained once by the package's trainer and cached in-process (`teacher_for`), and the loss
-`kd_loss` as a plain function.
+A functional core with no trainer hook (it trains small classifiers, not the MLM). The lesson's
+comparison table is `effitrain.lab.tables.distillation_table`, its live plot
+`effitrain.lab.figures.ObjectivePlot`. Knowledge distillation (a teacher's soft targets while
+pre-training) is the registered technique in `knowledge_distillation`.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -27,7 +25,6 @@ import torch
 import torch.nn.functional as F
 
 from effitrain.config import ConfigError, ModelConfig
-from effitrain.techniques.base import LossInputs, StepContext, Technique, param, register
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -352,48 +349,6 @@ def train_on(examples: "DistilledSet | torch.Tensor | None", task: "Classificati
     return evaluate_learner(net, params, task, E)
 
 
-def distillation_table(distilled: DistilledSet, task: "ClassificationTask", embedding_matrix: torch.Tensor,
-                       seeds: Sequence[int] = (0, 1, 2), *, steps: int | None = None, lr: float | None = None,
-                       long_steps: int = 0) -> "pd.DataFrame":
-    """Test accuracy (mean ± 95% interval over learner seeds) of: the distilled set; the real examples
-    it started from (init="real"); random real subsets of the same size (a new subset per seed); the
-    full training split (same steps and lr, batches of the same size); the majority class. With the
-    seconds spent distilling and training. long_steps > 0 adds the full split trained that many
-    steps with batches of 32 (a stronger, costlier reference). `steps`/`lr`: the recipe (default:
-    the one the set was distilled for)."""
-    import pandas as pd
-
-    from effitrain.lab.compare import mean_ci
-    s = distilled.settings
-    steps, lr = steps or s["inner_steps"], lr or s["inner_lr"]
-    n = len(distilled)
-    rows = []
-    cases = [(f"distilled ({distilled.per_class}/class)", lambda seed: distilled, distilled.seconds, steps, n),
-             (f"random real ({distilled.per_class}/class)",
-              lambda seed: random_subset(task, distilled.per_class, 1000 + seed), 0.0, steps, n),
-             (f"full training split, batches of {n}", lambda seed: None, 0.0, steps, n)]
-    if distilled.init_rows is not None:
-        cases.insert(1, (f"the real examples it started from ({distilled.per_class}/class)",
-                         lambda seed: distilled.init_rows, 0.0, steps, n))
-    if long_steps:
-        cases.append(("full training split, batches of 32", lambda seed: None, 0.0, long_steps, 32))
-    for label, make, distil_s, n_steps, batch in cases:
-        accs, secs = [], []
-        for seed in seeds:
-            t0 = time.perf_counter()
-            accs.append(train_on(make(seed), task, embedding_matrix, seed=seed, batch_size=batch,
-                                 steps=n_steps, lr=lr, learner=s["learner"]))
-            secs.append(time.perf_counter() - t0)
-        mean, half = mean_ci(accs)
-        rows.append({"training data": label, "examples": n if make(0) is not None else len(task.train_ids),
-                     "SGD steps": n_steps, "test accuracy": mean, "± 95%": half, "seeds": len(seeds),
-                     "seconds distilling": distil_s, "seconds training (mean)": sum(secs) / len(secs)})
-    rows.append({"training data": "majority class (no training)", "examples": 0, "SGD steps": 0,
-                 "test accuracy": task.majority_accuracy(), "± 95%": float("nan"), "seeds": 0,
-                 "seconds distilling": 0.0, "seconds training (mean)": 0.0})
-    return pd.DataFrame(rows)
-
-
 def nearest_tokens(distilled: DistilledSet, tokenizer: "Tokenizer", embedding_matrix: torch.Tensor,
                    k: int = 3, skip_special: bool = True) -> list[list[list[str]]]:
     """For every synthetic example and position, the `k` vocabulary tokens nearest by cosine.
@@ -431,189 +386,8 @@ def nearest_tokens_frame(distilled: DistilledSet, tokenizer: "Tokenizer", embedd
     return pd.DataFrame(rows)
 
 
-class ObjectivePlot:
-    """The outer loss of `distill_dataset` per step, drawn live: pass `plot.callback` as its callback.
-
-    `plot.figure` is a plotly FigureWidget (redrawn every `every` steps); display the object itself.
-    """
-
-    def __init__(self, title: str = "dataset distillation: loss of the trained learner on real data",
-                 every: int = 10, height: int = 320):
-        import plotly.graph_objects as go
-        self.every, self.steps, self.losses = every, [], []
-        self.figure = go.FigureWidget(layout=dict(
-            title=dict(text=title, x=0.01), height=height, template="plotly_white", margin=dict(l=60, r=20, t=50, b=50),
-            xaxis=dict(title=dict(text="outer step (a fresh learner each)")), yaxis=dict(title=dict(text="loss"))))
-        self.figure.add_scatter(x=[], y=[], mode="lines", name="outer loss")
-
-    def callback(self, step: int, loss: float) -> None:
-        self.steps.append(step)
-        self.losses.append(loss)
-        if step % self.every == 0:
-            with self.figure.batch_update():
-                self.figure.data[0].x, self.figure.data[0].y = list(self.steps), list(self.losses)
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-        display(self.figure)
 
 
-def teacher_costs(runs: Sequence[Any]) -> "pd.DataFrame":
-    """Per run: the student's measured training FLOPs and seconds, and what its `distill` teacher cost."""
-    import pandas as pd
-    rows = []
-    for run in runs:
-        s, t = run.summary(), run.extra.get("techniques", {}).get("distill", {})
-        rows.append({"run": run.label, "student FLOPs": s["flops_measured"], "student seconds": s["seconds"],
-                     "teacher": t.get("teacher", "none"), "teacher FLOPs": t.get("teacher_flops", 0.0),
-                     "teacher seconds": t.get("teacher_seconds", 0.0), "teacher cached": t.get("cached", False),
-                     "FLOPs incl. teacher": s["flops_measured"] + t.get("teacher_flops", 0.0)})
-    return pd.DataFrame(rows)
-
-
-# ================================================================================================
-# Knowledge distillation
-# ================================================================================================
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, hard_loss: torch.Tensor,
-            alpha: float, temperature: float) -> torch.Tensor:
-    """(1 − α)·CE + α·T²·KL(softmax(teacher/T) ‖ softmax(student/T)), KL averaged over rows."""
-    T = float(temperature)
-    log_p_student = F.log_softmax(student_logits.float() / T, dim=-1)
-    log_p_teacher = F.log_softmax(teacher_logits.float() / T, dim=-1)
-    kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
-    return (1.0 - alpha) * hard_loss + alpha * T * T * kl
-
-
-@dataclass
-class Teacher:
-    model: torch.nn.Module
-    seconds: float  # training seconds (evaluation excluded), as the trainer counts them
-    flops: float  # training FLOPs measured by the trainer
-    val_loss: float
-    settings: dict
-    run: Any = None  # the teacher's `Run`
-
-
-_TEACHERS: dict[str, Teacher] = {}
-
-
-def teacher_config(config: "Config", preset: str, steps: int) -> "Config":
-    """The student's recipe with the teacher's model size and a step budget; seed 0, 2 evaluations."""
-    return config.replace(preset=config.model.preset if preset == "same" else preset, budget=f"{steps}steps",
-                          seed=0, evals=2)
-
-
-def teacher_for(data: "PretrainData", config: "Config", preset: str = "same", steps: int = 300) -> tuple[Teacher, bool]:
-    """(teacher, cached): an MLM teacher trained by the package's trainer on `data`, once per process.
-
-    Keyed by data.key and the teacher's whole config. Global RNG state is restored afterwards, so a
-    student's run is the same whether its teacher was trained now or found in the cache.
-    """
-    from effitrain.train.trainer import train_frozen
-    tcfg = teacher_config(config, preset, steps)
-    key = f"{data.key}|{json.dumps(tcfg.to_dict(), sort_keys=True, default=str)}"
-    if key in _TEACHERS:
-        return _TEACHERS[key], True
-    run = train_frozen(tcfg, data, "the distill teacher", name=f"teacher ({tcfg.model.preset}, {steps} steps)")
-    s = run.summary()
-    model = run.model
-    teacher = Teacher(model, s["seconds"], s["flops_measured"], s["val_loss_last"],
-                      {"preset": tcfg.model.preset, "steps": steps}, run)
-    _TEACHERS[key] = teacher
-    return teacher, False
-
-
-@dataclass(frozen=True)
-class DistillParams:
-    alpha: float = param(0.5, range=(0.0, 1.0), step=0.05,
-                         help="weight of the teacher term; 0 = plain MLM loss (the teacher is not run)")
-    temperature: float = param(2.0, range=(1.0, 10.0), step=0.5, help="softens both distributions")
-    teacher_preset: str = param("same", choices=("same", "tiny", "mini", "small", "base"),
-                                help="teacher size ('same' = the student's preset)")
-    teacher_steps: int = param(200, range=(10, 100_000), help="teacher's training budget in steps")
-
-
-@register
-class DistillTechnique(Technique):
-    """**Knowledge distillation**: learn the MLM task from a trained teacher's soft predictions too.
-
-    *What.* A teacher (trained once, here by the same trainer on the same data; or any `BertForMLM`
-    you pass as `DistillTechnique(teacher=model, alpha=...)`) predicts the same masked positions as
-    the student. The student's loss mixes the usual cross-entropy with the labels and the KL
-    divergence to the teacher's temperature-softened distribution.
-
-    *Why.* A one-hot label says only which token was right; the teacher's distribution also says
-    which wrong tokens were plausible ("dark knowledge"), a richer signal per masked token, so the
-    student may reach a given loss in fewer steps. It is not free: every student step also runs the
-    teacher's forward pass, and the teacher had to be trained.
-
-    *Math.* With student logits $z_s$, teacher logits $z_t$ and temperature $T$,
-    $\\mathcal L = (1-\\alpha)\\,\\mathrm{CE}(z_s, y) + \\alpha\\,T^2\\,\\mathrm{KL}\\big(\\mathrm{softmax}(z_t/T)
-    \\,\\|\\,\\mathrm{softmax}(z_s/T)\\big)$. The $T^2$ keeps the soft term's gradient on the scale of the
-    hard term's as $T$ grows (the gradient of the KL shrinks as $1/T^2$).
-
-    *Cost accounting.* The teacher's forward runs inside the `loss` event, so the trainer's FLOP
-    counter charges it to the student's run (the student's FLOPs per step grow by about the
-    teacher's forward cost); the teacher's own training is *not* in the student's curve: it is in
-    `run.extra["techniques"]["distill"]` (`teacher_seconds`, `teacher_flops`, `cached`), reported on
-    every run, also when the teacher came from the in-process cache.
-
-    *Settings.* alpha 0.5 and temperature 2 are common starting points; alpha = 0 is exactly the
-    plain run (the teacher is neither trained nor run). `teacher_preset` "same" = the student's size;
-    `teacher_steps` its budget (default 200). A teacher clearly better than the student at the
-    student's budget is what can make it pay; DistilBERT distilled a 6-layer student from BERT-base.
-
-    Paper: Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network" (2015);
-    for BERT: Sanh et al., "DistilBERT" (2019).
-    """
-
-    name = "distill"
-    Params = DistillParams
-    paper = "Hinton, Vinyals & Dean 2015, Distilling the Knowledge in a Neural Network"
-    identity_params = {"alpha": 0.0}
-
-    def __init__(self, params: Any = None, *, teacher: torch.nn.Module | None = None, **kwargs: Any):
-        super().__init__(params, **kwargs)
-        self.given_teacher = teacher
-        self.teacher: torch.nn.Module | None = None
-
-    def on_dataset(self, train: "TrainSet", ctx: StepContext) -> "TrainSet":
-        p = self.params
-        if p.alpha == 0.0:
-            return train
-        if self.given_teacher is not None:
-            self.teacher = self.given_teacher
-            self.stats.update(teacher="given", cached=True, teacher_seconds=0.0, teacher_flops=0.0)
-        else:
-            if ctx.data is None:
-                raise ConfigError("distill: training a teacher needs the run's data; pass teacher= instead")
-            teacher, cached = teacher_for(ctx.data, ctx.config, p.teacher_preset, p.teacher_steps)
-            self.teacher = teacher.model
-            self.stats.update(teacher=f"{teacher.settings['preset']}, {teacher.settings['steps']} steps",
-                              cached=cached, teacher_seconds=teacher.seconds, teacher_flops=teacher.flops,
-                              teacher_val_loss=teacher.val_loss)
-        self.teacher.to(ctx.device).eval()
-        return train
-
-    def loss(self, out: LossInputs, ctx: StepContext) -> torch.Tensor | None:
-        p = self.params
-        if p.alpha == 0.0:
-            return None
-        if self.teacher is None:  # used without on_dataset (e.g. called by hand)
-            if self.given_teacher is None:
-                raise ConfigError("distill: no teacher; run it through the trainer or pass teacher=")
-            self.teacher = self.given_teacher.to(ctx.device).eval()
-        if out.input_ids is None:
-            raise ConfigError("distill needs the masked input ids in LossInputs")
-        with torch.no_grad():
-            teacher_logits = self.teacher(out.input_ids, out.positions, out.attention_mask)
-        if teacher_logits.shape != out.logits.shape:
-            raise ConfigError(f"distill: teacher predicts {tuple(teacher_logits.shape)} but the student "
-                              f"{tuple(out.logits.shape)}; use a teacher with the same vocabulary")
-        return kd_loss(out.logits, teacher_logits, out.loss, p.alpha, p.temperature)
-
-
-__all__ = ["DistilledSet", "distill_dataset", "train_on", "evaluate_learner", "random_subset", "distillation_table",
-           "nearest_tokens", "nearest_tokens_frame", "ObjectivePlot", "teacher_costs", "BagLearner",
-           "EncoderLearner", "make_learner", "sgd_unroll", "one_thread", "on_one_thread", "kd_loss", "Teacher",
-           "teacher_for", "teacher_config", "DistillParams", "DistillTechnique"]
+__all__ = ["DistilledSet", "distill_dataset", "train_on", "evaluate_learner", "random_subset", "nearest_tokens",
+           "nearest_tokens_frame", "BagLearner", "EncoderLearner", "Learner", "make_learner", "sgd_unroll",
+           "one_thread", "on_one_thread"]

@@ -1,0 +1,92 @@
+"""Figures of the lessons (plotly): the pruning sweep, curriculum difficulties, the live distillation objective."""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from effitrain.lab.plot import PALETTE
+from effitrain.techniques.curriculum import COMPETENCES, DIFFICULTIES, admitted_share, competence, difficulty, difficulty_cdf
+
+if TYPE_CHECKING:  # pragma: no cover
+    from effitrain.data import PretrainData
+
+
+def plot_sweep(df: pd.DataFrame) -> go.Figure:
+    """FLOPs to target, seconds to target and final val loss against the keep fraction, one line per score.
+
+    Error bars are the 95% half-widths over seeds; the baseline (no pruning) is the dashed line.
+    A setting that missed the target has no point in the first two panels.
+    """
+    panels = (("flops_to_target", "FLOPs to target"), ("s_to_target", "seconds to target"),
+              ("final_val_loss", "final val loss"))
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t in panels])
+    base = df[df["score"] == "none"].iloc[0]
+    groups = [g for g in df[df["score"] != "none"].groupby(["score", "keep"], sort=False)]
+    for i, ((score, keep), g) in enumerate(groups):
+        g = g.sort_values("keep_fraction")
+        color = PALETTE[i % len(PALETTE)]
+        for col, (y, _) in enumerate(panels, start=1):
+            fig.add_trace(go.Scatter(
+                x=list(g["keep_fraction"]) + [1.0], y=list(g[y]) + [base[y]], mode="lines+markers",
+                name=f"{score} ({keep})", legendgroup=f"{score}{keep}", showlegend=col == 1,
+                line=dict(color=color), error_y=dict(type="data", array=list(g[f"{y}_ci"]) + [base[f"{y}_ci"]],
+                                                     visible=True)), row=1, col=col)
+    for col, (y, _) in enumerate(panels, start=1):
+        if math.isfinite(base[y]):
+            fig.add_hline(y=base[y], line=dict(dash="dash", color="#222"), row=1, col=col)
+        fig.update_xaxes(title_text="keep fraction", row=1, col=col)
+    fig.update_layout(height=380, margin=dict(t=70, b=40, l=50, r=10),  # room for the title above the panels' titles
+                      title=dict(text=f"pruning sweep (target val loss {df.attrs.get('target_val_loss', math.nan):.3f}; "
+                                      "dashed: no pruning)", font=dict(size=13), y=0.97))
+    return fig
+
+
+def plot_difficulty(data: "PretrainData", c0: float = 0.01, duration: float = 0.5) -> go.Figure:
+    """Left: the raw difficulty distributions; right: the share of examples each curriculum admits over the budget."""
+    fig = make_subplots(rows=1, cols=3, column_widths=[0.3, 0.3, 0.4], subplot_titles=(
+        "length (real tokens)", "rarity −Σ log p̂(w)", f"admitted share of examples (c0={c0}, T={duration})"))
+    t = np.linspace(0, 1, 201)
+    for col, kind in enumerate(DIFFICULTIES, start=1):
+        raw = difficulty(data.train, kind, data.unigram_counts)
+        fig.add_trace(go.Histogram(x=raw.numpy(), nbinsx=40, name=kind, showlegend=False), row=1, col=col)
+        cdf = difficulty_cdf(raw)
+        for sched, dash in zip(COMPETENCES, ("solid", "dot")):
+            fig.add_trace(go.Scatter(x=t, y=admitted_share(cdf, competence(sched, t, duration, c0)), mode="lines",
+                                     name=f"{kind}, c_{sched}", line=dict(dash=dash)), row=1, col=3)
+    fig.update_xaxes(title_text="fraction of the training budget", row=1, col=3)
+    fig.update_layout(height=340, margin=dict(t=40, b=40, l=40, r=10), legend=dict(x=1.02, y=0.5))
+    return fig
+
+
+class ObjectivePlot:
+    """The outer loss of `distill_dataset` per step, drawn live: pass `plot.callback` as its callback.
+
+    `plot.figure` is a plotly FigureWidget (redrawn every `every` steps); display the object itself.
+    """
+
+    def __init__(self, title: str = "dataset distillation: loss of the trained learner on real data",
+                 every: int = 10, height: int = 320):
+        self.every, self.steps, self.losses = every, [], []
+        self.figure = go.FigureWidget(layout=dict(
+            title=dict(text=title, x=0.01), height=height, template="plotly_white", margin=dict(l=60, r=20, t=50, b=50),
+            xaxis=dict(title=dict(text="outer step (a fresh learner each)")), yaxis=dict(title=dict(text="loss"))))
+        self.figure.add_scatter(x=[], y=[], mode="lines", name="outer loss")
+
+    def callback(self, step: int, loss: float) -> None:
+        self.steps.append(step)
+        self.losses.append(loss)
+        if step % self.every == 0:
+            with self.figure.batch_update():
+                self.figure.data[0].x, self.figure.data[0].y = list(self.steps), list(self.losses)
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+        display(self.figure)
+
+
+__all__ = ["ObjectivePlot", "plot_difficulty", "plot_sweep"]

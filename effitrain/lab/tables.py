@@ -1,0 +1,288 @@
+"""Lesson tables, all built on one engine (`effitrain.lab.compare`: grouping, target, intervals).
+
+    sweep(config, data, ...)   pruning: train the baseline and every (score, keep fraction) over seeds
+    sweep_table(runs)          pruning: time to target per (score, keep, fraction), and net of scoring
+    curriculum_table(runs)     the lecture's curriculum table: time and FLOPs relative to the baseline
+    cost_table(results), agreement(results)   what pruning scores cost, and whether they agree
+    distillation_table(d, task, E)   a distilled set against real subsets of the same size
+    teacher_costs(runs)        what a distillation teacher cost next to its student
+
+Each `format_*` gives strings for display; `to_text` (from compare) renders any of them as text.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from effitrain.config import Config
+from effitrain.data import PretrainData
+from effitrain.data.downstream import ClassificationTask
+from effitrain.lab.compare import NOT_REACHED, compare, mean_ci, fmt_pm, fmt_ratio, group_runs, to_text
+from effitrain.techniques.base import Technique
+from effitrain.techniques.dataset_distillation import DistilledSet, random_subset, train_on
+from effitrain.techniques.pruning import Prune
+from effitrain.train.run import Run
+from effitrain.train.trainer import train as et_train
+
+
+# -- pruning --------------------------------------------------------------------------------------------
+def run_label(score: str, keep: str, keep_fraction: float) -> str:
+    return f"{score} {keep} {keep_fraction:g}"
+
+
+def sweep(config: Config, data: PretrainData, scores: Sequence[str], fractions: Sequence[float],
+          seeds: int = 2, keep: "str | dict[str, str]" = "easy", baseline: bool = True, verbose: bool = True,
+          **params: Any) -> list[Run]:
+    """Train the baseline and every (score, keep fraction) `seeds` times; return all runs.
+
+    keep: one end for every score, or {score: end}. Runs are named "<score> <keep> <fraction>
+    s<seed>" (the baseline "baseline s<seed>"), so `compare` groups them by setting. `params` go
+    to the technique (ref_steps, el2n_runs, ...). Prints one summary line per run.
+    """
+    ends = keep if isinstance(keep, dict) else {s: keep for s in scores}
+    plan: list[tuple[str, list[Technique]]] = [("baseline", [])] if baseline else []
+    plan += [(run_label(s, ends[s], f), [Prune(score=s, keep_fraction=f, keep=ends[s], **params)])
+             for s in scores for f in fractions]
+    runs = []
+    for label, techniques in plan:
+        for seed in range(seeds):
+            cfg = config.replace(**{"run.seed": config.run.seed + seed, "run.name": f"{label} s{seed}"})
+            run = et_train(cfg, techniques=[type(t)(t.params) for t in techniques], data=data, progress=False)
+            runs.append(run)
+            if verbose:
+                print(run.summary_line(), flush=True)
+    return runs
+
+
+
+def _prune_params(run: Run) -> dict | None:
+    for t in run.techniques:
+        if t["name"] == "prune" and t["params"].get("keep_fraction", 1.0) < 1.0:
+            return t["params"]
+    return None
+
+
+def scoring_cost(run: Run, axis: str) -> float:
+    """What the run's pruning scores cost, on a speed-up axis ("flops" or "seconds"; 0 otherwise)."""
+    stats = run.extra.get("techniques", {}).get("prune", {})
+    return float(stats.get({"flops": "score_flops", "seconds": "score_seconds"}.get(axis, ""), 0.0))
+
+
+def _number(value: Any) -> float:
+    return math.nan if isinstance(value, str) else float(value)
+
+
+def sweep_table(runs: Sequence[Run], target_val_loss: float | None = None) -> pd.DataFrame:
+    """Time to target per (score, keep, keep fraction), over seeds, against the baseline (no pruning).
+
+    Built on `compare` (same groups, target and intervals): the target is `target_val_loss`, else the
+    highest final val loss among the baseline's seeds. Columns: FLOPs / seconds to target (mean and
+    95% half-width; NaN when a seed missed it), final val loss, speed-ups by FLOPs and seconds
+    [95% interval], the score's cost, and the speed-ups once that cost is charged to the pruned runs
+    ("net"): t_base / (t_pruned + cost).
+    """
+    runs = [r for r in runs if r.status != "failed"]
+    groups = group_runs(runs)
+    base = next((label for label, members in groups.items() if _prune_params(members[0]) is None), None)
+    if base is None:
+        raise ValueError("sweep_table needs baseline runs (no pruning, or keep_fraction=1.0)")
+    tables = {(axis, net): compare(runs, target_val_loss, baseline=base, speedup_by=axis,
+                                   charge=scoring_cost if net else None)
+              for axis in ("flops", "seconds") for net in (False, True)}
+    main = tables[("flops", False)]
+    rows = []
+    for label, members in groups.items():
+        p = _prune_params(members[0])
+        stats = [r.extra.get("techniques", {}).get("prune", {}) for r in members]
+        c = main.loc[label]
+        row = {"score": p["score"] if p else "none", "keep": p["keep"] if p else "all",
+               "keep_fraction": float(p["keep_fraction"]) if p else 1.0, "seeds": len(members),
+               "reached": int(str(c["reached"]).split("/")[0]),
+               "kept": int(np.mean([s.get("kept", r.extra.get("train_examples", 0)) for s, r in zip(stats, members)])),
+               "final_val_loss": c["final_val_loss"], "final_val_loss_ci": c["final_val_loss_ci"],
+               "score_flops": float(np.mean([scoring_cost(r, "flops") for r in members])),
+               "score_seconds": float(np.mean([scoring_cost(r, "seconds") for r in members]))}
+        row["flops_to_target"], row["flops_to_target_ci"] = _number(c["flops"]), c["flops_ci"]
+        row["s_to_target"], row["s_to_target_ci"] = _number(c["time_s"]), c["time_s_ci"]
+        for axis, unit in (("flops", "flops"), ("seconds", "s")):
+            for tag, net in (("speedup", False), ("net_speedup", True)):
+                r = tables[(axis, net)].loc[label]
+                row[f"{tag}_{unit}"], row[f"{tag}_{unit}_lo"], row[f"{tag}_{unit}_hi"] = (
+                    _number(r["speedup"]), r["speedup_lo"], r["speedup_hi"])
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df["_pruned"] = df["score"] != "none"  # the baseline first
+    df = df.sort_values(["_pruned", "score", "keep", "keep_fraction"]).drop(columns="_pruned").reset_index(drop=True)
+    df.attrs.update(target_val_loss=main.attrs["target_val_loss"], unigram_val_loss=main.attrs.get("unigram_val_loss"),
+                    notes=[n for n in main.attrs["notes"] if not n.startswith("speedup =")] + [
+                        "speedup = baseline ÷ pruned time to target; net = baseline ÷ (pruned + the score's cost)"])
+    return df
+
+
+def format_sweep_table(df: pd.DataFrame) -> pd.DataFrame:
+    """`sweep_table` as readable strings: "1.2e11 ± 3e10", "1.05× [0.91, 1.21]"."""
+    def pm(v: float, h: float, spec: str) -> str:
+        return fmt_pm(v, h, spec, missing=NOT_REACHED)
+
+    def ratio(v: float, lo: float, hi: float) -> str:
+        return fmt_ratio(v, lo, hi, missing=NOT_REACHED)
+
+    out = pd.DataFrame({"score": df["score"], "keep": df["keep"], "keep fraction": df["keep_fraction"],
+                        "rows kept": df["kept"], "reached": [f"{r}/{s}" for r, s in zip(df["reached"], df["seeds"])]})
+    out["FLOPs to target"] = [pm(v, h, ".3g") for v, h in zip(df["flops_to_target"], df["flops_to_target_ci"])]
+    out["s to target"] = [pm(v, h, ".3g") for v, h in zip(df["s_to_target"], df["s_to_target_ci"])]
+    out["final val loss"] = [pm(v, h, ".3f") for v, h in zip(df["final_val_loss"], df["final_val_loss_ci"])]
+    for unit, word in (("flops", "FLOPs"), ("s", "seconds")):
+        out[f"speedup ({word})"] = [ratio(*t) for t in zip(
+            df[f"speedup_{unit}"], df[f"speedup_{unit}_lo"], df[f"speedup_{unit}_hi"])]
+        out[f"net of scoring ({word})"] = [ratio(*t) for t in zip(
+            df[f"net_speedup_{unit}"], df[f"net_speedup_{unit}_lo"], df[f"net_speedup_{unit}_hi"])]
+    out["score FLOPs"] = [f"{v:.3g}" for v in df["score_flops"]]
+    out.attrs.update(df.attrs)
+    return out
+
+
+def sweep_text(df: pd.DataFrame) -> str:
+    """The formatted sweep table and its notes as plain text."""
+    return to_text(format_sweep_table(df), notes=df.attrs.get("notes", []), index=False)
+
+
+def cost_table(results: dict[str, tuple[torch.Tensor, dict]], run_flops: float | None = None) -> "pd.DataFrame":
+    """One row per score: seconds, FLOPs (and FLOPs as a share of one training run), cached."""
+    rows = {}
+    for name, (scores, cost) in results.items():
+        row = {"seconds": cost["seconds"], "FLOPs": cost["flops"]}
+        if run_flops:
+            row["FLOPs ÷ one training run"] = cost["flops"] / run_flops
+        row.update({"cached": cost.get("cached", False), "min": float(scores.min()),
+                    "median": float(scores.median()), "max": float(scores.max())})
+        rows[name] = row
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df.index.name = "score"
+    return df
+
+
+def agreement(results: dict[str, tuple[torch.Tensor, dict]]) -> pd.DataFrame:
+    """Spearman rank correlation between every pair of scores: do they call the same rows hard?"""
+    names = list(results)
+    ranks = torch.stack([torch.argsort(torch.argsort(results[n][0], stable=True)).double() for n in names])
+    return pd.DataFrame(torch.corrcoef(ranks).numpy().round(2), index=names, columns=names)
+
+
+# -- curriculum ----------------------------------------------------------------------------------------------
+def _ratio_columns(df: "pd.DataFrame", prefix: str) -> "pd.DataFrame":
+    """Speed-up s [lo, hi] → time relative to the baseline 1/s [1/hi, 1/lo] (the lecture's 'Time')."""
+    out = pd.DataFrame(index=df.index)
+    rel, lo, hi = [], [], []
+    for s, s_lo, s_hi in zip(df["speedup"], df["speedup_lo"], df["speedup_hi"]):
+        if isinstance(s, str) or not math.isfinite(s) or s <= 0:
+            rel.append(s if isinstance(s, str) else math.nan)
+            lo.append(math.nan)
+            hi.append(math.nan)
+            continue
+        rel.append(1.0 / s)
+        lo.append(1.0 / s_hi if math.isfinite(s_hi) and s_hi > 0 else math.nan)
+        hi.append(1.0 / s_lo if math.isfinite(s_lo) and s_lo > 0 else math.nan)
+    out[prefix], out[f"{prefix}_lo"], out[f"{prefix}_hi"] = rel, lo, hi
+    return out
+
+
+def curriculum_table(runs: Iterable["Run"], baseline: Any = None,
+                     target_val_loss: float | None = None) -> "pd.DataFrame":
+    """The lecture's curriculum table, measured: one row per group of seeds.
+
+    time_rel / flops_rel: training seconds / measured FLOPs to reach the target val loss (default:
+    the baseline seeds' highest final val loss, see `effitrain.lab.compare`) relative to the
+    baseline (= 1.00; below 1 is faster), with the 95% interval of the ratio; "not reached" when
+    a seed misses it. final_val_loss ± final_val_loss_ci: the quality at the end of the budget.
+    `df.attrs` carries compare's target and notes.
+    """
+    runs = list(runs)
+    by_s = compare(runs, target_val_loss=target_val_loss, baseline=baseline, speedup_by="seconds")
+    by_f = compare(runs, target_val_loss=target_val_loss, baseline=baseline, speedup_by="flops")
+    df = pd.concat([by_s[["seeds", "reached"]], _ratio_columns(by_s, "time_rel"), _ratio_columns(by_f, "flops_rel"),
+                    by_s[["final_val_loss", "final_val_loss_ci", "time_s", "flops"]]], axis=1)
+    df.attrs.update(by_s.attrs)
+    df.attrs["notes"] = list(by_s.attrs.get("notes", [])[:2]) + [
+        "time / FLOPs = the group's mean to target ÷ the baseline's (baseline 1.00, below 1 is faster), "
+        "[95% interval of the ratio over seeds]"]
+    return df
+
+
+def format_curriculum_table(df: "pd.DataFrame") -> "pd.DataFrame":
+    """`curriculum_table` as strings in the lecture's shape: one column per variant, rows Time, FLOPs, val loss."""
+    rows = {
+        "seeds": [str(s) for s in df["seeds"]],
+        "time to target (rel.)": [fmt_ratio(*v, unit="") for v in zip(df["time_rel"], df["time_rel_lo"], df["time_rel_hi"])],
+        "FLOPs to target (rel.)": [fmt_ratio(*v, unit="")
+                                   for v in zip(df["flops_rel"], df["flops_rel_lo"], df["flops_rel_hi"])],
+        "final val loss": [f"{m:.3f}" + (f" ± {c:.3f}" if math.isfinite(c) else "")
+                           for m, c in zip(df["final_val_loss"], df["final_val_loss_ci"])],
+    }
+    return pd.DataFrame(rows, index=df.index).T
+
+
+def curriculum_text(df: "pd.DataFrame") -> str:
+    """The formatted curriculum table and its notes as plain text."""
+    return to_text(format_curriculum_table(df), notes=df.attrs.get("notes", []))
+
+
+# -- distillation ----------------------------------------------------------------------------------------------
+def teacher_costs(runs: Sequence[Any]) -> pd.DataFrame:
+    """Per run: the student's measured training FLOPs and seconds, and what its `distill` teacher cost."""
+    rows = []
+    for run in runs:
+        s, t = run.summary(), run.extra.get("techniques", {}).get("distill", {})
+        rows.append({"run": run.label, "student FLOPs": s["flops_measured"], "student seconds": s["seconds"],
+                     "teacher": t.get("teacher", "none"), "teacher FLOPs": t.get("teacher_flops", 0.0),
+                     "teacher seconds": t.get("teacher_seconds", 0.0), "teacher cached": t.get("cached", False),
+                     "FLOPs incl. teacher": s["flops_measured"] + t.get("teacher_flops", 0.0)})
+    return pd.DataFrame(rows)
+
+
+def distillation_table(distilled: DistilledSet, task: ClassificationTask, embedding_matrix: torch.Tensor,
+                       seeds: Sequence[int] = (0, 1, 2), *, steps: int | None = None, lr: float | None = None,
+                       long_steps: int = 0) -> pd.DataFrame:
+    """Test accuracy (mean ± 95% interval over learner seeds) of: the distilled set; the real examples
+    it started from (init="real"); random real subsets of the same size (a new subset per seed); the
+    full training split (same steps and lr, batches of the same size); the majority class. With the
+    seconds spent distilling and training. long_steps > 0 adds the full split trained that many
+    steps with batches of 32 (a stronger, costlier reference). `steps`/`lr`: the recipe (default:
+    the one the set was distilled for)."""
+    s = distilled.settings
+    steps, lr = steps or s["inner_steps"], lr or s["inner_lr"]
+    n = len(distilled)
+    rows = []
+    cases = [(f"distilled ({distilled.per_class}/class)", lambda seed: distilled, distilled.seconds, steps, n),
+             (f"random real ({distilled.per_class}/class)",
+              lambda seed: random_subset(task, distilled.per_class, 1000 + seed), 0.0, steps, n),
+             (f"full training split, batches of {n}", lambda seed: None, 0.0, steps, n)]
+    if distilled.init_rows is not None:
+        cases.insert(1, (f"the real examples it started from ({distilled.per_class}/class)",
+                         lambda seed: distilled.init_rows, 0.0, steps, n))
+    if long_steps:
+        cases.append(("full training split, batches of 32", lambda seed: None, 0.0, long_steps, 32))
+    for label, make, distil_s, n_steps, batch in cases:
+        accs, secs = [], []
+        for seed in seeds:
+            t0 = time.perf_counter()
+            accs.append(train_on(make(seed), task, embedding_matrix, seed=seed, batch_size=batch,
+                                 steps=n_steps, lr=lr, learner=s["learner"]))
+            secs.append(time.perf_counter() - t0)
+        mean, half = mean_ci(accs)
+        rows.append({"training data": label, "examples": n if make(0) is not None else len(task.train_ids),
+                     "SGD steps": n_steps, "test accuracy": mean, "± 95%": half, "seeds": len(seeds),
+                     "seconds distilling": distil_s, "seconds training (mean)": sum(secs) / len(secs)})
+    rows.append({"training data": "majority class (no training)", "examples": 0, "SGD steps": 0,
+                 "test accuracy": task.majority_accuracy(), "± 95%": float("nan"), "seeds": 0,
+                 "seconds distilling": 0.0, "seconds training (mean)": 0.0})
+    return pd.DataFrame(rows)
+
+
+__all__ = ["distillation_table", "run_label", "sweep", "agreement", "cost_table", "curriculum_table", "curriculum_text", "format_curriculum_table",
+           "format_sweep_table", "scoring_cost", "sweep_table", "sweep_text", "teacher_costs"]
