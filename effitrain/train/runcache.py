@@ -223,7 +223,7 @@ def _read(folder: Path, key: RunKey, config: Config, name: str) -> Run:
     if run.status != "completed":
         raise ValueError(f"its run has status {run.status!r}")
     device = config.run.resolved_device()
-    state = torch.load(folder / "model.pt", map_location=device, weights_only=True)
+    state = torch.load(folder / "model.pt", map_location=device, weights_only=True, mmap=True)
     if not isinstance(state, dict) or state.get("id") != entry.get("id"):
         raise _Changed
     from effitrain.model import BertForMLM
