@@ -46,6 +46,14 @@ class RcSurgery(Technique):
         return model
 
 
+class RcEvalModel(Technique):
+    """Evaluates (and hands back) another model than the one trained; never stored either."""
+    name = "rc_eval_model"
+
+    def eval_model(self, model):
+        return model
+
+
 @pytest.fixture(scope="module", autouse=True)
 def techniques():
     register(RcScale)
@@ -211,6 +219,11 @@ def test_switched_off_or_unstorable_runs_train_and_store_nothing(smoke_data, cac
     cfg, data = cfg_of(smoke_data)
     assert "cache" not in cached_train(cfg, data=data, progress=False, cache=False).extra
     assert "cache" not in cached_train(cfg, [RcSurgery()], data=data, progress=False).extra  # on_model: not rebuilt
+    assert runcache.why_not_cached([RcSurgery()], {}) and runcache.why_not_cached([RcScale()], {}) is None
+    if hasattr(Technique, "eval_model"):  # the trainer's event for what is evaluated and kept
+        assert "eval_model" in runcache.why_not_cached([RcEvalModel()], {})
+    odd = et.Run(config=cfg, status="completed", model=torch.nn.Linear(2, 2))
+    assert runcache.store(odd, run_key(cfg, [], data)) is None  # a model the cache could not build again
     stop = threading.Event()
     stop.set()
     assert cached_train(cfg, data=data, progress=False, stop=stop).status == "stopped"  # only completed runs

@@ -19,7 +19,7 @@ of steps on a faster machine, so a cached run keeps the seconds it measured and 
 **What is stored**: only runs that complete, trained without `checkpoint=` / `resume=` and by
 techniques that leave the model alone: a loaded run gets its model back as
 `BertForMLM(config.model, vocab_size)` with the stored weights, which a technique overriding
-`on_model` (surgery) would not reproduce, so such runs always train. A loaded run has the
+`on_model` (surgery) or `eval_model` would not reproduce, so such runs always train. A loaded run has the
 history it was stored with (the same rows, in order), the caller's config and name, its model in
 train mode on the config's device, and callbacks receive its rows again as "step" / "eval" events
 and a final "end" (`replay`), so live plots and panels draw it like a run that trains.
@@ -67,6 +67,8 @@ DEFAULT_GB = 5.0
 _PACKAGE = Path(__file__).resolve().parent.parent  # effitrain/
 # package code that cannot change a curve (the notebook UI, the command line, the step benchmark)
 _CODE_EXCLUDED = ("lab/", "cli.py", "bench.py")
+# technique events that make the trained (or evaluated) model something `BertForMLM` + weights is not
+MODEL_EVENTS = ("on_model", "eval_model")
 
 
 class RunCacheWarning(UserWarning):
@@ -190,8 +192,10 @@ def why_not_cached(techniques: Sequence[Any], train_kwargs: dict[str, Any]) -> s
     for t in techniques:
         if not isinstance(t, Technique):
             return "a technique is not a Technique"
-        if type(t).on_model is not Technique.on_model:
-            return f"technique {t.name!r} changes the model (on_model), which the cache cannot rebuild"
+        for event in MODEL_EVENTS:
+            base = getattr(Technique, event, None)
+            if base is not None and getattr(type(t), event, base) is not base:
+                return f"technique {t.name!r} changes the model ({event}), which the cache cannot rebuild"
     return None
 
 
@@ -279,8 +283,11 @@ def store(run: Run, key: RunKey, *, replace: bool = False, root: Path | None = N
     An entry already there is kept when it looks whole (a concurrent writer's), unless `replace`.
     Sets `run.extra["cache"]` (machine, time, id, path; loaded False).
     """
-    if run.status != "completed" or run.model is None:
-        return None
+    from effitrain.model import BertForMLM
+
+    model = getattr(run.model, "_orig_mod", run.model)  # the eager module of a compiled one
+    if run.status != "completed" or type(model) is not BertForMLM:
+        return None  # only a completed run whose model the cache can build again
     root = root or cache_root()
     final = root / key.folder
     entry_id = uuid.uuid4().hex
@@ -298,7 +305,6 @@ def store(run: Run, key: RunKey, *, replace: bool = False, root: Path | None = N
             continue
     try:
         run.save(tmp / "run.json")
-        model = getattr(run.model, "_orig_mod", run.model)
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         torch.save({"format": FORMAT, "id": entry_id, "state_dict": state}, tmp / "model.pt")
         (tmp / "entry.json").write_text(json.dumps(
