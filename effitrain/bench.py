@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime as _dt
 import platform
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -35,6 +34,7 @@ from effitrain.config import Config, ConfigError
 from effitrain.data import MaskedBatch, mask_tokens
 from effitrain.data.tokenizer import CLS, SEP, SPECIAL_TOKENS
 from effitrain.model import BertForMLM, analytic_flops, count_parameters
+from effitrain.train.memory import max_rss_bytes
 from effitrain.train.flops import count_flops, measure_peak_flops, sync
 from effitrain.train.run import finite_or_none
 from effitrain.techniques.base import StepContext
@@ -133,12 +133,7 @@ def peak_memory(device: torch.device | str) -> tuple[int, str]:
     device = torch.device(device)
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device)), "cuda max_memory_allocated"
-    try:
-        import resource
-    except ImportError:  # Windows
-        return 0, "unavailable"
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024), "process max RSS"
+    return max_rss_bytes(), "process max RSS"
 
 
 # -- the result ----------------------------------------------------------------------------------

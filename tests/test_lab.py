@@ -351,6 +351,28 @@ def test_panel_failing_run_shows_one_line_and_keeps_others():
     assert list(panel.table_frame.index) == ["baseline"]
 
 
+def test_panel_refuses_a_pair_that_cannot_compose_instead_of_running():
+    class OwnsSamplerA(Technique):
+        name = "zz_sampler_a"
+        claims = ("sampler",)
+
+    class OwnsSamplerB(Technique):
+        name = "zz_sampler_b"
+        claims = ("sampler",)
+
+    for cls in (OwnsSamplerA, OwnsSamplerB):
+        register(cls)
+    try:
+        panel = Panel(base_config=smoke())
+        panel.technique_boxes["zz_sampler_a"].value = True
+        panel.technique_boxes["zz_sampler_b"].value = True
+        assert panel.run_now(blocking=True) == [] and panel.runs == []
+        assert "zz_sampler_a and zz_sampler_b cannot train together: both take over the sampler" in panel.errors.value
+    finally:
+        for cls in (OwnsSamplerA, OwnsSamplerB):
+            REGISTRY.pop(cls.name, None)
+
+
 def test_panel_second_run_press_is_ignored():
     panel = Panel(base_config=smoke())
     panel.technique_boxes["zz_fail"].value = True

@@ -22,9 +22,9 @@ jupytext = pytest.importorskip("jupytext", reason="jupytext is in the dev extra:
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted((ROOT / "lessons").glob("*.py"))
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-SMOKE_SECONDS = 60  # what a lesson may take on the smoke profile (DESIGN: each lesson ≲ 60 s)
+SMOKE_SECONDS = 60  # what a lesson may take on the smoke profile (each lesson ≲ 60 s keeps the notebook suite inside CI time)
 TIMEOUT = 240
-MAX_CELL_LINES = 15  # a longer code cell means the package lacks a function (STYLE 7)
+MAX_CELL_LINES = 15  # a longer code cell means the package lacks a function (lessons never redefine what it provides)
 # jupytext writes its own version into the .py header; another jupytext version is not a change
 VERSION_LINE = re.compile(r"^#\s+(format_version|jupytext_version):.*\n", re.MULTILINE)
 SUMMARY = re.compile(r"\bcompleted\b.*?val loss (\d+\.\d+) → (\d+\.\d+)")

@@ -46,7 +46,7 @@ from effitrain.config import PRECISIONS, PROFILES, Budget, Config, ConfigError, 
 from effitrain.data import PretrainData
 from effitrain.lab.compare import compare, styled, to_text
 from effitrain.lab.plot import LivePlot
-from effitrain.techniques.base import REGISTRY, registered
+from effitrain.techniques.base import REGISTRY, registered, resolve
 from effitrain.train import runcache
 from effitrain.train.run import Run
 
@@ -351,6 +351,7 @@ class Panel:
                 return []
             try:
                 specs = self.selected()
+                resolve([REGISTRY[name](params) for name, params in specs])  # a pair that cannot compose: refused here
                 configs = self.configs()
                 target = self._check_target()
             except (ConfigError, ValueError) as exc:

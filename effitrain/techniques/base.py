@@ -63,7 +63,7 @@ import ast
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Protocol
 
 import torch
 

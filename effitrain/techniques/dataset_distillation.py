@@ -30,8 +30,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from tokenizers import Tokenizer
 
-    from effitrain.config import Config
-    from effitrain.data import PretrainData, TrainSet
     from effitrain.data.downstream import ClassificationTask
 
 PAD = 0

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -359,6 +358,13 @@ class Prune(Technique):
     **What.** Before training, every example gets a score (higher = harder / less typical), and
     only `keep_fraction` of them are kept: the easiest, the hardest or the middle band.
 
+    **Why.** Training only changes which examples a step sees, not what a step costs. Pruning pays
+    when some examples are worth less than others: junk (quality filtering), or, with data that
+    is repeated for several epochs, examples the model already gets right (keep hard) or noisy
+    outliers (keep easy). Sorscher et al. show the best end depends on the data budget: keep
+    easy examples when data is scarce, hard ones when it is abundant. The scores cost compute;
+    `self.stats` reports seconds and FLOPs so a lesson can charge them against the saving.
+
     **Math.** Scores: `random` (the control); `compressibility`, tokens per character (the cramming
     filter drops text the tokenizer compresses badly); `perplexity`, the mean MLM loss
     $\\bar\\ell_i = \\frac1{|M_i|}\\sum_{j\\in M_i} -\\log p_\\theta(x_j\\mid \\tilde x_i)$ under a tiny
@@ -366,13 +372,6 @@ class Prune(Technique):
     \\mathrm{softmax}(z_j) - e_{x_j}\\rVert_2$ early in training, averaged over `el2n_runs` seeds;
     `prototype`, $1-\\cos(e_i, c_{k(i)})$ to the nearest of `clusters` k-means centroids of the
     reference model's mean-pooled embeddings.
-
-    **Why.** Training only changes which examples a step sees, not what a step costs. Pruning pays
-    when some examples are worth less than others: junk (quality filtering), or, with data that
-    is repeated for several epochs, examples the model already gets right (keep hard) or noisy
-    outliers (keep easy). Sorscher et al. show the best end depends on the data budget: keep
-    easy examples when data is scarce, hard ones when it is abundant. The scores cost compute;
-    `self.stats` reports seconds and FLOPs so a lesson can charge them against the saving.
 
     **Settings.** `keep_fraction=1.0` changes nothing. Try 0.5–0.9; `compressibility` + `easy`
     is cramming's filter (which removed ~¼ of its data); `el2n` + `hard` is Paul et al.'s choice.

@@ -7,7 +7,8 @@ import sys
 import torch
 
 
-def _max_rss_bytes() -> int:
+def max_rss_bytes() -> int:
+    """The process's peak resident set size so far, in bytes."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)  # bytes on macOS, KiB on Linux
 
@@ -25,10 +26,10 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(device)
             self.start = torch.cuda.memory_allocated(device)
         else:
-            self.start = _max_rss_bytes()
+            self.start = max_rss_bytes()
 
     def read(self) -> dict:
         if self.device.type == "cuda":
             return {"peak_memory_bytes": int(torch.cuda.max_memory_allocated(self.device)),
                     "peak_memory_kind": "cuda max allocated"}
-        return {"peak_memory_bytes": max(0, _max_rss_bytes() - self.start), "peak_memory_kind": "cpu peak RSS growth"}
+        return {"peak_memory_bytes": max(0, max_rss_bytes() - self.start), "peak_memory_kind": "cpu peak RSS growth"}

@@ -55,6 +55,7 @@ from effitrain.techniques.base import Sampler, StepContext, StepPlan, Technique,
 from effitrain.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from effitrain.train.memory import PeakMemory
 from effitrain.train.run import Run
+from effitrain.train.runcache import this_machine
 from effitrain.train.schedule import lr_factor, micro_batches_at
 from effitrain.train.step import (FlopMeter, TrainStep, attention_recompute, autocast_for, keep_rng,
                                   make_optimizer, mlm_loss_inputs, param_groups)
@@ -133,6 +134,7 @@ class Trainer:
         self.run = Run(config=config, techniques=[t.describe() for t in self.techniques],
                        device=self._device_name(), name=name or config.run.name,
                        started=_dt.datetime.now().isoformat(timespec="seconds"))
+        self.run.extra["machine"] = this_machine(self.run.device)  # where its seconds are measured
         self.pos = _Position()
         self.first_rows: int | None = None  # rows of the first step, for the steps-budget check
         self.started = False  # setup done: from here on, an interrupted run keeps its history and model
