@@ -1,7 +1,7 @@
 """Speed-up techniques: one module each, registered by name (see `base` for the contract and its events)."""
 from effitrain.techniques.base import (REGISTRY, LossInputs, NoParams, Sampler, StepContext, StepPlan, Technique,
                                        get, param, parse_technique, register, registered, resolve)
-from effitrain.techniques import curriculum, knowledge_distillation, pruning  # noqa: E402,F401  # registers them
+from effitrain.techniques import curriculum, electra, knowledge_distillation, pruning  # noqa: E402,F401  # registers them
 
 __all__ = ["REGISTRY", "LossInputs", "NoParams", "Sampler", "StepContext", "StepPlan", "Technique", "get", "param",
            "parse_technique", "register", "registered", "resolve"]
