@@ -1,22 +1,29 @@
-"""Fine-tune a pre-trained encoder on a classification task and report test accuracy."""
+"""Judge a pre-trained encoder on a classification task: fine-tune it, or fit a linear probe on its features.
+
+    r = evaluate_downstream(run.model, task, method="probe")      # or "finetune"; seeds=(0, 1, 2)
+    r.accuracy, r.ci, r.per_seed, r.majority                     # mean, 95% half-width, per seed, floor
+    downstream_table({"baseline": m0, "technique": m1}, [task])   # a DataFrame for lessons
+"""
 from __future__ import annotations
 
 import copy
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 
 from effitrain.data.downstream import ClassificationTask
 from effitrain.data.tokenizer import PAD
-from effitrain.model import BertForClassification, BertForMLM
+from effitrain.model import BertForClassification, BertForMLM, Encoder
 
 
 @dataclass
 class FinetuneResult:
     accuracy: float
-    train_accuracy: float
+    train_accuracy: float  # on up to 1024 training rows drawn at random (the same rows every run)
     seconds: float
     steps: int
 
@@ -65,5 +72,192 @@ def finetune(pretrained: BertForMLM | None, task: ClassificationTask, *, config=
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     seconds = time.perf_counter() - t0
+    sample = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:1024]  # rows of every document
     return FinetuneResult(accuracy(model, task.test_ids, task.test_y),
-                          accuracy(model, task.train_ids[:1024], task.train_y[:1024]), seconds, steps)
+                          accuracy(model, task.train_ids[sample], task.train_y[sample]), seconds, steps)
+
+
+# -- evaluating a pre-trained encoder downstream: fine-tuning or a linear probe, over seeds ----------
+METHODS = ("finetune", "probe")
+DEFAULTS = {"finetune": {"steps": 200, "lr": 5e-4, "batch_size": 32},  # lr: best of 1e-4/5e-4/2e-3 on smoke
+            "probe": {"steps": 300, "lr": 1e-2, "batch_size": 512}}
+PROBE_WEIGHT_DECAY = 1e-2
+
+
+def _parts(model) -> tuple[torch.nn.Module, object, int]:
+    """(encoder, model config, vocab size) of a BertForMLM-like model (``.encoder``, ``.cfg``,
+    ``.vocab_size``), a bare `Encoder`, or anything holding one as ``.model`` (a `Run`)."""
+    if not hasattr(model, "encoder") and isinstance(getattr(model, "model", None), torch.nn.Module):
+        model = model.model
+    encoder = getattr(model, "encoder", None)
+    if encoder is None and isinstance(model, Encoder):
+        encoder = model
+    if not isinstance(encoder, torch.nn.Module):
+        raise TypeError(f"evaluate_downstream needs a model with an .encoder (like BertForMLM), got {type(model).__name__}")
+    cfg = getattr(model, "cfg", None) or getattr(encoder, "cfg", None)
+    vocab = getattr(model, "vocab_size", None) or encoder.tok.num_embeddings
+    return encoder, cfg, int(vocab)
+
+
+@torch.no_grad()
+def mean_pooled(encoder: torch.nn.Module, ids: torch.Tensor, batch_size: int = 256,
+                device: str | torch.device | None = None) -> torch.Tensor:
+    """(N, H) float32 features: the encoder's last hidden states averaged over the non-PAD tokens.
+
+    Computed in eval mode under no_grad; the encoder's train/eval modes are restored afterwards.
+    """
+    device = torch.device(device) if device is not None else next(encoder.parameters()).device
+    modes = {m: m.training for m in encoder.modules()}
+    encoder.eval()
+    try:
+        out = []
+        for i in range(0, len(ids), batch_size):
+            x = ids[i:i + batch_size].to(device)
+            keep = x != PAD
+            h = encoder(x, keep).float()  # (B, T, H)
+            w = keep.unsqueeze(-1).float()
+            out.append(((h * w).sum(1) / w.sum(1).clamp_min(1)).cpu())
+        return torch.cat(out) if out else torch.zeros(0, getattr(encoder.cfg, "hidden", 0))
+    finally:
+        for m, mode in modes.items():
+            m.train(mode)
+
+
+def fit_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, *, steps: int = 300, lr: float = 1e-2,
+              batch_size: int = 512, weight_decay: float = PROBE_WEIGHT_DECAY, seed: int = 0) -> torch.nn.Linear:
+    """Multinomial logistic regression on standardised features, AdamW, seeded init and mini-batches.
+
+    Deterministic for a seed (its own generator; the global RNG is untouched). The returned layer
+    takes *raw* features: the standardisation is folded into its weights.
+    """
+    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    z = (train_x - mean) / std
+    g = torch.Generator().manual_seed(seed)
+    layer = torch.nn.Linear(z.shape[1], num_classes)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * 0.01)
+        layer.bias.zero_()
+    optimizer = torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=weight_decay)
+    n = len(z)
+    b = min(batch_size, n)
+    order, pos = torch.randperm(n, generator=g), 0
+    for step in range(steps):
+        if b == n:
+            idx = order
+        else:
+            if pos + b > n:
+                order, pos = torch.randperm(n, generator=g), 0
+            idx, pos = order[pos:pos + b], pos + b
+        for group in optimizer.param_groups:  # cosine decay to 0
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        loss = F.cross_entropy(layer(z[idx]), train_y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():  # fold the standardisation in: W((x-m)/s)+c = (W/s)x + (c - W(m/s))
+        w = layer.weight / std
+        layer.bias.sub_(w @ mean)
+        layer.weight.copy_(w)
+    return layer
+
+
+@dataclass
+class DownstreamResult:
+    """Test accuracy of one model on one task by one method, over seeds."""
+
+    task: str
+    method: str
+    accuracy: float  # mean test accuracy over seeds
+    ci: float  # half-width of the 95% Student-t interval over seeds (NaN with one seed)
+    per_seed: list[float]
+    seeds: list[int]
+    majority: float  # test accuracy of always answering the most common training label
+    seconds: list[float]  # training seconds per seed (the probe's shared feature pass is feature_seconds)
+    train_accuracy: list[float]
+    feature_seconds: float = 0.0
+    settings: dict = field(default_factory=dict)  # steps, lr, batch_size
+    labels: list[str] = field(default_factory=list)
+    n_train: int = 0
+    n_test: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        ci = "" if math.isnan(self.ci) else f" ± {self.ci:.3f}"
+        return (f"{self.task} {self.method}: {self.accuracy:.3f}{ci} (95%, {len(self.seeds)} seeds; "
+                f"majority {self.majority:.3f})")
+
+
+def evaluate_downstream(model, task: ClassificationTask, *, method: str = "finetune", seeds=(0, 1, 2),
+                        steps: int | None = None, lr: float | None = None, batch_size: int | None = None,
+                        device: str | torch.device | None = None) -> DownstreamResult:
+    """Test accuracy of a pre-trained encoder on `task`, mean ± 95% interval over `seeds`.
+
+    method="finetune": encoder + [CLS] classifier trained together (`finetune`) on a copy, per seed.
+    method="probe": a linear classifier (`fit_probe`) on frozen mean-pooled encoder features
+    (`mean_pooled`, PAD masked out), computed once; the seed changes the classifier's init and batches.
+    `model` is a BertForMLM (or anything with ``.encoder``, ``.cfg``, ``.vocab_size``, or a `Run`);
+    it is never changed. Defaults for steps / lr / batch_size per method are in `DEFAULTS`.
+    `device` defaults to the model's.
+    """
+    from effitrain.lab.compare import mean_ci  # lazily: effitrain.lab imports the trainer, widgets, plotly
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    seeds = [int(s) for s in ([seeds] if isinstance(seeds, int) else seeds)]
+    if not seeds:
+        raise ValueError("evaluate_downstream needs at least one seed")
+    encoder, cfg, vocab = _parts(model)
+    device = torch.device(device) if device is not None else next(encoder.parameters()).device
+    d = DEFAULTS[method]
+    settings = {"steps": d["steps"] if steps is None else int(steps), "lr": d["lr"] if lr is None else float(lr),
+                "batch_size": d["batch_size"] if batch_size is None else int(batch_size)}
+    accs, train_accs, seconds, feature_seconds = [], [], [], 0.0
+    if method == "finetune":
+        holder = SimpleNamespace(encoder=encoder, cfg=cfg, vocab_size=vocab)
+        for seed in seeds:
+            r = finetune(holder, task, seed=seed, device=device, **settings)
+            accs.append(r.accuracy)
+            train_accs.append(r.train_accuracy)
+            seconds.append(r.seconds)
+    else:
+        t0 = time.perf_counter()
+        train_x = mean_pooled(encoder, task.train_ids, device=device)
+        test_x = mean_pooled(encoder, task.test_ids, device=device)
+        feature_seconds = time.perf_counter() - t0
+        for seed in seeds:
+            t0 = time.perf_counter()
+            layer = fit_probe(train_x, task.train_y, task.num_classes, seed=seed, **settings)
+            seconds.append(time.perf_counter() - t0)
+            with torch.no_grad():
+                accs.append(float((layer(test_x).argmax(-1) == task.test_y).float().mean()))
+                train_accs.append(float((layer(train_x).argmax(-1) == task.train_y).float().mean()))
+    mean, half = mean_ci(accs)
+    return DownstreamResult(task.name, method, mean, half, accs, seeds, task.majority_accuracy(), seconds, train_accs,
+                            feature_seconds, settings, list(task.labels), len(task.train_ids), len(task.test_ids))
+
+
+def downstream_table(models: dict, tasks, methods=("probe", "finetune"), **kw):
+    """A pandas DataFrame, one row per model × task × method: accuracy, ± 95%, majority, seeds, seconds.
+
+    `tasks` is a list of `ClassificationTask`s (or a dict name → task); `kw` go to `evaluate_downstream`.
+    The full results are in ``df.attrs["results"]``.
+    """
+    import pandas as pd
+
+    task_list = list(tasks.values()) if isinstance(tasks, dict) else list(tasks)
+    rows, results = [], []
+    for model_name, model in models.items():
+        for task in task_list:
+            for method in methods:
+                r = evaluate_downstream(model, task, method=method, **kw)
+                results.append(r)
+                rows.append({"model": model_name, "task": task.name, "method": method, "accuracy": r.accuracy,
+                             "± 95%": r.ci, "majority": r.majority, "seeds": len(r.seeds),
+                             "seconds": r.feature_seconds + sum(r.seconds)})
+    df = pd.DataFrame(rows, columns=["model", "task", "method", "accuracy", "± 95%", "majority", "seeds", "seconds"])
+    df.attrs["results"] = results
+    df.attrs["notes"] = ["accuracy: mean test accuracy over seeds; ± 95%: Student-t half-width over seeds; "
+                         "majority: always answering the most common training label"]
+    return df
