@@ -5,6 +5,7 @@
     run = et.train(cfg)                        # a Run: history, model, summary()
     run = et.cached_train(cfg)                 # the same, but an identical call loads it from disk
     et.time_to_target(run.history, val_loss=6.0)
+    et.evaluate_downstream(run.model, et.downstream_task("sotu-era", data), method="probe")   # accuracy ± 95%
 """
 import datasets as _datasets
 
@@ -14,6 +15,8 @@ from effitrain.techniques import Technique, get as technique, register, register
 from effitrain.train import (CheckpointError, History, Run, Trainer, measure_peak_flops, time_to_target,
                              train)
 from effitrain.train.runcache import cached_train
+from effitrain.train.finetune import DownstreamResult, downstream_table, evaluate_downstream
+from effitrain.data.downstream import downstream_task
 
 _datasets.disable_progress_bars()  # our own progress bar says what matters
 __version__ = "0.1.0"
@@ -21,4 +24,4 @@ __version__ = "0.1.0"
 __all__ = ["Budget", "Config", "ConfigError", "PROFILES", "PRESETS", "default_profile", "profile_config",
            "CorpusError", "corpus_names", "prepare_data", "Technique", "technique", "register", "registered",
            "CheckpointError", "History", "Run", "Trainer", "measure_peak_flops", "time_to_target", "train",
-           "cached_train"]
+           "cached_train", "DownstreamResult", "downstream_table", "downstream_task", "evaluate_downstream"]
