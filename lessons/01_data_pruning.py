@@ -62,8 +62,7 @@
 # %%
 import effitrain as et
 from IPython.display import display
-from effitrain.lab import LivePlot, Panel, common_target, compare, styled
-from effitrain.lab import figures, tables
+from effitrain.lab import LivePlot, Panel, common_target, compare, styled, figures, tables
 from effitrain.techniques import pruning
 
 PROFILE = et.default_profile()

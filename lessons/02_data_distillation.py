@@ -63,8 +63,7 @@
 import effitrain as et
 from IPython.display import display
 from effitrain.data.downstream import sotu_era_task
-from effitrain.lab import LivePlot, Panel, common_target, compare, styled
-from effitrain.lab import figures, tables
+from effitrain.lab import LivePlot, Panel, common_target, compare, styled, figures, tables
 from effitrain.techniques import dataset_distillation as DD, knowledge_distillation as KD
 
 PROFILE = et.default_profile()

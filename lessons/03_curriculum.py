@@ -67,8 +67,7 @@
 import effitrain as et
 import numpy as np
 from IPython.display import display
-from effitrain.lab import LivePlot, Panel, common_target, compare, styled
-from effitrain.lab import figures, tables
+from effitrain.lab import LivePlot, Panel, common_target, compare, styled, figures, tables
 from effitrain.techniques import curriculum as cu
 
 PROFILE = et.default_profile()  # EFFITRAIN_PROFILE, else gpu with CUDA, else cpu
