@@ -7,6 +7,7 @@ New techniques are picked up automatically: register them in a module that
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 
 import pytest
@@ -113,7 +114,8 @@ def test_every_ordered_pair_composes_or_is_refused(first, second, smoke):
     effects = {"prune": lambda s: s["kept"] < s["of"] and run.extra["train_examples"] == s["kept"],
                "curriculum": lambda s: s["batches_drawn"] == 4 and s["examples"] == run.extra["train_examples"],
                "seqlen_warmup": lambda s: s["batches_cut"] >= 1,
-               "distill": lambda s: s["kd_batches"] == 4}
+               "distill": lambda s: s["kd_batches"] == 4,
+               "electra": lambda s: s["rtd_batches"] == 4}
     for name in (first, second):
         if name in effects:
             assert effects[name](stats[name]), f"{name} did not act in {first}+{second}: {stats[name]}"
@@ -126,7 +128,11 @@ def test_trains_a_few_steps_with_default_params(name, smoke):
     run = et.train(short(cfg), [et.technique(name)], data=data, progress=False)
     assert run.status == "completed", run.message
     assert run.techniques[0]["name"] == name
-    assert all(map(lambda x: x == x and x < 20, curve(run))), curve(run)  # finite, sane losses
+    # finite, sane MLM losses: a technique that adds a weighted objective (electra: + 50·RTD) logs its MLM part as term_mlm
+    mlm = [row.get("term_mlm", row["train_loss"]) for row in run.history.steps] + \
+        [row["val_loss"] for row in run.history.evals]
+    assert all(map(lambda x: x == x and x < 20, mlm)), mlm
+    assert all(math.isfinite(row["train_loss"]) for row in run.history.steps), curve(run)
     assert run.summary()["flops_measured"] > 0
 
 
