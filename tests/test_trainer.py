@@ -46,7 +46,7 @@ def test_measured_flops_count_attention_on_cpu(smoke):
     predicted = run.history.steps[0]["flops_analytic"]  # includes attention
     without_attention = predicted - m.layers * 4 * T * m.hidden * 3.5 * B * T
     assert run.history.steps[0]["flops"] > without_attention * 1.02
-    assert predicted == analytic_flops(m, data.vocab_size, B, T, round(0.15 * 63) * B)
+    assert predicted == analytic_flops(m, data.vocab_size, B, T, round(cfg.data.mask_prob * 63) * B)
 
 
 # -- reproducibility --------------------------------------------------------------------------
