@@ -469,7 +469,7 @@ def test_panel_trains_on_the_data_it_was_given(smoke_data, monkeypatch):
     panel = Panel(base_config=cfg.replace(budget="2steps", evals=1), data=data)
     [run] = panel.run_now(blocking=True)
     assert run.status == "completed" and calls == []  # the given data, not prepared again
-    panel.profile.value = "cpu"  # other data settings: the panel does not reuse the smoke data
+    panel.profile.value = "gpu"  # other data settings: the panel does not reuse the smoke data
     assert panel.configs()[0].data != data.config
 
 

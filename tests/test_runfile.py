@@ -125,7 +125,9 @@ def test_older_formats_default_only_the_fields_added_after_them(tmp_path):
         for section, name in later:
             d["config"][section].pop(name, None)
     run = Run.load(_saved(tmp_path, as_v1))
-    assert run.config == _run().config  # the later fields took their defaults, which these are
+    defaults = {f"{section}.{name}": getattr(type(getattr(_run().config, section))(), name) for section, name in later}
+    assert run.config == _run().config.replace(**defaults)  # the later fields took their defaults
+    assert run.config.model.position == "learned"  # what a v1 file's model had (before the field existed)
     _refused(_saved(tmp_path, lambda d: [as_v1(d), d["config"]["data"].pop("vocab_size")]), "config.data.vocab_size")
     # the current format records the later fields too: a file of it without one is partial
     _refused(_saved(tmp_path, _drop("config", "model", "position")), "config.model.position", "missing")
