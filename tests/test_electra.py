@@ -144,6 +144,8 @@ def test_measured_flops_match_analytic(smoke):
     M = float(torch.clamp((rows >= len(SPECIAL_TOKENS)).sum(1).float().mul(cfg.data.mask_prob).round(), min=1).mean()) * 8
     analytic = electra_flops(cfg.model, data.vocab_size, width, 8, cfg.data.seq_len, round(M), recompute)
     assert abs(per_step / analytic - 1) < 0.03, (per_step, analytic)  # the trainer's meter counts both models
+    s = run.summary()  # and the trainer's analytic column is ELECTRA's formula, not the baseline's
+    assert abs(s["flops_analytic"] / s["flops_measured"] - 1) < 0.03, (s["flops_analytic"], s["flops_measured"])
     baseline = et.train(small(cfg, 2, evals=1), data=data, progress=False).summary()["flops_measured"] / 2
     assert per_step > baseline
 

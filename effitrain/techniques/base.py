@@ -22,6 +22,8 @@ Events, in the order the trainer calls them (each receives what the previous tec
                after_step(model, ctx)                     averaging, schedules, layer-drop state
     evaluation eval_model(model) -> Module                what is evaluated and saved
                on_eval(metrics, ctx) -> metrics           add metrics
+    counting   analytic_flops(parts, batch, ctx) -> parts the formula's FLOPs when the model's work changes
+               flops_key(ctx)                             what besides the batch shape changes a step's FLOPs
 
 Which method of the mission uses which events (the methods still to come are planned here):
 
@@ -31,8 +33,9 @@ Which method of the mission uses which events (the methods still to come are pla
     | curriculum                     | make_sampler                                              |
     | sequence-length warmup         | on_batch                                                  |
     | knowledge distillation         | on_dataset (teacher), loss                                |
-    | ELECTRA                        | on_model (generator + discriminator), loss (terms: mlm,   |
-    |                                | rtd), eval_model (the discriminator)                      |
+    | ELECTRA                        | on_masked_batch (85/15 masking), on_model (generator +    |
+    |                                | discriminator), loss (terms: mlm, rtd), eval_model (the   |
+    |                                | discriminator), analytic_flops                            |
     | cramming batch-size ramp       | plan_step (RunConfig.batch_ramp is the built-in form)     |
     | chunk-based accumulation       | plan_step (micro-batches), backward, before_update        |
     | selective backprop             | on_masked_batch (scoring forward, keep the biggest losers)|
@@ -281,6 +284,11 @@ class Technique:
         return metrics
 
     # -- bookkeeping -----------------------------------------------------------------------------
+    def analytic_flops(self, parts: dict[str, float], batch: "MaskedBatch", ctx: StepContext) -> dict[str, float]:
+        """The formula's FLOPs of this micro-batch (keys blocks, attention, head), for a technique that
+        changes the model's work (the cross-check of the measured count); default: the baseline's."""
+        return parts
+
     def flops_key(self, ctx: StepContext) -> Any:
         """Anything that changes a step's FLOPs beyond the batch shape (e.g. layers skipped)."""
         return None

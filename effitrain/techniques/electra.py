@@ -34,7 +34,7 @@ from effitrain.data import MaskedBatch
 from effitrain.data.tokenizer import MASK
 from effitrain.model.bert import BertForMLM, Encoder, _init, analytic_flops_parts, count_parameters
 from effitrain.techniques.base import LossInputs, StepContext, Technique, param, register
-from effitrain.train.step import autocast_for
+from effitrain.train.step import attention_recompute, autocast_for
 
 MASK_REPLACE = ("electra", "bert")
 EVAL_SEED = 20200323  # fixed noise for the validation RTD metrics (the same draws at every evaluation)
@@ -377,6 +377,18 @@ class ElectraTechnique(Technique):
         return out.loss + self.params.rtd_weight * rtd
 
     # -- evaluation
+    def analytic_flops(self, parts: dict[str, float], batch: MaskedBatch, ctx: StepContext) -> dict[str, float]:
+        """Generator + discriminator + RTD head (`electra_flops_parts`) in the trainer's three terms."""
+        if ctx.data is None:  # no vocabulary to count the heads with
+            return parts
+        B, T = batch.input_ids.shape
+        e = electra_flops_parts(ctx.config.model, ctx.data.vocab_size, self.params.generator_width, B, T,
+                                int(batch.labels.numel()),
+                                attention_recompute(ctx.config, ctx.device))
+        return {"blocks": e["discriminator_blocks"] + e["generator_blocks"] + e["embedding_projection"],
+                "attention": e["discriminator_attention"] + e["generator_attention"],
+                "head": e["generator_head"] + e["rtd_head"]}
+
     def eval_model(self, model: nn.Module) -> nn.Module:
         return model.discriminator if isinstance(model, Electra) else model
 

@@ -206,6 +206,8 @@ class Trainer:
             B, T = final.input_ids.shape
             parts = analytic_flops_parts(self.config.model, self.data.vocab_size, B, T, final.labels.numel(),
                                          attention_recompute=attention_recompute(self.config, self.device))
+            for t in self.techniques:
+                parts = t.analytic_flops(parts, final, ctx)
             for part, value in parts.items():
                 analytic[part] += value
         return batches, flops, analytic, paused
