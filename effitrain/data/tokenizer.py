@@ -90,9 +90,10 @@ def tokenizer_path(key: str, vocab_size: int):
 def get_tokenizer(texts: Sequence[str], vocab_size: int, corpus_key: str | None = None) -> Tokenizer:
     """Load the cached tokenizer for these texts and size, or train and cache it (once, whoever asks at once)."""
     path = tokenizer_path(corpus_key or fingerprint(texts), vocab_size)
-    with build_lock(path):
-        if not path.exists():
-            tok = train_tokenizer(texts, vocab_size)
-            with atomic_path(path) as tmp:
-                tok.save(str(tmp))
-        return Tokenizer.from_file(str(path))
+    if not path.exists():  # entries are renamed into place whole: an existing file is complete
+        with build_lock(path):
+            if not path.exists():  # a builder that held the lock before us may have made it
+                tok = train_tokenizer(texts, vocab_size)
+                with atomic_path(path) as tmp:
+                    tok.save(str(tmp))
+    return Tokenizer.from_file(str(path))

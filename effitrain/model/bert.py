@@ -153,9 +153,12 @@ class Encoder(nn.Module):
 
 
 class MLMHead(nn.Module):
-    def __init__(self, cfg: ModelConfig, vocab_size: int):
+    """dense (in_hidden → H), GELU, LayerNorm, decoder H → V. in_hidden defaults to H; a smaller model
+    predicting through a wider, shared embedding (ELECTRA's generator) gives its own width."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, in_hidden: int | None = None):
         super().__init__()
-        self.dense = nn.Linear(cfg.hidden, cfg.hidden, bias=cfg.bias)
+        self.dense = nn.Linear(in_hidden or cfg.hidden, cfg.hidden, bias=cfg.bias)
         self.ln = nn.LayerNorm(cfg.hidden, bias=cfg.bias)
         self.decoder = nn.Linear(cfg.hidden, vocab_size, bias=True)
 

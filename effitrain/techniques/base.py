@@ -65,6 +65,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Protocol
 
@@ -317,8 +318,6 @@ CARD_HEADINGS = ("What", "Why", "Math", "Settings", "Paper")
 
 def card_sections(card: str) -> list[str]:
     """The bold headings of a card (``**What.**`` …) in the order they appear."""
-    import re
-
     return re.findall(r"\*\*([A-Z][a-z]+)\.\*\*", card)
 
 

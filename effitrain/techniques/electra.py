@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from effitrain.config import ConfigError, ModelConfig
 from effitrain.data import MaskedBatch
 from effitrain.data.tokenizer import MASK
-from effitrain.model.bert import BertForMLM, Encoder, _init, analytic_flops_parts, count_parameters
+from effitrain.model.bert import BertForMLM, Encoder, MLMHead, _init, analytic_flops_parts, count_parameters
 from effitrain.techniques.base import LossInputs, StepContext, Technique, param, register
 from effitrain.train.step import attention_recompute, autocast_for
 
@@ -158,19 +158,6 @@ def embed(encoder: Encoder, ids: torch.Tensor) -> torch.Tensor:
     return encoder.drop(encoder.ln_emb(x))
 
 
-class GeneratorHead(nn.Module):
-    """dense H_g → H, GELU, LayerNorm, then the decoder tied to the shared (V, H) token embeddings."""
-
-    def __init__(self, gen: ModelConfig, cfg: ModelConfig, vocab_size: int):
-        super().__init__()
-        self.dense = nn.Linear(gen.hidden, cfg.hidden, bias=cfg.bias)
-        self.ln = nn.LayerNorm(cfg.hidden, bias=cfg.bias)
-        self.decoder = nn.Linear(cfg.hidden, vocab_size, bias=True)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.ln(F.gelu(self.dense(h))))
-
-
 class Generator(nn.Module):
     """A small masked LM on the discriminator's embeddings: `forward(ids, positions, mask)` → (M, V).
 
@@ -189,7 +176,7 @@ class Generator(nn.Module):
         self.encoder = Encoder(gen, vocab_size)
         self.encoder.tok = self.encoder.pos = None  # its inputs come from the shared embeddings
         self.encoder.ln_emb, self.encoder.drop = nn.Identity(), nn.Identity()
-        self.head = GeneratorHead(gen, cfg, vocab_size)
+        self.head = MLMHead(cfg, vocab_size, in_hidden=gen.hidden)  # H_g → H, then the tied (V, H) decoder
         for m in (self.project, self.encoder, self.head):
             m.apply(lambda mod: _init(mod, gen.init_std))
         if cfg.tie_embeddings:
@@ -430,5 +417,5 @@ class ElectraTechnique(Technique):
 
 
 __all__ = ["generator_config", "unmask", "electra_masking", "sample_tokens", "replace_tokens", "rtd_loss",
-           "electra_flops_parts", "electra_flops", "Generator", "GeneratorHead", "RTDHead", "Discriminator",
+           "electra_flops_parts", "electra_flops", "Generator", "RTDHead", "Discriminator",
            "Electra", "ElectraParams", "ElectraTechnique"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -106,6 +106,12 @@ def micro_batch_weights(predicted: Sequence[int]) -> list[float] | None:
     return [m / total for m in predicted]
 
 
+def _share(value: Any, weight: float | None, count: int) -> Any:
+    """A micro-batch's part of the step: value · weight, or value / count when the shares are equal
+    (dividing, not multiplying by 1/count, keeps equal-share steps bit-identical to plain accumulation)."""
+    return value / count if weight is None else value * weight
+
+
 @dataclass
 class StepResult:
     loss: float  # the step's training loss: the token-weighted mean over its micro-batches
@@ -161,8 +167,7 @@ class TrainStep:
     def micro_step(self, batch: Any, ctx: StepContext, weight: float | None, count: int) -> LossInputs | torch.Tensor:
         """Forward and backward of one micro-batch; its loss scaled by `weight` (None: 1/count)."""
         out = self.loss_inputs(batch, ctx)
-        loss = out if isinstance(out, torch.Tensor) else out.loss
-        self.backward(loss / count if weight is None else loss * weight, ctx)
+        self.backward(_share(out if isinstance(out, torch.Tensor) else out.loss, weight, count), ctx)
         return out
 
     def __call__(self, batches: Sequence[Any], ctx: StepContext, lr: float | None = None) -> StepResult:
@@ -174,12 +179,12 @@ class TrainStep:
         weights = micro_batch_weights(predicted)
         total, terms = 0.0, {}
         for i, batch in enumerate(batches):
-            out = self.micro_step(batch, ctx, None if weights is None else weights[i], k)
-            loss = out if isinstance(out, torch.Tensor) else out.loss
-            share = (lambda v: v / k) if weights is None else (lambda v, w=weights[i]: v * w)
-            total += share(float(loss.detach()))
-            for name, value in ({} if isinstance(out, torch.Tensor) else out.terms).items():
-                terms[name] = terms.get(name, 0.0) + share(float(value.detach() if torch.is_tensor(value) else value))
+            w = None if weights is None else weights[i]
+            out = self.micro_step(batch, ctx, w, k)
+            loss, named = (out, {}) if isinstance(out, torch.Tensor) else (out.loss, out.terms)
+            total += _share(float(loss.detach()), w, k)
+            for name, value in named.items():
+                terms[name] = terms.get(name, 0.0) + _share(float(value), w, k)
         tokens = sum(b.num_tokens for b in batches if isinstance(b, MaskedBatch))
         result = StepResult(total, tokens, sum(predicted), terms)
         if not result.finite:
@@ -262,6 +267,4 @@ class FlopMeter:
 
 
 def _counting(ctx: StepContext) -> StepContext:
-    import dataclasses
-
-    return dataclasses.replace(ctx, counting=True)
+    return replace(ctx, counting=True)

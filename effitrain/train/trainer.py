@@ -58,12 +58,11 @@ from effitrain.train.run import Run
 from effitrain.train.runcache import this_machine
 from effitrain.train.schedule import lr_factor, micro_batches_at
 from effitrain.train.step import (FlopMeter, TrainStep, attention_recompute, autocast_for, keep_rng,
-                                  make_optimizer, mlm_loss_inputs, param_groups)
+                                  make_optimizer, param_groups)
 
 Callback = Callable[[str, dict, Run], None]
 
-__all__ = ["EpochSampler", "Trainer", "evaluate", "train", "train_frozen", "keep_rng", "autocast_for",
-           "make_optimizer", "mlm_loss_inputs"]
+__all__ = ["EpochSampler", "Trainer", "evaluate", "train", "train_frozen"]
 
 
 @torch.no_grad()
@@ -268,7 +267,9 @@ class Trainer:
         self.optimizer = self._make_optimizer(model)
         step_model = torch.compile(model) if cfg.run.compile else model
         self.step = TrainStep(model, self.optimizer, cfg, self.device, self.techniques, step_model=step_model)
-        self.count_step = TrainStep(model, self.optimizer, cfg, self.device, self.techniques)  # eager, for counting
+        # the FLOP meter counts the eager module (torch.compile's graphs hide their ops from the counter)
+        self.count_step = self.step if step_model is model else TrainStep(model, self.optimizer, cfg, self.device,
+                                                                            self.techniques)
         self.meter = FlopMeter(model, self.techniques, self.device, every=self.flops_every_step)
         self.scores_batches = any(type(t).on_masked_batch is not Technique.on_masked_batch for t in self.techniques)
         self.bar = _ProgressBar(cfg, enabled=self.progress)
