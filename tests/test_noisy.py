@@ -66,6 +66,16 @@ def test_junk_is_labelled_per_row_in_documented_shares(noisy):
     assert torch.equal(sub.features["junk_share"], train.features["junk_share"][[5, 2, 7]])
 
 
+def test_a_capped_pool_keeps_about_the_junk_share_of_the_whole(noisy):
+    """Pages follow documents in proportion to their length, so the first blocks are not junk-heavy."""
+    _, data = noisy
+    whole = float(data.train.features["junk_share"].mean())
+    for cap in (512, 1024, 4096):
+        pool = prepare_data(_cfg(max_train_examples=cap).data).train
+        assert len(pool) == cap
+        assert abs(float(pool.features["junk_share"].mean()) - whole) < 0.1, (cap, whole)  # was 0.60 at 1,024
+
+
 def test_unpacked_examples_carry_the_row_label(noisy):
     _, packed = noisy
     data = prepare_data(_cfg(pack=False).data)
