@@ -170,3 +170,22 @@ def test_compressibility_separates_some_junk_kinds(noisy):
           "precision", round(r["precision"], 3), "base rate", round(r["base_rate"], 3))
     assert r["precision"] > 2 * r["base_rate"] * 0.9
     assert np.isfinite(r["recall"])
+
+
+def test_the_oracle_score_removes_exactly_the_junk_and_needs_labels(noisy, smoke):
+    from effitrain.techniques.pruning import score_rows, select_rows
+
+    cfg, data = noisy
+    train = data.train
+    scores, cost = score_rows("oracle", train, data, cfg)
+    assert cost["flops"] == 0 and torch.equal(scores, train.features["junk_share"].float())
+    n_clean = int((train.features["junk"] == 0).sum())  # blocks with a minority of junk tokens count as clean
+    kept = select_rows(scores, n_clean / len(train), "easy")
+    r = junk_recall(train, kept)
+    assert r["precision"] == 1.0 and r["recall"] == 1.0
+    run = et.train(cfg.replace(**{"budget": "2steps", "run.evals": 1}), data=data, progress=False,
+                   techniques=[et.technique("prune", score="oracle", keep_fraction=0.7)])
+    assert run.status == "completed" and run.extra["techniques"]["prune"]["kept"] == round(0.7 * len(train))
+    clean_cfg, clean = smoke
+    with pytest.raises(et.ConfigError, match="oracle.*sotu-noisy"):
+        score_rows("oracle", clean.train, clean, clean_cfg)

@@ -256,3 +256,43 @@ def test_keep_everything_is_the_identical_run(pool, score):
     val = lambda run: [(r["step"], r["flops"], r["val_loss"]) for r in run.history.evals]  # noqa: E731
     assert val(same) == val(base)
     assert same.extra["techniques"]["prune"]["kept"] == POOL
+
+
+# -- lesson tables --------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_sweep_goes_through_the_run_cache_and_the_tables_line_up(pool, fresh_cache):
+    from effitrain.lab import tables
+
+    cfg, data = pool
+    cfg = cfg.replace(**{"budget": "6steps", "run.evals": 2})
+    runs = tables.sweep(cfg, data, ["random"], [0.5], seeds=2, verbose=False)
+    assert [r.label for r in runs] == ["baseline s0", "baseline s1", "random easy 0.5 s0", "random easy 0.5 s1"]
+    assert not any(r.extra["cache"]["loaded"] for r in runs)
+    again = tables.sweep(cfg, data, ["random"], [0.5], seeds=2, verbose=False)
+    assert all(r.extra["cache"]["loaded"] for r in again)
+    assert [r.history.evals for r in again] == [r.history.evals for r in runs]
+    table = tables.sweep_table(runs)
+    assert list(table["score"]) == ["none", "random"] and list(table["kept"]) == [POOL, POOL // 2]
+    # side by side: the settings both parts have, a keep fraction column each, and a target row
+    other = tables.sweep_table(tables.sweep(cfg.replace(**{"run.seed": 5}), data, ["random"], [0.25], seeds=2,
+                                            verbose=False))
+    both = tables.side_by_side({"a": table, "b": other}, ["speedup (FLOPs)"])
+    assert list(both.index) == [("none", "all"), ("random", "easy"), ("target", "")]
+    assert both.loc[("random", "easy"), ("a", "keep fraction")] == "0.5"
+    assert both.loc[("random", "easy"), ("b", "keep fraction")] == "0.25"
+    assert both.loc[("target", ""), ("a", "speedup (FLOPs)")].startswith("target ")
+
+
+def test_junk_table_scores_the_selection_against_the_labels():
+    from effitrain.lab import tables
+
+    cfg = et.profile_config("smoke", **{"data.corpus": "sotu-noisy", "data.max_train_examples": 2000})
+    data = et.prepare_data(cfg.data)
+    res = P.score_all(data.train, data, cfg, scores=("random", "compressibility", "oracle"))
+    clean = float((data.train.features["junk"] == 0).float().mean())
+    junk = tables.junk_table(res, data.train, keep_fraction=clean)
+    assert list(junk.index) == ["random", "compressibility", "oracle"]
+    assert junk.loc["oracle", "precision"] > 0.99 and junk.loc["oracle", "recall"] > 0.99
+    assert abs(junk.loc["random", "precision"] - junk.attrs["base_rate"]) < 0.08
+    assert junk.loc["compressibility", "precision"] > junk.loc["random", "precision"] + 0.2
+    assert junk.loc["compressibility", "recall: numbers"] > 0.9 and junk.loc["compressibility", "recall: boilerplate"] < 0.2

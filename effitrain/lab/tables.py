@@ -4,6 +4,8 @@
     sweep_table(runs)          pruning: time to target per (score, keep, fraction), and net of scoring
     curriculum_table(runs)     the lecture's curriculum table: time and FLOPs relative to the baseline
     cost_table(results), agreement(results)   what pruning scores cost, and whether they agree
+    junk_table(results, train, f)   which scores find the junk of a noisy corpus (precision, recall)
+    side_by_side({name: sweep_table})   pruning sweeps on different data, next to each other
     distillation_table(d, task, E)   a distilled set against real subsets of the same size
     teacher_costs(runs)        what a distillation teacher cost next to its student
 
@@ -27,7 +29,7 @@ from effitrain.techniques.base import Technique
 from effitrain.techniques.dataset_distillation import DistilledSet, random_subset, train_on
 from effitrain.techniques.pruning import Prune
 from effitrain.train.run import Run
-from effitrain.train.trainer import train as et_train
+from effitrain.train.runcache import cached_train
 
 
 # -- pruning --------------------------------------------------------------------------------------------
@@ -37,12 +39,14 @@ def run_label(score: str, keep: str, keep_fraction: float) -> str:
 
 def sweep(config: Config, data: PretrainData, scores: Sequence[str], fractions: Sequence[float],
           seeds: int = 2, keep: "str | dict[str, str]" = "easy", baseline: bool = True, verbose: bool = True,
-          **params: Any) -> list[Run]:
+          force: bool = False, **params: Any) -> list[Run]:
     """Train the baseline and every (score, keep fraction) `seeds` times; return all runs.
 
     keep: one end for every score, or {score: end}. Runs are named "<score> <keep> <fraction>
     s<seed>" (the baseline "baseline s<seed>"), so `compare` groups them by setting. `params` go
-    to the technique (ref_steps, el2n_runs, ...). Prints one summary line per run.
+    to the technique (ref_steps, el2n_runs, ...). Prints one summary line per run. Runs go
+    through the run cache (`cached_train`): a run trained before, in any lesson, is loaded with
+    its measured seconds; force=True trains every one again.
     """
     ends = keep if isinstance(keep, dict) else {s: keep for s in scores}
     plan: list[tuple[str, list[Technique]]] = [("baseline", [])] if baseline else []
@@ -52,10 +56,10 @@ def sweep(config: Config, data: PretrainData, scores: Sequence[str], fractions: 
     for label, techniques in plan:
         for seed in range(seeds):
             cfg = config.replace(**{"run.seed": config.run.seed + seed, "run.name": f"{label} s{seed}"})
-            run = et_train(cfg, techniques=[type(t)(t.params) for t in techniques], data=data, progress=False)
+            run = cached_train(cfg, [type(t)(t.params) for t in techniques], data=data, progress=False, force=force)
             runs.append(run)
             if verbose:
-                print(run.summary_line(), flush=True)
+                print(run.summary_line(), flush=True)  # says "loaded from the run cache" when it was
     return runs
 
 
@@ -150,6 +154,47 @@ def format_sweep_table(df: pd.DataFrame) -> pd.DataFrame:
 def sweep_text(df: pd.DataFrame) -> str:
     """The formatted sweep table and its notes as plain text."""
     return to_text(format_sweep_table(df), notes=df.attrs.get("notes", []), index=False)
+
+
+def side_by_side(parts: "dict[str, pd.DataFrame]", columns: Sequence[str]) -> pd.DataFrame:
+    """Several `sweep_table`s next to each other: the (score, keep) settings every part has (one
+    keep fraction each: the first), the keep fraction and `columns` of `format_sweep_table` under
+    each part's name, and a last row with each part's target and how far it lies below the
+    baseline's unigram line (nats)."""
+    columns = ["keep fraction", *[c for c in columns if c != "keep fraction"]]
+    formatted = {name: format_sweep_table(df).drop_duplicates(["score", "keep"]).set_index(["score", "keep"])
+                 for name, df in parts.items()}
+    common = [i for i in next(iter(formatted.values())).index if all(i in f.index for f in formatted.values())]
+    out = pd.concat({name: f.loc[common, columns].astype(str) for name, f in formatted.items()}, axis=1)
+    target = {(name, c): "" for name in parts for c in columns}
+    for name, df in parts.items():
+        t, u = df.attrs.get("target_val_loss", math.nan), df.attrs.get("unigram_val_loss", math.nan)
+        target[(name, columns[1] if len(columns) > 1 else columns[0])] = f"target {t:.3f} (unigram − {u - t:.2f})"
+    out.loc[("target", ""), :] = pd.Series(target)
+    return out
+
+
+def junk_table(results: dict[str, tuple[torch.Tensor, dict]], train: Any, keep_fraction: float,
+               keep: "str | dict[str, str]" = "easy") -> pd.DataFrame:
+    """Which scores find the junk of a noisy pool: one row per score, pruning `1 - keep_fraction` of it.
+
+    Columns: end kept, removed rows, precision (share of the removed rows that are junk; random
+    removal expects the base rate), recall (share of the junk rows removed), token recall, and the
+    recall of each junk kind (`effitrain.data.noisy.junk_recall`).
+    """
+    from effitrain.data.noisy import junk_recall
+    from effitrain.techniques.pruning import select_rows
+
+    ends = keep if isinstance(keep, dict) else {name: keep for name in results}
+    rows = {}
+    for name, (scores, _) in results.items():
+        r = junk_recall(train, select_rows(scores, keep_fraction, ends[name]))
+        rows[name] = {"end kept": ends[name], "removed": r["removed"], "precision": r["precision"],
+                      "recall": r["recall"], "token recall": r["token_recall"],
+                      **{f"recall: {kind}": v["recall"] for kind, v in r["kinds"].items()}}
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df.attrs["base_rate"] = r["base_rate"] if rows else math.nan
+    return df
 
 
 def cost_table(results: dict[str, tuple[torch.Tensor, dict]], run_flops: float | None = None) -> "pd.DataFrame":

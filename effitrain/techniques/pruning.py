@@ -12,6 +12,8 @@ compressibility    tokens per character (the cramming filter: text the tokenizer
 perplexity         mean MLM loss of the row's masked tokens under a briefly trained reference model
 el2n               mean ‖softmax − one-hot‖₂ at the masked tokens, averaged over a few short runs
 prototype          1 − cosine to the nearest k-means centroid of the reference model's embeddings
+oracle             the injected junk labels of a noisy corpus (``junk_share``): a perfect filter,
+                   the upper bound a real score is measured against (noisy corpora only)
 =================  ==============================================================================
 
 Each scorer returns ``(scores, cost)`` where ``cost = {"seconds", "flops"}`` counts everything it
@@ -46,6 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from effitrain.data import PretrainData, TrainSet
 
 SCORES = ("random", "compressibility", "perplexity", "el2n", "prototype")
+LABEL_SCORES = ("oracle",)  # need the junk labels of a noisy corpus (`data.corpus="sotu-noisy"`)
 KEEPS = ("easy", "hard", "middle")
 REFERENCE_PRESET = "tiny"
 SCORE_BATCH = 256  # rows per scoring forward pass
@@ -98,6 +101,20 @@ def compressibility_scores(train: "TrainSet") -> tuple[torch.Tensor, Cost]:
     t0 = time.perf_counter()
     chars = train.features["chars"].float().clamp(min=1.0)
     scores = real_tokens(train).float() / chars
+    return scores, {"seconds": time.perf_counter() - t0, "flops": 0.0}
+
+
+def oracle_scores(train: "TrainSet") -> tuple[torch.Tensor, Cost]:
+    """The share of each row's tokens that are injected junk (``junk_share`` of a noisy corpus).
+
+    Not a score a real corpus has: it is the perfect filter, so `keep="easy"` at
+    ``keep_fraction = 1 - junk share`` removes exactly the junk, the bound real scores are read against.
+    """
+    if "junk_share" not in train.features:
+        raise ConfigError("score 'oracle' needs the junk labels of a noisy corpus (data.corpus='sotu-noisy'); "
+                          f"this training set has the features {', '.join(sorted(train.features)) or 'none'}")
+    t0 = time.perf_counter()
+    scores = train.features["junk_share"].float().clone()
     return scores, {"seconds": time.perf_counter() - t0, "flops": 0.0}
 
 
@@ -294,7 +311,7 @@ _SCORE_CACHE: dict[tuple, tuple[torch.Tensor, Cost]] = {}
 
 def score_params(name: str, ref_steps: int = 50, el2n_runs: int = 2, clusters: int = 16, seed: int = 0) -> dict:
     """The parameters that score `name` depends on (the rest are ignored and not part of its cache key)."""
-    return {"random": {"seed": seed}, "compressibility": {},
+    return {"random": {"seed": seed}, "compressibility": {}, "oracle": {},
             "perplexity": {"ref_steps": ref_steps, "seed": seed},
             "el2n": {"ref_steps": ref_steps, "runs": el2n_runs, "seed": seed},
             "prototype": {"ref_steps": ref_steps, "clusters": clusters, "seed": seed}}[name]
@@ -302,14 +319,14 @@ def score_params(name: str, ref_steps: int = 50, el2n_runs: int = 2, clusters: i
 
 def score_rows(name: str, train: "TrainSet", data: "PretrainData", config: Config, ref_steps: int = 50,
                el2n_runs: int = 2, clusters: int = 16, seed: int = 0) -> tuple[torch.Tensor, dict]:
-    """Scores of every row of `train` by `name` (one of SCORES), and their cost.
+    """Scores of every row of `train` by `name` (one of SCORES or LABEL_SCORES), and their cost.
 
     Cached in-process by (data.key, the rows' fingerprint, name, its parameters, the reference
     config): a cache hit returns the same scores with the cost of computing them the first time and
     ``cost["cached"] = True``.
     """
-    if name not in SCORES:
-        raise ConfigError(f"score must be one of {', '.join(SCORES)}; got {name!r}")
+    if name not in SCORES + LABEL_SCORES:
+        raise ConfigError(f"score must be one of {', '.join(SCORES + LABEL_SCORES)}; got {name!r}")
     params = score_params(name, ref_steps, el2n_runs, clusters, seed)
     model_based = name in ("perplexity", "el2n", "prototype")
     ref = json.dumps(reference_config(config, ref_steps, seed).to_dict(), sort_keys=True, default=str) \
@@ -320,6 +337,7 @@ def score_rows(name: str, train: "TrainSet", data: "PretrainData", config: Confi
         fn: Callable[..., tuple[torch.Tensor, Cost]] = {
             "random": lambda: random_scores(train, **params),
             "compressibility": lambda: compressibility_scores(train),
+            "oracle": lambda: oracle_scores(train),
             "perplexity": lambda: perplexity_scores(train, data, config, **params),
             "el2n": lambda: el2n_scores(train, data, config, **params),
             "prototype": lambda: prototype_scores(train, data, config, **params),
@@ -342,7 +360,8 @@ def clear_cache() -> None:
 # -- the hook -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PruneParams:
-    score: str = param("compressibility", choices=SCORES, help="what makes an example easy or hard")
+    score: str = param("compressibility", choices=SCORES + LABEL_SCORES,
+                       help="what makes an example easy or hard (oracle: a noisy corpus's junk labels)")
     keep_fraction: float = param(0.5, range=(0.05, 1.0), step=0.05, help="share of the examples to train on")
     keep: str = param("easy", choices=KEEPS, help="which end of the scores to keep")
     ref_steps: int = param(50, range=(1, 5000), help="steps of each reference model (perplexity, el2n, prototype)")
@@ -371,7 +390,8 @@ class Prune(Technique):
     reference model trained `ref_steps` steps; `el2n`, $\\frac1{|M_i|}\\sum_j \\lVert
     \\mathrm{softmax}(z_j) - e_{x_j}\\rVert_2$ early in training, averaged over `el2n_runs` seeds;
     `prototype`, $1-\\cos(e_i, c_{k(i)})$ to the nearest of `clusters` k-means centroids of the
-    reference model's mean-pooled embeddings.
+    reference model's mean-pooled embeddings; `oracle` (noisy corpora only), the injected junk
+    labels: the perfect filter.
 
     **Settings.** `keep_fraction=1.0` changes nothing. Try 0.5–0.9; `compressibility` + `easy`
     is cramming's filter (which removed ~¼ of its data); `el2n` + `hard` is Paul et al.'s choice.
@@ -424,7 +444,7 @@ def peek(train: "TrainSet", data: "PretrainData", scores: torch.Tensor, k: int =
     return pd.DataFrame(rows).set_index(["end", "row"])
 
 
-__all__ = ["KEEPS", "SCORES", "Prune", "PruneParams", "clear_cache", "compressibility_scores", "el2n_scores",
-           "fingerprint_rows", "kmeans", "masked_token_stats", "peek", "perplexity_scores", "prototype_scores",
+__all__ = ["KEEPS", "LABEL_SCORES", "SCORES", "Prune", "PruneParams", "clear_cache", "compressibility_scores", "el2n_scores",
+           "fingerprint_rows", "kmeans", "masked_token_stats", "oracle_scores", "peek", "perplexity_scores", "prototype_scores",
            "random_scores", "real_tokens", "reference_config", "reference_model", "row_embeddings", "score_all",
            "score_params", "score_rows", "select_rows"]
