@@ -177,8 +177,9 @@ def test_distill_with_a_given_teacher_changes_the_loss_and_charges_its_forward(s
 
 
 @pytest.mark.slow
-def test_teacher_is_trained_once_and_cached(smoke):
+def test_teacher_is_trained_once_and_cached(smoke, fresh_cache, monkeypatch):
     cfg, data = smoke
+    monkeypatch.setattr(KD, "_TEACHERS", {})
     cfg = _short(cfg)
     first = KD.DistillTechnique(alpha=0.5, teacher_steps=10)
     a = et.train(cfg, techniques=[first], data=data, progress=False)
@@ -191,6 +192,12 @@ def test_teacher_is_trained_once_and_cached(smoke):
     # the student does not depend on whether its teacher was trained now or came from the cache
     assert _losses(a) == _losses(b)
     assert a.history.evals[-1]["val_loss"] < a.history.evals[0]["val_loss"]
+    # a new process (no in-process teacher) loads it from the run cache: same weights, same cost
+    monkeypatch.setattr(KD, "_TEACHERS", {})
+    again, cached = KD.teacher_for(data, cfg, "same", 10)
+    assert cached is True and again.model is not first.teacher and again.flops == sa["teacher_flops"]
+    assert all(torch.equal(x, y) for x, y in zip(again.model.state_dict().values(),
+                                                 first.teacher.state_dict().values()))
 
 
 def test_classifier_accepts_embeddings_in_place_of_ids(smoke):

@@ -2,7 +2,7 @@
 
     run = et.train(cfg, [et.technique("distill", alpha=0.5, temperature=2, teacher_preset="mini")])
 
-The teacher is trained once by the package's trainer and cached in-process (`teacher_for`); the
+The teacher is trained once by the package's trainer, kept in-process and in the run cache (`teacher_for`); the
 loss is the plain function `kd_loss`; the hook is `DistillTechnique` (registered as ``distill``).
 """
 from __future__ import annotations
@@ -53,7 +53,8 @@ def teacher_config(config: "Config", preset: str, steps: int) -> "Config":
 
 
 def teacher_for(data: "PretrainData", config: "Config", preset: str = "same", steps: int = 300) -> tuple[Teacher, bool]:
-    """(teacher, cached): an MLM teacher trained by the package's trainer on `data`, once per process.
+    """(teacher, cached): an MLM teacher trained by the package's trainer on `data`, once per process
+    and through the run cache (a teacher trained in an earlier session loads with its measured cost).
 
     Keyed by data.key and the teacher's whole config. Global RNG state is restored afterwards, so a
     student's run is the same whether its teacher was trained now or found in the cache.
@@ -62,13 +63,13 @@ def teacher_for(data: "PretrainData", config: "Config", preset: str = "same", st
     key = f"{data.key}|{json.dumps(tcfg.to_dict(), sort_keys=True, default=str)}"
     if key in _TEACHERS:
         return _TEACHERS[key], True
-    run = train_frozen(tcfg, data, "the distill teacher", name=f"teacher ({tcfg.model.preset}, {steps} steps)")
+    run = train_frozen(tcfg, data, "the distill teacher", cache=True, name=f"teacher ({tcfg.model.preset}, {steps} steps)")
     s = run.summary()
     model = run.model
     teacher = Teacher(model, s["seconds"], s["flops_measured"], s["val_loss_last"],
                       {"preset": tcfg.model.preset, "steps": steps}, run)
     _TEACHERS[key] = teacher
-    return teacher, False
+    return teacher, bool((run.extra.get("cache") or {}).get("loaded"))
 
 
 @dataclass(frozen=True)

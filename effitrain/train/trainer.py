@@ -461,16 +461,22 @@ def train(config: Config, techniques: Iterable[Technique] = (), **kwargs: Any) -
     return Trainer(config, techniques, **kwargs).fit()
 
 
-def train_frozen(config: Config, data: PretrainData, what: str, **kwargs: Any) -> Run:
+def train_frozen(config: Config, data: PretrainData, what: str, cache: bool = False, **kwargs: Any) -> Run:
     """Train a helper model (a pruning reference, a distillation teacher) and freeze it.
 
     The global RNG is left as it was, so the run that asked for the helper starts exactly as it
     would have without it. A run that does not complete raises RuntimeError naming `what`.
-    The run's model comes back in eval mode with gradients off.
+    The run's model comes back in eval mode with gradients off. cache=True: through the run cache
+    (`cached_train`), so a helper trained in an earlier session loads, model and measured cost.
     """
     device = config.run.resolved_device()
     with keep_rng(device):
-        run = train(config, data=data, progress=False, **kwargs)
+        if cache:
+            from effitrain.train.runcache import cached_train  # runcache imports this module
+
+            run = cached_train(config, data=data, progress=False, **kwargs)
+        else:
+            run = train(config, data=data, progress=False, **kwargs)
     if run.status != "completed":
         raise RuntimeError(f"{what} did not complete: {run.status} {run.message}")
     run.model.eval()
