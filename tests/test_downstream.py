@@ -237,3 +237,26 @@ def test_bad_method_and_model(smoke, pretrained):
         evaluate_downstream(pretrained, task, method="knn")
     with pytest.raises(TypeError, match="encoder"):
         evaluate_downstream(torch.nn.Linear(2, 2), task, method="probe")
+
+
+def test_downstream_groups_intervals_over_pretraining_seeds_and_the_speedup(smoke):
+    from effitrain.lab import tables
+    from effitrain.model import BertForMLM
+
+    cfg, data = smoke
+    task = et.downstream_task("sotu-era", data)
+    short = cfg.replace(**{"budget": "4steps", "run.evals": 1})
+    runs = [et.train(short.replace(seed=s), data=data, progress=False) for s in range(2)]
+    torch.manual_seed(0)
+    df = tables.downstream_groups({"pre": runs, "init": [BertForMLM(cfg.model, data.vocab_size)]}, [task],
+                                  methods=("probe",), steps={"probe": 20})
+    assert list(df.index) == ["pre", "init"] and df.loc["pre", "seeds"] == 2
+    assert df.loc["init", "train FLOPs"] == 0 and df.loc["pre", "FLOPs ÷ baseline"] == 1.0
+    assert 0 < df.loc["pre", "sotu-era probe"] <= 1 and df.loc["pre", "sotu-era probe ±"] >= 0
+    assert math.isnan(df.loc["init", "sotu-era probe ±"])  # one seed: no interval
+    assert df.loc["pre", "speed-up to match"] == "1.00×"
+    assert df.loc["init", "speed-up to match"] == "not matched"  # no FLOPs: never a ratio
+    with pytest.raises(ValueError, match="baseline"):
+        tables.downstream_groups({"pre": runs}, [task], methods=("probe",), baseline="nope")
+    with pytest.raises(ValueError, match="judge"):
+        tables.downstream_groups({"pre": runs}, [task], methods=("probe",), judge=("sst2", "probe"))

@@ -211,3 +211,65 @@ def test_the_discriminator_beats_predicting_original_everywhere(smoke):
     constant = -(share * math.log(share) + (1 - share) * math.log(1 - share))
     assert last["val_rtd_accuracy"] >= 1.0 - share, (last["val_rtd_accuracy"], 1.0 - share)
     assert last["val_rtd_loss"] < constant - 0.005, (last["val_rtd_loss"], constant)
+
+
+# -- the controls -----------------------------------------------------------------------------------------
+def test_random_replacements_are_uniform_real_tokens_and_almost_all_replaced(smoke):
+    from effitrain.techniques.electra import random_tokens
+
+    cfg, data = smoke
+    g = torch.Generator().manual_seed(0)
+    toks = random_tokens(20000, data.vocab_size, g)
+    assert int(toks.min()) >= len(SPECIAL_TOKENS) and int(toks.max()) < data.vocab_size
+    counts = torch.bincount(toks, minlength=data.vocab_size)[len(SPECIAL_TOKENS):].float()
+    assert counts.std() / counts.mean() < 0.35  # uniform: ~10 draws per token, Poisson spread
+    run = et.train(small(cfg, 3), [et.technique("electra", replacements="random")], data=data, progress=False)
+    share = [r["term_replaced_share"] for r in run.history.steps]
+    # nearly every masked position gets a different token: the replaced share is about the masked share
+    plain = et.train(small(cfg, 3), [et.technique("electra")], data=data, progress=False)
+    assert min(share) > max(r["term_replaced_share"] for r in plain.history.steps) * 0.9
+    assert run.summary()["flops_measured"] == pytest.approx(plain.summary()["flops_measured"], rel=1e-6)
+
+
+def test_rtd_at_masked_positions_only_weights_exactly_those(smoke):
+    from effitrain.techniques.electra import loss_weights, rtd_loss
+
+    cfg, data = smoke
+    t, model, batch, ctx = setup(cfg, data)
+    w = loss_weights(batch.attention_mask, batch.positions, batch.input_ids.shape, "masked")
+    assert int(w.sum()) == batch.positions.numel() and torch.equal(w.view(-1).nonzero().flatten().sort().values,
+                                                                  batch.positions.sort().values)
+    assert loss_weights(batch.attention_mask, batch.positions, batch.input_ids.shape, "all") is batch.attention_mask
+    logits = torch.randn(batch.input_ids.shape, requires_grad=True)
+    replaced = torch.rand(batch.input_ids.shape) < 0.1
+    loss, _, _ = rtd_loss(logits, replaced, w)
+    loss.backward()
+    untouched = torch.ones_like(w, dtype=torch.bool)
+    untouched.view(-1)[batch.positions] = False
+    assert bool((logits.grad[untouched] == 0).all()) and bool((logits.grad.view(-1)[batch.positions] != 0).any())
+    run = et.train(small(cfg, 3), [et.technique("electra", rtd_positions="masked")], data=data, progress=False)
+    assert run.status == "completed" and all(math.isfinite(r["term_rtd"]) for r in run.history.steps)
+    # at masked positions far more tokens are replaced than over all tokens
+    assert run.history.steps[-1]["term_replaced_share"] > 0.3
+
+
+def test_bad_control_values_name_the_field():
+    for field, value in (("replacements", "uniform"), ("rtd_positions", "some")):
+        with pytest.raises(et.ConfigError, match=f"electra.{field}"):
+            et.technique("electra", **{field: value})
+
+
+def test_examples_show_the_replacements_and_the_verdicts(smoke):
+    from effitrain.techniques.electra import examples
+
+    cfg, data = smoke
+    run = et.train(small(cfg, 3), [et.technique("electra")], data=data, progress=False)
+    df = examples(run.model, data, rows=2, tokens=20)
+    assert len(df) == 2 and list(df.columns)[:2] == ["generator saw", "discriminator read"]
+    for saw, read, verdict in df.itertuples(index=False):
+        assert "▢" in saw  # ELECTRA's masking shows [MASK] at most predicted positions
+        replaced = read.count("→")
+        assert verdict == "none" or verdict.count("✓") + verdict.count("missed") <= replaced
+        assert verdict.count("✓") + verdict.count("missed") == replaced
+    with pytest.raises(ValueError, match="generator"):
+        examples(BertForMLM(cfg.model, data.vocab_size), data)

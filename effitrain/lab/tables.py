@@ -8,6 +8,8 @@
     side_by_side({name: sweep_table})   pruning sweeps on different data, next to each other
     distillation_table(d, task, E)   a distilled set against real subsets of the same size
     teacher_costs(runs)        what a distillation teacher cost next to its student
+    downstream_groups(groups, tasks)   pre-trained groups judged downstream: FLOPs, parameters,
+                               accuracy ± interval over pre-training seeds, FLOPs speed-up to match
 
 Each `format_*` gives strings for display; `to_text` (from compare) renders any of them as text.
 """
@@ -331,3 +333,65 @@ def distillation_table(distilled: DistilledSet, task: ClassificationTask, embedd
 
 __all__ = ["distillation_table", "run_label", "sweep", "agreement", "cost_table", "curriculum_table", "curriculum_text", "format_curriculum_table",
            "format_sweep_table", "scoring_cost", "sweep_table", "sweep_text", "teacher_costs"]
+
+
+# -- pre-training judged downstream ------------------------------------------------------------------------
+def downstream_groups(groups: "dict[str, Sequence[Any]]", tasks: Sequence[ClassificationTask],
+                      methods: Sequence[str] = ("probe", "finetune"), baseline: str | None = None,
+                      judge: tuple[str, str] | None = None, steps: "dict[str, int] | None" = None) -> pd.DataFrame:
+    """One row per group of pre-trained models, judged by downstream accuracy.
+
+    groups: {label: [Run or model, ...]}, one member per pre-training seed (a bare model, e.g. a
+    random init, counts 0 training FLOPs). Each member is fine-tuned / probed once per task and
+    method, with its own seed (a Run's config seed, else its index), so the ± is a 95% interval
+    over *pre-training* seeds. baseline: the group the FLOPs and the speed-up are relative to
+    (default: the first). judge: the (task name, method) the speed-up uses (default: the first task,
+    the last method). steps: {method: steps} for `evaluate_downstream`.
+
+    Columns: seeds, train FLOPs (mean), FLOPs ÷ baseline, parameters (the kept model), seconds
+    (pre-training, mean), "<task> <method>" and its "±", and "speed-up to match": baseline FLOPs ÷
+    the group's when its mean judge accuracy is at least the baseline's, else "not matched".
+    """
+    from effitrain.model import count_parameters
+    from effitrain.train.finetune import evaluate_downstream
+
+    labels = list(groups)
+    if not labels:
+        raise ValueError("downstream_groups needs at least one group")
+    base = baseline if baseline is not None else labels[0]
+    if base not in groups:
+        raise ValueError(f"baseline {base!r} is not one of the groups: {', '.join(labels)}")
+    judge = judge or (tasks[0].name, methods[-1])
+    col = f"{judge[0]} {judge[1]}"
+    if col not in {f"{t.name} {m}" for t in tasks for m in methods}:
+        raise ValueError(f"judge {judge!r} is not a task and method of this table")
+    rows = {}
+    for label in labels:
+        members = list(groups[label])
+        runs = [m for m in members if isinstance(m, Run)]
+        models = [m.model if isinstance(m, Run) else m for m in members]
+        row: dict[str, Any] = {"seeds": len(members)}
+        row["train FLOPs"] = float(np.mean([r.summary()["flops_measured"] if isinstance(r, Run) else 0.0 for r in members]))
+        row["parameters"] = count_parameters(models[0])
+        row["seconds"] = float(np.mean([r.summary()["seconds"] for r in runs])) if runs else 0.0
+        for task in tasks:
+            for method in methods:
+                accs = [evaluate_downstream(model, task, method=method,
+                                            seeds=[m.config.run.seed if isinstance(m, Run) else i],
+                                            steps=(steps or {}).get(method)).accuracy
+                        for i, (m, model) in enumerate(zip(members, models))]
+                row[f"{task.name} {method}"], row[f"{task.name} {method} ±"] = mean_ci(accs)
+        rows[label] = row
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df.insert(2, "FLOPs ÷ baseline", df["train FLOPs"] / df.loc[base, "train FLOPs"]
+              if df.loc[base, "train FLOPs"] > 0 else math.nan)
+    want, fb = df.loc[base, col], df.loc[base, "train FLOPs"]
+    df["speed-up to match"] = [("1.00×" if label == base else
+                                (f"{fb / f:.2f}×" if f > 0 and acc >= want else "not matched"))
+                               for label, acc, f in zip(df.index, df[col], df["train FLOPs"])]
+    df.attrs.update(baseline=base, judge=col, notes=[
+        f"accuracy: test accuracy, one {'/'.join(methods)} per pre-training seed; ± = 95% Student-t half-width "
+        "over those seeds (NaN with one)",
+        f"speed-up to match = {base}'s training FLOPs ÷ the group's, when the group's mean {col} accuracy is at "
+        f"least {base}'s ({want:.3f}); read it with the ± columns"])
+    return df

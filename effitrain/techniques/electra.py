@@ -31,12 +31,14 @@ import torch.nn.functional as F
 
 from effitrain.config import ConfigError, ModelConfig
 from effitrain.data import MaskedBatch
-from effitrain.data.tokenizer import MASK
+from effitrain.data.tokenizer import MASK, SPECIAL_TOKENS
 from effitrain.model.bert import BertForMLM, Encoder, MLMHead, _init, analytic_flops_parts, count_parameters
 from effitrain.techniques.base import LossInputs, StepContext, Technique, param, register
 from effitrain.train.step import attention_recompute, autocast_for
 
 MASK_REPLACE = ("electra", "bert")
+REPLACEMENTS = ("generator", "random")  # where the replacements come from (random: a control)
+RTD_POSITIONS = ("all", "masked")  # where the discriminator's loss is taken (masked: a control)
 EVAL_SEED = 20200323  # fixed noise for the validation RTD metrics (the same draws at every evaluation)
 
 
@@ -90,6 +92,24 @@ def sample_tokens(logits: torch.Tensor, generator: torch.Generator, temperature:
         u = torch.rand(logits.shape[0], 1, generator=generator).to(cdf.device)
         picked = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1)
         return picked.clamp_(max=logits.shape[-1] - 1)
+
+
+def random_tokens(n: int, vocab_size: int, generator: torch.Generator, device: Any = None) -> torch.Tensor:
+    """(n,) tokens drawn uniformly from the non-special vocabulary (ids len(SPECIAL_TOKENS) .. V-1):
+    the "no generator" control's replacements."""
+    low = len(SPECIAL_TOKENS)
+    return torch.randint(low, vocab_size, (n,), generator=generator).to(device)
+
+
+def loss_weights(attention_mask: torch.Tensor | None, positions: torch.Tensor, shape: torch.Size,
+                 where: str = "all") -> torch.Tensor | None:
+    """The (B, T) tokens the RTD loss is taken over: every real token ("all", the attention mask), or
+    only the predicted positions ("masked", the control that learns from 15 % as a masked LM does)."""
+    if where == "all":
+        return attention_mask
+    w = torch.zeros(shape, device=positions.device)
+    w.view(-1)[positions] = 1.0
+    return w
 
 
 def replace_tokens(original: torch.Tensor, positions: torch.Tensor,
@@ -259,6 +279,50 @@ class Electra(nn.Module):
         return [p for p in self.generator.parameters() if id(p) not in own]
 
 
+# -- looking at it ------------------------------------------------------------------------------------------
+@torch.no_grad()
+def examples(discriminator: "Discriminator", data: Any, rows: int = 3, seed: int = 0, tokens: int = 24,
+             mask_prob: float = 0.15) -> "Any":
+    """A few validation sentences through a trained ELECTRA (its discriminator, whose `.generator` is set).
+
+    One row per sentence: the text the generator saw ([MASK] shown as ▢), what the discriminator
+    read (a replaced token as [original→sample]), and its verdicts: the tokens it calls replaced
+    (p > 0.5), marked ✓ where right and ✗ where wrong, plus the replaced tokens it missed.
+    """
+    import pandas as pd
+
+    from effitrain.data.masking import mask_tokens
+    from effitrain.data.tokenizer import decode_text
+
+    if getattr(discriminator, "generator", None) is None:
+        raise ValueError("examples needs an ELECTRA discriminator with its generator (run.model of an electra run)")
+    g = torch.Generator().manual_seed(seed)
+    original = torch.cat([unmask(b.input_ids, b.positions, b.labels) for b in data.val])[:rows, :tokens]
+    device = next(discriminator.parameters()).device
+    batch = electra_masking(mask_tokens(original, mask_prob, data.vocab_size, g), g)
+    was = discriminator.training
+    discriminator.eval()
+    b = batch.to(device)
+    logits = discriminator.generator(b.input_ids, b.positions, b.attention_mask)
+    corrupted, replaced = replace_tokens(original.to(device), b.positions, sample_tokens(logits, g))
+    p = torch.sigmoid(discriminator.rtd_logits(corrupted, b.attention_mask)).cpu()
+    discriminator.train(was)
+    word = lambda i: decode_text(data.tokenizer, [int(i)]) or "?"  # noqa: E731
+    out = []
+    for r in range(original.shape[0]):
+        shown, read, verdict = [], [], []
+        for t in range(1, original.shape[1]):
+            o, c, m = int(original[r, t]), int(corrupted[r, t]), int(batch.input_ids[r, t])
+            shown.append("▢" if m == MASK else word(o))
+            read.append(f"[{word(o)}→{word(c)}]" if c != o else word(o))
+            flagged, was_replaced = bool(p[r, t] > 0.5), bool(replaced[r, t])
+            if flagged or was_replaced:
+                verdict.append(f"{word(c)} {'✓' if flagged and was_replaced else '✗' if flagged else 'missed'}")
+        out.append({"generator saw": " ".join(shown), "discriminator read": " ".join(read),
+                    "flagged as replaced (✓ right, ✗ wrong) / missed": ", ".join(verdict) or "none"})
+    return pd.DataFrame(out)
+
+
 # -- the hook --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ElectraParams:
@@ -270,6 +334,12 @@ class ElectraParams:
     mask_replace: str = param("electra", choices=MASK_REPLACE,
                               help="how masked positions are shown to the generator: 'electra' 85% [MASK] / "
                                    "15% unchanged; 'bert' 80% [MASK] / 10% random / 10% unchanged")
+    replacements: str = param("generator", choices=REPLACEMENTS,
+                              help="what fills the masked positions for the discriminator: the generator's "
+                                   "samples, or uniformly random tokens (a control; the generator still trains)")
+    rtd_positions: str = param("all", choices=RTD_POSITIONS,
+                               help="where the discriminator learns: every real token, or only the masked "
+                                    "positions (a control: as few targets as a masked LM)")
 
 
 @register
@@ -306,7 +376,10 @@ class ElectraTechnique(Technique):
     everywhere scores 1 − replaced_share). FLOPs per step: `electra_flops`.
 
     **Settings.** generator_width 0.25, rtd_weight 50, mask_replace "electra" (the paper's small and
-    base settings). There is no setting that equals the baseline. *Losses are not comparable*:
+    base settings). Controls: generator_width 1.0 (a generator as strong as the discriminator makes
+    the task too hard), replacements "random" (uniform tokens instead of the generator's samples:
+    an easy task; the generator still trains, so the FLOPs stay the same), rtd_positions "masked"
+    (the discriminator learns only at the masked positions, as few targets as a masked LM). There is no setting that equals the baseline. *Losses are not comparable*:
     `train_loss` is the total $\\mathcal L_{MLM} + \\lambda\\mathcal L_{RTD}$, and `val_loss` is the
     **generator's** MLM loss on the trainer's fixed validation masks (the discriminator has no MLM
     head), a small model's, so it sits above the baseline's. `on_eval` adds `val_rtd_loss`,
@@ -355,13 +428,18 @@ class ElectraTechnique(Technique):
         if model is None or out.input_ids is None:
             raise ConfigError("electra: run it through the trainer (its loss needs the Electra model and the input ids)")
         original = unmask(out.input_ids, out.positions, out.labels)
-        sampled = sample_tokens(out.logits, ctx.rng)
-        corrupted, replaced = replace_tokens(original, out.positions, sampled)
+        corrupted, replaced = replace_tokens(original, out.positions, self._replacements(out.logits, ctx.rng))
         logits = model.discriminator.rtd_logits(corrupted, out.attention_mask)
-        rtd, accuracy, share = rtd_loss(logits, replaced, out.attention_mask)
+        rtd, accuracy, share = rtd_loss(logits, replaced, loss_weights(out.attention_mask, out.positions,
+                                                                       original.shape, self.params.rtd_positions))
         out.terms.update(mlm=out.loss.detach(), rtd=rtd.detach(), rtd_accuracy=accuracy, replaced_share=share)
         self.stats["rtd_batches"] = self.stats.get("rtd_batches", 0) + 1  # the effect, as measured
         return out.loss + self.params.rtd_weight * rtd
+
+    def _replacements(self, logits: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        if self.params.replacements == "random":
+            return random_tokens(logits.shape[0], logits.shape[-1], rng, logits.device)
+        return sample_tokens(logits, rng)
 
     # -- evaluation
     def analytic_flops(self, parts: dict[str, float], batch: MaskedBatch, ctx: StepContext) -> dict[str, float]:
@@ -394,11 +472,12 @@ class ElectraTechnique(Technique):
                 b = electra_masking(b, rng)
             with autocast():
                 logits = m(b.input_ids, b.positions, b.attention_mask)
-                corrupted, replaced = replace_tokens(unmask(b.input_ids, b.positions, b.labels), b.positions,
-                                                     sample_tokens(logits, rng))
+                original = unmask(b.input_ids, b.positions, b.labels)
+                corrupted, replaced = replace_tokens(original, b.positions, self._replacements(logits, rng))
                 rtd_logits = m.discriminator.rtd_logits(corrupted, b.attention_mask)
-            loss, accuracy, share = rtd_loss(rtd_logits, replaced, b.attention_mask)
-            n = float(b.num_tokens)
+            loss, accuracy, share = rtd_loss(rtd_logits, replaced, loss_weights(b.attention_mask, b.positions,
+                                                                                original.shape, self.params.rtd_positions))
+            n = float(b.positions.numel() if self.params.rtd_positions == "masked" else b.num_tokens)
             for key, value in (("loss", loss), ("accuracy", accuracy), ("share", share)):
                 total[key] += float(value) * n
             total["n"] += n
@@ -416,6 +495,7 @@ class ElectraTechnique(Technique):
             self.stats["rtd_batches"] = int(state["rtd_batches"])
 
 
-__all__ = ["generator_config", "unmask", "electra_masking", "sample_tokens", "replace_tokens", "rtd_loss",
+__all__ = ["generator_config", "unmask", "electra_masking", "sample_tokens", "random_tokens", "loss_weights",
+           "replace_tokens", "rtd_loss", "examples",
            "electra_flops_parts", "electra_flops", "Generator", "RTDHead", "Discriminator",
            "Electra", "ElectraParams", "ElectraTechnique"]
