@@ -38,7 +38,7 @@
 # | profile | model | steps per run | runs | whole notebook |
 # |---|---|---|---|---|
 # | `smoke` (CI) | tiny, 128 tokens, batch 16 | 20 | 4 × 2 + 1 | 41 s measured (nbmake, quiet 2-core CPU, 2026-12) |
-# | `cpu` (laptop) | tiny, 128 tokens, batch 32 | 400 | 4 × 3 + 1 | 8.6 min from a cold run cache (quiet 2-core CPU, 2026-12: 9.8 min measured with a panel run that now loads from the cache) |
+# | `cpu` (laptop) | tiny, 128 tokens, batch 32 | 300 | 4 × 3 + 1 | 9.6 min from a cold run cache, under 30 s warm (quiet 2-core CPU, 2026-12) |
 # | `gpu` (one GPU) | base, 128 tokens | 500 | 6 × 3 + 1 | about 30 min (estimate) |
 #
 # `smoke` and `cpu` train the $c_{sqrt}$ curricula only (section 4 says how to add $c_{linear}$).
@@ -72,7 +72,7 @@ from effitrain.lab import LivePlot, Panel, common_target, compare, styled, figur
 from effitrain.techniques import curriculum as cu
 
 PROFILE = et.default_profile()  # EFFITRAIN_PROFILE, else gpu with CUDA, else cpu
-BUDGET = {"smoke": "20steps", "cpu": "400steps", "gpu": "500steps"}[PROFILE]  # optimizer steps per run
+BUDGET = {"smoke": "20steps", "cpu": "300steps", "gpu": "500steps"}[PROFILE]  # optimizer steps per run
 SEEDS = {"smoke": 2, "cpu": 3, "gpu": 3}[PROFILE]
 # the profiles' 64 tokens would cut 4 paragraphs in 5, so every profile uses 128; smoke uses half batches;
 # time to target interpolates between evaluations, so cpu and gpu take 10
@@ -232,15 +232,15 @@ styled(compare(runs, baseline="baseline", speedup_by="flops"))
 
 # %% [markdown]
 # **What this measured** on the `cpu` profile (2-core CPU, 3 seeds, 2026-12; the tables above are
-# yours). The target, the baseline's worst final val loss 5.563, lies 0.72 nats below the unigram
+# yours). The target, the baseline's worst final val loss 5.773, lies 0.51 nats below the unigram
 # line, so every run had left the plateau. No curriculum reached it in all three seeds: final val
-# loss 5.38 ± 0.88 (length · $c_{sqrt}$), 5.63 ± 0.45 (rarity · $c_{sqrt}$) and 5.39 ± 0.58
-# (sequence-length warmup) against the baseline's 5.43 ± 0.52. At the looser common target every
-# ratio's interval holds 1.00: by FLOPs 0.96 [0.53, 1.73] for length, 1.40 [0.69, 2.82] for
-# rarity, 0.90 [0.49, 1.66] for sequence-length warmup. The cheaper early steps of the short
-# variants are real (400 steps of sequence-length warmup cost 16% fewer FLOPs than the baseline's,
-# a length curriculum 6% fewer), but here they buy no measurable speed-up, and rarity first costs
-# quality. The lecture's 0.31–0.58 comes from
+# loss 5.69 ± 0.56 (length · $c_{sqrt}$), 5.72 ± 0.36 (rarity · $c_{sqrt}$) and 5.85 ± 0.20
+# (sequence-length warmup) against the baseline's 5.64 ± 0.36. At the looser common target every
+# ratio's interval holds 1.00: by FLOPs 1.09 [0.63, 1.88] for length, 1.05 [0.59, 1.88] for
+# rarity, 1.29 [0.73, 2.26] for sequence-length warmup (above 1 is slower). The cheaper early steps
+# of the short variants are real (300 steps of sequence-length warmup cost about 15% fewer FLOPs
+# than the baseline's, a length curriculum about 6% fewer), but here they buy no measurable
+# speed-up. The lecture's 0.31–0.58 comes from
 # translation models trained for tens of thousands of steps.
 
 # %% [markdown]
@@ -257,10 +257,10 @@ tables.format_curriculum_table(tables.curriculum_table(runs, baseline="baseline"
 # %% [markdown]
 # ## 6. Try your own curriculum in the panel
 # The panel holds all runs above. Below, code ticks `curriculum` and chooses rarity with $c_{sqrt}$,
-# $c_0 = 0.01$ and $T = 0.5$, one seed, then presses Run: that run was trained above, so it loads
-# from the run cache in well under a second. Now try your own: a larger start $c_0 = 0.1$ and a
-# shorter $T = 0.25$, say, and press Run again (a run of the `cpu` profile takes about 40 s a seed;
-# three seeds give an interval). The table under the panel gains a row each time.
+# a larger start $c_0 = 0.1$ and a shorter $T = 0.25$, then presses Run, with one seed to keep the
+# lesson short (a `cpu` run takes about 40 s a seed; three seeds give an interval). Change the
+# widgets and press Run again to try your own; the table under the panel gains a row each time, and
+# a setting run before loads from the run cache.
 
 # %%
 panel = Panel(cfg, plot=LivePlot(x="flops", show_train=False, color_by="group", title="panel: curriculum"))
@@ -270,7 +270,7 @@ panel
 
 # %%
 panel.technique_boxes["curriculum"].value = True  # the same as ticking the box
-for field, value in {"difficulty": "rarity", "competence": "sqrt", "c0": 0.01, "duration": 0.5}.items():
+for field, value in {"difficulty": "rarity", "competence": "sqrt", "c0": 0.1, "duration": 0.25}.items():
     panel.param_widgets["curriculum"][field].value = value
 panel_runs = panel.run_now()  # the same as pressing Run
 panel.wait()
