@@ -111,7 +111,9 @@ def test_lesson_00_live_panel_compare_and_stop(lab, page):
     stop_button = panel.locator("button.widget-button", has_text=re.compile(r"^\s*Stop\s*$"))
     expect(rows).to_have_count(2)
     expect(rows.nth(1)).to_contain_text("precision=bf16")
-    expect(rows.nth(1)).to_contain_text(re.compile(r"\d×"))
+    # the row's speed-up cell: a ratio, or "not reached" when a bf16 seed of the seconds budget missed the
+    # fp32 target on a loaded machine (what is checked here is the panel's table, not the measurement)
+    expect(rows.nth(1)).to_contain_text(re.compile(r"\d×|not reached"))
     legend = legend_texts(plot)
     assert len(legend) == 6 and sum("(bf16)" in t for t in legend) == 3, legend
     panel.screenshot(path=str(ARTIFACTS / "04_panel_after_run_all.png"))
