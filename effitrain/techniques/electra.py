@@ -279,6 +279,18 @@ class Electra(nn.Module):
         return [p for p in self.generator.parameters() if id(p) not in own]
 
 
+def detect(model: "Electra | Discriminator", batch: MaskedBatch, rng: torch.Generator,
+           replace: Any = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One no-training pass on an already ELECTRA-masked batch: (original ids, corrupted ids, replaced,
+    RTD logits). `model` is an Electra or a discriminator with its generator; `replace(logits, rng)`
+    draws the replacements (default: sampled from the generator)."""
+    disc = model.discriminator if isinstance(model, Electra) else model
+    logits = disc.generator(batch.input_ids, batch.positions, batch.attention_mask)
+    original = unmask(batch.input_ids, batch.positions, batch.labels)
+    corrupted, replaced = replace_tokens(original, batch.positions, (replace or sample_tokens)(logits, rng))
+    return original, corrupted, replaced, disc.rtd_logits(corrupted, batch.attention_mask)
+
+
 # -- looking at it ------------------------------------------------------------------------------------------
 @torch.no_grad()
 def examples(discriminator: "Discriminator", data: Any, rows: int = 3, seed: int = 0, tokens: int = 24,
@@ -297,15 +309,14 @@ def examples(discriminator: "Discriminator", data: Any, rows: int = 3, seed: int
     if getattr(discriminator, "generator", None) is None:
         raise ValueError("examples needs an ELECTRA discriminator with its generator (run.model of an electra run)")
     g = torch.Generator().manual_seed(seed)
-    original = torch.cat([unmask(b.input_ids, b.positions, b.labels) for b in data.val])[:rows, :tokens]
+    first = data.val[0]  # the sentences come from the first validation batch
+    original = unmask(first.input_ids, first.positions, first.labels)[:rows, :tokens]
     device = next(discriminator.parameters()).device
     batch = electra_masking(mask_tokens(original, mask_prob, data.vocab_size, g), g)
     was = discriminator.training
     discriminator.eval()
-    b = batch.to(device)
-    logits = discriminator.generator(b.input_ids, b.positions, b.attention_mask)
-    corrupted, replaced = replace_tokens(original.to(device), b.positions, sample_tokens(logits, g))
-    p = torch.sigmoid(discriminator.rtd_logits(corrupted, b.attention_mask)).cpu()
+    _, corrupted, replaced, rtd_logits = detect(discriminator, batch.to(device), g)
+    p = torch.sigmoid(rtd_logits).cpu()
     discriminator.train(was)
     word = lambda i: decode_text(data.tokenizer, [int(i)]) or "?"  # noqa: E731
     out = []
@@ -471,10 +482,7 @@ class ElectraTechnique(Technique):
             if self.params.mask_replace == "electra":
                 b = electra_masking(b, rng)
             with autocast():
-                logits = m(b.input_ids, b.positions, b.attention_mask)
-                original = unmask(b.input_ids, b.positions, b.labels)
-                corrupted, replaced = replace_tokens(original, b.positions, self._replacements(logits, rng))
-                rtd_logits = m.discriminator.rtd_logits(corrupted, b.attention_mask)
+                original, _, replaced, rtd_logits = detect(m, b, rng, self._replacements)
             loss, accuracy, share = rtd_loss(rtd_logits, replaced, loss_weights(b.attention_mask, b.positions,
                                                                                 original.shape, self.params.rtd_positions))
             n = float(b.positions.numel() if self.params.rtd_positions == "masked" else b.num_tokens)
@@ -496,6 +504,6 @@ class ElectraTechnique(Technique):
 
 
 __all__ = ["generator_config", "unmask", "electra_masking", "sample_tokens", "random_tokens", "loss_weights",
-           "replace_tokens", "rtd_loss", "examples",
+           "replace_tokens", "rtd_loss", "detect", "examples",
            "electra_flops_parts", "electra_flops", "Generator", "RTDHead", "Discriminator",
            "Electra", "ElectraParams", "ElectraTechnique"]
