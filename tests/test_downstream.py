@@ -12,7 +12,7 @@ import effitrain as et
 from effitrain.data.downstream import (MAIN_PARTIES, OTHER_PARTY, TaskError, downstream_task, sotu_party_task,
                                        task_from_file)
 from effitrain.model import BertForMLM
-from effitrain.train.finetune import DownstreamResult, downstream_table, evaluate_downstream, mean_pooled
+from effitrain.train.finetune import DownstreamResult, downstream_table, evaluate_downstream, finetune, mean_pooled
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -260,3 +260,38 @@ def test_downstream_groups_intervals_over_pretraining_seeds_and_the_speedup(smok
         tables.downstream_groups({"pre": runs}, [task], methods=("probe",), baseline="nope")
     with pytest.raises(ValueError, match="judge"):
         tables.downstream_groups({"pre": runs}, [task], methods=("probe",), judge=("sst2", "probe"))
+
+
+# -- choosing the fine-tuning learning rate on a validation split ----------------------------------
+def test_split_validation_keeps_documents_whole_and_never_touches_the_test_split(smoke):
+    _, data = smoke
+    task = downstream_task("sotu-era", data, seq_len=16)
+    fit, val = task.split_validation(0.2)
+    assert torch.equal(fit.test_ids, task.test_ids) and torch.equal(fit.test_y, task.test_y)
+    assert torch.equal(val.train_ids, fit.train_ids)
+    assert len(fit.train_ids) + len(val.test_ids) == len(task.train_ids) and len(val.test_ids) > 0
+    assert not set(fit.train_docs) & set(val.test_docs)  # whole speeches on one side
+    assert set(fit.train_docs) | set(val.test_docs) == set(task.train_docs)
+    again, _ = task.split_validation(0.2)
+    assert torch.equal(again.train_ids, fit.train_ids)  # deterministic
+    with pytest.raises(ValueError, match="validation fraction"):
+        task.split_validation(1.0)
+
+
+def test_finetune_chooses_the_rate_by_validation_accuracy(smoke, pretrained, tmp_path):
+    _, data = smoke
+    task = task_from_file(_write(tmp_path / "e.csv", _easy_rows(120), "csv"), data.tokenizer, 24,
+                          text="body", label="kind")
+    r = evaluate_downstream(pretrained, task, method="finetune", seeds=(0,), steps=30, batch_size=16,
+                            lr=(1e-7, 3e-3))
+    assert r.settings["lr"] == [1e-7, 3e-3] and r.chosen_lr == [3e-3]  # 1e-7 cannot learn the rule in 30 steps
+    assert r.val_accuracy[0] > 0.8 and len(r.seconds) == 1
+    fit, val = task.split_validation()
+    direct = finetune(pretrained, fit, steps=30, batch_size=16, lr=3e-3, seed=0, validation=val)
+    assert r.per_seed == [direct.accuracy] and r.val_accuracy == [direct.val_accuracy]
+    one = evaluate_downstream(pretrained, task, method="finetune", seeds=(0,), steps=30, batch_size=16, lr=3e-3)
+    assert one.chosen_lr == [3e-3] and one.val_accuracy == []  # one rate: the whole training split, no choice
+    with pytest.raises(ValueError, match="lr"):
+        evaluate_downstream(pretrained, task, method="finetune", lr=(1e-3, -1.0))
+    with pytest.raises(ValueError, match="probe takes one"):
+        evaluate_downstream(pretrained, task, method="probe", lr=(1e-3, 1e-2))

@@ -71,6 +71,35 @@ class ClassificationTask:
         top = int(torch.bincount(self.train_y, minlength=self.num_classes).argmax())
         return float((self.test_y == top).float().mean())
 
+    def split_validation(self, fraction: float = 0.2) -> tuple["ClassificationTask", "ClassificationTask"]:
+        """(fit, validation): the training split cut in two, deterministically, for choosing settings.
+
+        `fit` trains on the rest of the training split and keeps this task's test split; `validation`
+        has the same training rows and the held-out part of the training split as its test split. Whole
+        documents go to one side where they are known (stratified by class), else distinct texts
+        (`split_by_text`); the test split is never looked at.
+        """
+        if not 0 < fraction < 1:
+            raise ValueError(f"validation fraction must be between 0 and 1 (exclusive), got {fraction!r}")
+        y = self.train_y.tolist()
+        if self.train_docs is not None and len(set(self.train_docs)) >= 2 * self.num_classes:
+            side = assign_roles(self.train_docs, y, {"val": fraction})
+            held = [side[d] == "val" for d in self.train_docs]
+        else:
+            held = split_by_text(self.train_texts, y, fraction, seed=0)
+        held_t = torch.tensor(held, dtype=torch.bool)
+        if held_t.all() or not held_t.any():
+            raise TaskError(f"task {self.name!r}: too few training examples to hold out a validation split")
+        keep, out = (~held_t).nonzero().squeeze(1), held_t.nonzero().squeeze(1)
+        pick = lambda xs, idx: None if xs is None else [xs[i] for i in idx.tolist()]  # noqa: E731
+        fit = ClassificationTask(self.name, self.labels, self.train_ids[keep], self.train_y[keep], self.test_ids,
+                                 self.test_y, pick(self.train_texts, keep), self.test_texts,
+                                 pick(self.train_docs, keep), self.test_docs)
+        val = ClassificationTask(f"{self.name} (validation)", self.labels, fit.train_ids, fit.train_y,
+                                 self.train_ids[out], self.train_y[out], fit.train_texts, pick(self.train_texts, out),
+                                 fit.train_docs, pick(self.train_docs, out))
+        return fit, val
+
     def class_counts(self) -> dict[str, dict[str, int]]:
         """{"train": {label: examples}, "test": {...}} (and "train_docs"/"test_docs": documents per label, where known)."""
         out = {}

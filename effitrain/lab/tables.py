@@ -338,7 +338,8 @@ __all__ = ["distillation_table", "run_label", "sweep", "agreement", "cost_table"
 # -- pre-training judged downstream ------------------------------------------------------------------------
 def downstream_groups(groups: "dict[str, Sequence[Any]]", tasks: Sequence[ClassificationTask],
                       methods: Sequence[str] = ("probe", "finetune"), baseline: str | None = None,
-                      judge: tuple[str, str] | None = None, steps: "dict[str, int] | None" = None) -> pd.DataFrame:
+                      judge: tuple[str, str] | None = None, steps: "dict[str, int] | None" = None,
+                      settings: "dict[str, dict] | None" = None) -> pd.DataFrame:
     """One row per group of pre-trained models, judged by downstream accuracy.
 
     groups: {label: [Run or model, ...]}, one member per pre-training seed (a bare model, e.g. a
@@ -346,14 +347,15 @@ def downstream_groups(groups: "dict[str, Sequence[Any]]", tasks: Sequence[Classi
     method, with its own seed (a Run's config seed, else its index), so the ± is a 95% interval
     over *pre-training* seeds. baseline: the group the FLOPs and the speed-up are relative to
     (default: the first). judge: the (task name, method) the speed-up uses (default: the first task,
-    the last method). steps: {method: steps} for `evaluate_downstream`.
+    the last method). steps: {method: steps} for `evaluate_downstream`; settings: {method: {steps, lr,
+    batch_size}} for it in full (fine-tuning's default lr is a grid chosen on a validation split).
 
     Columns: seeds, train FLOPs (mean), FLOPs ÷ baseline, parameters (the kept model), seconds
     (pre-training, mean), "<task> <method>" and its "±", and "speed-up to match": baseline FLOPs ÷
     the group's when its mean judge accuracy is at least the baseline's, else "not matched".
     """
     from effitrain.model import count_parameters
-    from effitrain.train.finetune import evaluate_downstream
+    from effitrain.train.finetune import DEFAULTS, evaluate_downstream
 
     labels = list(groups)
     if not labels:
@@ -365,7 +367,9 @@ def downstream_groups(groups: "dict[str, Sequence[Any]]", tasks: Sequence[Classi
     col = f"{judge[0]} {judge[1]}"
     if col not in {f"{t.name} {m}" for t in tasks for m in methods}:
         raise ValueError(f"judge {judge!r} is not a task and method of this table")
-    rows = {}
+    per_method = {m: {**((settings or {}).get(m) or {}), **({"steps": steps[m]} if steps and m in steps else {})}
+                  for m in methods}
+    rows, chosen = {}, {}
     for label in labels:
         members = list(groups[label])
         runs = [m for m in members if isinstance(m, Run)]
@@ -376,11 +380,13 @@ def downstream_groups(groups: "dict[str, Sequence[Any]]", tasks: Sequence[Classi
         row["seconds"] = float(np.mean([r.summary()["seconds"] for r in runs])) if runs else 0.0
         for task in tasks:
             for method in methods:
-                accs = [evaluate_downstream(model, task, method=method,
-                                            seeds=[m.config.run.seed if isinstance(m, Run) else i],
-                                            steps=(steps or {}).get(method)).accuracy
-                        for i, (m, model) in enumerate(zip(members, models))]
-                row[f"{task.name} {method}"], row[f"{task.name} {method} ±"] = mean_ci(accs)
+                results = [evaluate_downstream(model, task, method=method,
+                                               seeds=[m.config.run.seed if isinstance(m, Run) else i],
+                                               **per_method[method])
+                           for i, (m, model) in enumerate(zip(members, models))]
+                row[f"{task.name} {method}"], row[f"{task.name} {method} ±"] = mean_ci([r.accuracy for r in results])
+                if method == "finetune":
+                    chosen[(label, task.name)] = [lr for r in results for lr in r.chosen_lr]
         rows[label] = row
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.insert(2, "FLOPs ÷ baseline", df["train FLOPs"] / df.loc[base, "train FLOPs"]
@@ -389,9 +395,15 @@ def downstream_groups(groups: "dict[str, Sequence[Any]]", tasks: Sequence[Classi
     df["speed-up to match"] = [("1.00×" if label == base else
                                 (f"{fb / f:.2f}×" if f > 0 and acc >= want else "not matched"))
                                for label, acc, f in zip(df.index, df[col], df["train FLOPs"])]
-    df.attrs.update(baseline=base, judge=col, notes=[
+    df.attrs.update(baseline=base, judge=col, chosen_lr=chosen, notes=[
         f"accuracy: test accuracy, one {'/'.join(methods)} per pre-training seed; ± = 95% Student-t half-width "
         "over those seeds (NaN with one)",
         f"speed-up to match = {base}'s training FLOPs ÷ the group's, when the group's mean {col} accuracy is at "
         f"least {base}'s ({want:.3f}); read it with the ± columns"])
+    if "finetune" in methods:
+        grid = per_method["finetune"].get("lr", DEFAULTS["finetune"]["lr"])
+        if isinstance(grid, (list, tuple)) and len(grid) > 1:
+            df.attrs["notes"].append(
+                f"fine-tuning: the learning rate is chosen per model from {', '.join(f'{x:g}' for x in grid)} on a "
+                f"validation part of the training split (df.attrs['chosen_lr'] has the choices)")
     return df

@@ -11,6 +11,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,7 @@ class FinetuneResult:
     train_accuracy: float  # on up to 1024 training rows drawn at random (the same rows every run)
     seconds: float
     steps: int
+    val_accuracy: float = math.nan  # on `validation`'s test split, where one was given
 
 
 @torch.no_grad()
@@ -40,11 +42,13 @@ def accuracy(model: torch.nn.Module, ids: torch.Tensor, y: torch.Tensor, batch_s
 
 
 def finetune(pretrained: BertForMLM | None, task: ClassificationTask, *, config=None, steps: int = 200,
-             batch_size: int = 32, lr: float = 1e-4, seed: int = 0, device: str | torch.device = "cpu") -> FinetuneResult:
+             batch_size: int = 32, lr: float = 1e-4, seed: int = 0, device: str | torch.device = "cpu",
+             validation: ClassificationTask | None = None) -> FinetuneResult:
     """Train encoder + classifier on the task's training split for `steps`; test accuracy at the end.
 
     `pretrained=None` trains from random initialisation (give `config`) — the no-pre-training control.
-    The pre-trained model is copied, never changed.
+    The pre-trained model is copied, never changed. `validation`: a task whose test split is also
+    scored (``val_accuracy``), for choosing settings without looking at the test split.
     """
     torch.manual_seed(seed)
     if pretrained is not None:
@@ -73,13 +77,19 @@ def finetune(pretrained: BertForMLM | None, task: ClassificationTask, *, config=
         optimizer.zero_grad(set_to_none=True)
     seconds = time.perf_counter() - t0
     sample = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:1024]  # rows of every document
+    val = math.nan if validation is None else accuracy(model, validation.test_ids, validation.test_y)
     return FinetuneResult(accuracy(model, task.test_ids, task.test_y),
-                          accuracy(model, task.train_ids[sample], task.train_y[sample]), seconds, steps)
+                          accuracy(model, task.train_ids[sample], task.train_y[sample]), seconds, steps, val)
 
 
 # -- evaluating a pre-trained encoder downstream: fine-tuning or a linear probe, over seeds ----------
 METHODS = ("finetune", "probe")
-DEFAULTS = {"finetune": {"steps": 200, "lr": 5e-4, "batch_size": 32},  # lr: best of 1e-4/5e-4/2e-3 on smoke
+# Fine-tuning's learning rate is chosen per model and seed from LR_GRID on a validation split cut out of
+# the training split: on smoke an MLM encoder did best at 5e-4 and an ELECTRA discriminator at 2e-3
+# (at 5e-4 it stayed at the majority class), so one fixed rate would judge the objective by the rate.
+LR_GRID = (5e-4, 2e-3)
+VALIDATION_FRACTION = 0.2
+DEFAULTS = {"finetune": {"steps": 200, "lr": LR_GRID, "batch_size": 32},
             "probe": {"steps": 300, "lr": 1e-2, "batch_size": 512}}
 PROBE_WEIGHT_DECAY = 1e-2
 
@@ -175,7 +185,9 @@ class DownstreamResult:
     seconds: list[float]  # training seconds per seed (the probe's shared feature pass is feature_seconds)
     train_accuracy: list[float]
     feature_seconds: float = 0.0
-    settings: dict = field(default_factory=dict)  # steps, lr, batch_size
+    settings: dict = field(default_factory=dict)  # steps, lr (a number, or the grid chosen from), batch_size
+    chosen_lr: list[float] = field(default_factory=list)  # fine-tuning: the rate each seed's verdict used
+    val_accuracy: list[float] = field(default_factory=list)  # fine-tuning with a grid: the chosen rate's
     labels: list[str] = field(default_factory=list)
     n_train: int = 0
     n_test: int = 0
@@ -190,8 +202,8 @@ class DownstreamResult:
 
 
 def evaluate_downstream(model, task: ClassificationTask, *, method: str = "finetune", seeds=(0, 1, 2),
-                        steps: int | None = None, lr: float | None = None, batch_size: int | None = None,
-                        device: str | torch.device | None = None) -> DownstreamResult:
+                        steps: int | None = None, lr: "float | Sequence[float] | None" = None,
+                        batch_size: int | None = None, device: str | torch.device | None = None) -> DownstreamResult:
     """Test accuracy of a pre-trained encoder on `task`, mean ± 95% interval over `seeds`.
 
     method="finetune": encoder + [CLS] classifier trained together (`finetune`) on a copy, per seed.
@@ -200,6 +212,11 @@ def evaluate_downstream(model, task: ClassificationTask, *, method: str = "finet
     `model` is a BertForMLM (or anything with ``.encoder``, ``.cfg``, ``.vocab_size``, or a `Run`);
     it is never changed. Defaults for steps / lr / batch_size per method are in `DEFAULTS`.
     `device` defaults to the model's.
+
+    Fine-tuning with several learning rates (the default, `LR_GRID`): each seed fine-tunes once per
+    rate on the training split less a validation part (`ClassificationTask.split_validation`), keeps
+    the rate with the best validation accuracy (the first on a tie), and reports that model's test
+    accuracy; the test split never chooses anything. One rate trains on the whole training split.
     """
     from effitrain.lab.compare import mean_ci  # lazily: effitrain.lab imports the trainer, widgets, plotly
 
@@ -211,16 +228,29 @@ def evaluate_downstream(model, task: ClassificationTask, *, method: str = "finet
     encoder, cfg, vocab = _parts(model)
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
     d = DEFAULTS[method]
-    settings = {"steps": d["steps"] if steps is None else int(steps), "lr": d["lr"] if lr is None else float(lr),
+    rates = d["lr"] if lr is None else lr
+    rates = [float(x) for x in (rates if isinstance(rates, (list, tuple)) else [rates])]
+    if not rates or any(not (x > 0 and math.isfinite(x)) for x in rates):
+        raise ValueError(f"lr must be a positive number or a non-empty list of them, got {lr!r}")
+    if method == "probe" and len(rates) > 1:
+        raise ValueError("lr: the probe takes one learning rate; a grid is for method='finetune'")
+    settings = {"steps": d["steps"] if steps is None else int(steps), "lr": rates[0] if len(rates) == 1 else rates,
                 "batch_size": d["batch_size"] if batch_size is None else int(batch_size)}
-    accs, train_accs, seconds, feature_seconds = [], [], [], 0.0
+    accs, train_accs, seconds, feature_seconds, chosen, val_accs = [], [], [], 0.0, [], []
     if method == "finetune":
         holder = SimpleNamespace(encoder=encoder, cfg=cfg, vocab_size=vocab)
+        fit, val = task.split_validation(VALIDATION_FRACTION) if len(rates) > 1 else (task, None)
         for seed in seeds:
-            r = finetune(holder, task, seed=seed, device=device, **settings)
+            tried = [finetune(holder, fit, seed=seed, device=device, validation=val, steps=settings["steps"],
+                              batch_size=settings["batch_size"], lr=rate) for rate in rates]
+            best = max(range(len(rates)), key=lambda i: (tried[i].val_accuracy if val is not None else 0, -i))
+            r = tried[best]
             accs.append(r.accuracy)
             train_accs.append(r.train_accuracy)
-            seconds.append(r.seconds)
+            seconds.append(sum(t.seconds for t in tried))
+            chosen.append(rates[best])
+            if val is not None:
+                val_accs.append(r.val_accuracy)
     else:
         t0 = time.perf_counter()
         train_x = mean_pooled(encoder, task.train_ids, device=device)
@@ -235,7 +265,8 @@ def evaluate_downstream(model, task: ClassificationTask, *, method: str = "finet
                 train_accs.append(float((layer(train_x).argmax(-1) == task.train_y).float().mean()))
     mean, half = mean_ci(accs)
     return DownstreamResult(task.name, method, mean, half, accs, seeds, task.majority_accuracy(), seconds, train_accs,
-                            feature_seconds, settings, list(task.labels), len(task.train_ids), len(task.test_ids))
+                            feature_seconds, settings, chosen, val_accs, list(task.labels), len(task.train_ids),
+                            len(task.test_ids))
 
 
 def downstream_table(models: dict, tasks, methods=("probe", "finetune"), **kw):
