@@ -318,11 +318,16 @@ def test_panel_uses_the_cache_unless_told_to_train_again(smoke_data, cache, caps
     panel = Panel(base_config=cfg, data=data)
     assert panel.use_cache.value is True
     [trained] = panel.run_now(blocking=True)
-    [cached] = panel.run_now(blocking=True)
+    other = Panel(base_config=cfg, data=data)
+    [cached] = other.run_now(blocking=True)
     assert not loaded(trained) and loaded(cached) and "loaded from the run cache" in capsys.readouterr().out
-    assert cached.history.evals == trained.history.evals and panel.runs == [trained, cached]
-    vals = [t for t in panel.plot.figure.data if (t.meta or {}).get("kind") == "val"]
-    assert [len(t.x) for t in vals] == [2, 2]  # the cached run is drawn like the trained one
+    assert cached.history.evals == trained.history.evals and other.runs == [cached]
+    vals = [t for t in other.plot.figure.data if (t.meta or {}).get("kind") == "val"]
+    assert [len(t.x) for t in vals] == [2]  # the cached run is drawn like a trained one
+    # the panel that holds the run does not add its cache hit again: one seed, not two
+    assert panel.run_now(blocking=True) == [] and panel.runs == [trained]
+    assert "not added" in panel.status.value and "already shown" in capsys.readouterr().out
+    assert len([t for t in panel.plot.figure.data if (t.meta or {}).get("kind") == "val"]) == 1
     panel.use_cache.value = False
     [again] = panel.run_now(blocking=True)
     assert again.status == "completed" and not loaded(again)

@@ -393,7 +393,7 @@ class Panel:
 
     def _work(self, configs: list[Config], specs: list[tuple[str, Any]], target: float | None,
               new_runs: list[Run], foreground: bool) -> None:
-        n, done = len(configs), 0
+        n, done, twins = len(configs), 0, []
         try:
             for i, cfg in enumerate(configs):
                 if self._stop.is_set():
@@ -437,14 +437,26 @@ class Panel:
                         self.plot.update(r)
                     if adopted:
                         self._refresh_table(target)
+                twin = self._shown_twin(run)
+                if twin is not None:  # a cache hit of a run already shown would count one seed twice
+                    for where in (self.runs, new_runs):
+                        if any(r is run for r in where):
+                            where[:] = [r for r in where if r is not run]
+                    self.plot.remove(run)
+                    self._refresh_table(target)
+                    twins.append(twin.label)
                 done += 1
                 if foreground:
-                    print(run.summary_line(), flush=True)
+                    print(run.summary_line() if twin is None else
+                          f"{prefix}: the same run as {twin.label!r} (already shown): not added again", flush=True)
                 if failed or run.status in ("stopped", "interrupted"):
                     break
             skipped = n - done
             last = new_runs[-1].status if new_runs else "not started"
             tail = f"; {skipped} seed{'s' if skipped != 1 else ''} not run" if skipped else ""
+            if twins:
+                tail += (f"; {len(twins)} not added: the same run{'s' if len(twins) > 1 else ''} as "
+                         f"{', '.join(repr(t) for t in twins)}, already shown (same settings, seed, data and code)")
             self._say(f"done: {done} run{'s' if done != 1 else ''}, last {last}{tail}")
             if foreground and self.table_frame is not None:
                 print(to_text(self.table_frame), flush=True)
@@ -455,6 +467,14 @@ class Panel:
             self._running = False
             self.stop_button.disabled = True
             self.run_button.description = "Run"
+
+    def _shown_twin(self, run: Run) -> Run | None:
+        """A run the panel already holds that is this one (the same run cache entry), when `run` was loaded."""
+        info = run.extra.get("cache") or {}
+        if not info.get("loaded") or not info.get("id"):
+            return None
+        return next((r for r in self.runs if r is not run and (r.extra.get("cache") or {}).get("id") == info["id"]),
+                    None)
 
     def _progress_callback(self, prefix: str, cfg: Config):
         budget = cfg.budget
