@@ -295,3 +295,38 @@ def test_finetune_chooses_the_rate_by_validation_accuracy(smoke, pretrained, tmp
         evaluate_downstream(pretrained, task, method="finetune", lr=(1e-3, -1.0))
     with pytest.raises(ValueError, match="probe takes one"):
         evaluate_downstream(pretrained, task, method="probe", lr=(1e-3, 1e-2))
+
+
+def test_probe_features_are_computed_once_per_row_across_tasks(smoke, pretrained, monkeypatch):
+    from effitrain.train import finetune as ft
+
+    _, data = smoke
+    era, party = downstream_task("sotu-era", data, seq_len=16), downstream_task("sotu-party", data, seq_len=16)
+    rows = []
+    real = ft.mean_pooled
+    monkeypatch.setattr(ft, "mean_pooled", lambda enc, ids, **kw: rows.append(len(ids)) or real(enc, ids, **kw))
+    cache: dict = {}
+    a = ft.pooled_rows(pretrained.encoder, era.train_ids, cache)
+    assert torch.allclose(a, real(pretrained.encoder, era.train_ids), atol=1e-5)
+    distinct = len({r.numpy().tobytes() for r in torch.cat([era.train_ids, era.test_ids, party.train_ids,
+                                                            party.test_ids])})
+    for t in (era, party):
+        evaluate_downstream(pretrained, t, method="probe", seeds=(0,), steps=5, feature_cache=cache)
+    assert sum(rows) == distinct < len(era.train_ids) + len(era.test_ids) + len(party.train_ids) + len(party.test_ids)
+    plain = evaluate_downstream(pretrained, party, method="probe", seeds=(0,), steps=5)
+    shared = evaluate_downstream(pretrained, party, method="probe", seeds=(0,), steps=5, feature_cache=cache)
+    assert shared.per_seed == pytest.approx(plain.per_seed, abs=2e-3)
+
+
+def test_subset_is_smaller_deterministic_and_keeps_the_split(smoke):
+    _, data = smoke
+    task = downstream_task("sotu-era", data, seq_len=16)
+    small = task.subset(train=200, test=100)
+    assert len(small.train_ids) == 200 and len(small.test_ids) == 100 and small.labels == task.labels
+    assert set(small.train_texts) <= set(task.train_texts) and set(small.test_texts) <= set(task.test_texts)
+    assert set(small.test_docs) <= set(task.test_docs) and not set(small.train_docs) & set(small.test_docs)
+    again = task.subset(train=200, test=100)
+    assert small.train_texts == again.train_texts and torch.equal(small.test_y, again.test_y)
+    assert len(task.subset(test=50).train_ids) == len(task.train_ids)
+    with pytest.raises(ValueError, match="train must be a positive"):
+        task.subset(train=0)

@@ -71,6 +71,26 @@ class ClassificationTask:
         top = int(torch.bincount(self.train_y, minlength=self.num_classes).argmax())
         return float((self.test_y == top).float().mean())
 
+    def subset(self, train: int | None = None, test: int | None = None) -> "ClassificationTask":
+        """A smaller task for quick runs: at most `train` training and `test` test rows (None keeps all).
+
+        Rows are kept in the order of a hash of their text, so the subset depends only on the contents;
+        the split between documents is the task's own.
+        """
+        for name, n in (("train", train), ("test", test)):
+            if n is not None and (not isinstance(n, int) or n < 1):
+                raise ValueError(f"subset: {name} must be a positive number of rows or None, got {n!r}")
+
+        def keep(texts: list[str], n: int | None) -> torch.Tensor:
+            order = sorted(range(len(texts)), key=lambda i: (_unit_hash(f"subset\x00{texts[i]}"), texts[i], i))
+            return torch.tensor(sorted(order[:n] if n is not None else order), dtype=torch.long)
+
+        a, b = keep(self.train_texts, train), keep(self.test_texts, test)
+        pick = lambda xs, idx: None if xs is None else [xs[i] for i in idx.tolist()]  # noqa: E731
+        return ClassificationTask(self.name, self.labels, self.train_ids[a], self.train_y[a], self.test_ids[b],
+                                  self.test_y[b], pick(self.train_texts, a), pick(self.test_texts, b),
+                                  pick(self.train_docs, a), pick(self.test_docs, b))
+
     def split_validation(self, fraction: float = 0.2) -> tuple["ClassificationTask", "ClassificationTask"]:
         """(fit, validation): the training split cut in two, deterministically, for choosing settings.
 

@@ -374,6 +374,7 @@ def downstream_groups(groups: "dict[str, Sequence[Any]]", tasks: Sequence[Classi
         members = list(groups[label])
         runs = [m for m in members if isinstance(m, Run)]
         models = [m.model if isinstance(m, Run) else m for m in members]
+        features: list[dict] = [{} for _ in members]  # each model's probe features, shared by the tasks
         row: dict[str, Any] = {"seeds": len(members)}
         row["train FLOPs"] = float(np.mean([r.summary()["flops_measured"] if isinstance(r, Run) else 0.0 for r in members]))
         row["parameters"] = count_parameters(models[0])
@@ -382,7 +383,7 @@ def downstream_groups(groups: "dict[str, Sequence[Any]]", tasks: Sequence[Classi
             for method in methods:
                 results = [evaluate_downstream(model, task, method=method,
                                                seeds=[m.config.run.seed if isinstance(m, Run) else i],
-                                               **per_method[method])
+                                               feature_cache=features[i], **per_method[method])
                            for i, (m, model) in enumerate(zip(members, models))]
                 row[f"{task.name} {method}"], row[f"{task.name} {method} ±"] = mean_ci([r.accuracy for r in results])
                 if method == "finetune":

@@ -24,7 +24,7 @@ from effitrain.model import BertForClassification, BertForMLM, Encoder
 @dataclass
 class FinetuneResult:
     accuracy: float
-    train_accuracy: float  # on up to 1024 training rows drawn at random (the same rows every run)
+    train_accuracy: float  # on up to TRAIN_SAMPLE training rows drawn at random (the same rows every run)
     seconds: float
     steps: int
     val_accuracy: float = math.nan  # on `validation`'s test split, where one was given
@@ -50,6 +50,26 @@ def finetune(pretrained: BertForMLM | None, task: ClassificationTask, *, config=
     The pre-trained model is copied, never changed. `validation`: a task whose test split is also
     scored (``val_accuracy``), for choosing settings without looking at the test split.
     """
+    model, seconds = train_classifier(pretrained, task, config=config, steps=steps, batch_size=batch_size, lr=lr,
+                                      seed=seed, device=device)
+    val = math.nan if validation is None else accuracy(model, validation.test_ids, validation.test_y)
+    return FinetuneResult(accuracy(model, task.test_ids, task.test_y), train_sample_accuracy(model, task),
+                          seconds, steps, val)
+
+
+TRAIN_SAMPLE = 512  # training rows scored for FinetuneResult.train_accuracy
+
+
+def train_sample_accuracy(model: torch.nn.Module, task: ClassificationTask) -> float:
+    """Accuracy on up to TRAIN_SAMPLE training rows drawn at random (the same rows every time)."""
+    sample = torch.randperm(len(task.train_ids), generator=torch.Generator().manual_seed(0))[:TRAIN_SAMPLE]
+    return accuracy(model, task.train_ids[sample], task.train_y[sample])
+
+
+def train_classifier(pretrained: BertForMLM | None, task: ClassificationTask, *, config=None, steps: int = 200,
+                     batch_size: int = 32, lr: float = 1e-4, seed: int = 0,
+                     device: str | torch.device = "cpu") -> tuple[BertForClassification, float]:
+    """(the fine-tuned classifier, training seconds): `finetune` without the scoring."""
     torch.manual_seed(seed)
     if pretrained is not None:
         cfg, vocab = pretrained.cfg, pretrained.vocab_size
@@ -75,11 +95,7 @@ def finetune(pretrained: BertForMLM | None, task: ClassificationTask, *, config=
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    seconds = time.perf_counter() - t0
-    sample = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:1024]  # rows of every document
-    val = math.nan if validation is None else accuracy(model, validation.test_ids, validation.test_y)
-    return FinetuneResult(accuracy(model, task.test_ids, task.test_y),
-                          accuracy(model, task.train_ids[sample], task.train_y[sample]), seconds, steps, val)
+    return model, time.perf_counter() - t0
 
 
 # -- evaluating a pre-trained encoder downstream: fine-tuning or a linear probe, over seeds ----------
@@ -131,6 +147,28 @@ def mean_pooled(encoder: torch.nn.Module, ids: torch.Tensor, batch_size: int = 2
     finally:
         for m, mode in modes.items():
             m.train(mode)
+
+
+def pooled_rows(encoder: torch.nn.Module, ids: torch.Tensor, cache: dict | None = None,
+                device: str | torch.device | None = None) -> torch.Tensor:
+    """`mean_pooled(encoder, ids)`, reusing the rows already in `cache` (keyed by a row's token ids).
+
+    A row's features depend only on its ids, so two tasks cut from the same texts (sotu-era and
+    sotu-party) pay for one feature pass; the cache belongs to one encoder and must not outlive its
+    weights. `cache=None` is `mean_pooled`.
+    """
+    if cache is None:
+        return mean_pooled(encoder, ids, device=device)
+    keys = [row.numpy().tobytes() for row in ids.cpu()]
+    todo = sorted({i for i, k in enumerate(keys) if k not in cache}, key=lambda i: keys[i])
+    seen: dict[bytes, int] = {}
+    todo = [i for i in todo if seen.setdefault(keys[i], i) == i]  # each missing row once
+    if todo:
+        for i, feat in zip(todo, mean_pooled(encoder, ids[todo], device=device)):
+            cache[keys[i]] = feat
+    if not keys:
+        return mean_pooled(encoder, ids, device=device)
+    return torch.stack([cache[k] for k in keys])
 
 
 def fit_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, *, steps: int = 300, lr: float = 1e-2,
@@ -203,7 +241,8 @@ class DownstreamResult:
 
 def evaluate_downstream(model, task: ClassificationTask, *, method: str = "finetune", seeds=(0, 1, 2),
                         steps: int | None = None, lr: "float | Sequence[float] | None" = None,
-                        batch_size: int | None = None, device: str | torch.device | None = None) -> DownstreamResult:
+                        batch_size: int | None = None, device: str | torch.device | None = None,
+                        feature_cache: dict | None = None) -> DownstreamResult:
     """Test accuracy of a pre-trained encoder on `task`, mean ± 95% interval over `seeds`.
 
     method="finetune": encoder + [CLS] classifier trained together (`finetune`) on a copy, per seed.
@@ -217,6 +256,8 @@ def evaluate_downstream(model, task: ClassificationTask, *, method: str = "finet
     rate on the training split less a validation part (`ClassificationTask.split_validation`), keeps
     the rate with the best validation accuracy (the first on a tie), and reports that model's test
     accuracy; the test split never chooses anything. One rate trains on the whole training split.
+    `feature_cache`: a dict the probe keeps this encoder's features in (`pooled_rows`), for several
+    tasks over the same texts.
     """
     from effitrain.lab.compare import mean_ci  # lazily: effitrain.lab imports the trainer, widgets, plotly
 
@@ -241,20 +282,25 @@ def evaluate_downstream(model, task: ClassificationTask, *, method: str = "finet
         holder = SimpleNamespace(encoder=encoder, cfg=cfg, vocab_size=vocab)
         fit, val = task.split_validation(VALIDATION_FRACTION) if len(rates) > 1 else (task, None)
         for seed in seeds:
-            tried = [finetune(holder, fit, seed=seed, device=device, validation=val, steps=settings["steps"],
-                              batch_size=settings["batch_size"], lr=rate) for rate in rates]
-            best = max(range(len(rates)), key=lambda i: (tried[i].val_accuracy if val is not None else 0, -i))
-            r = tried[best]
-            accs.append(r.accuracy)
-            train_accs.append(r.train_accuracy)
-            seconds.append(sum(t.seconds for t in tried))
-            chosen.append(rates[best])
+            best, spent = None, 0.0  # (validation accuracy, -index, model); only the chosen one meets the test split
+            for i, rate in enumerate(rates):
+                clf, secs = train_classifier(holder, fit, seed=seed, device=device, steps=settings["steps"],
+                                             batch_size=settings["batch_size"], lr=rate)
+                spent += secs
+                score = accuracy(clf, val.test_ids, val.test_y) if val is not None else 0.0
+                if best is None or score > best[0]:
+                    best = (score, i, clf)
+            score, i, clf = best
+            accs.append(accuracy(clf, fit.test_ids, fit.test_y))
+            train_accs.append(train_sample_accuracy(clf, fit))
+            seconds.append(spent)
+            chosen.append(rates[i])
             if val is not None:
-                val_accs.append(r.val_accuracy)
+                val_accs.append(score)
     else:
         t0 = time.perf_counter()
-        train_x = mean_pooled(encoder, task.train_ids, device=device)
-        test_x = mean_pooled(encoder, task.test_ids, device=device)
+        train_x = pooled_rows(encoder, task.train_ids, feature_cache, device=device)
+        test_x = pooled_rows(encoder, task.test_ids, feature_cache, device=device)
         feature_seconds = time.perf_counter() - t0
         for seed in seeds:
             t0 = time.perf_counter()
