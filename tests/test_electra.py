@@ -211,6 +211,15 @@ def test_the_discriminator_beats_predicting_original_everywhere(smoke):
     constant = -(share * math.log(share) + (1 - share) * math.log(1 - share))
     assert last["val_rtd_accuracy"] >= 1.0 - share, (last["val_rtd_accuracy"], 1.0 - share)
     assert last["val_rtd_loss"] < constant - 0.005, (last["val_rtd_loss"], constant)
+    from effitrain.techniques.electra import rtd_table
+
+    table = rtd_table({"electra": [run, run]})
+    assert table.loc["electra", "RTD loss below constant (nats)"] == pytest.approx(constant - last["val_rtd_loss"])
+    assert table.loc["electra", "all-original accuracy"] == pytest.approx(1 - share)
+    assert table.loc["electra", "runs"] == 2 and table.loc["electra", "discriminator accuracy ±"] == 0
+    mlm = et.train(cfg.replace(budget="2steps", evals=1), data=data, progress=False)
+    with pytest.raises(ValueError, match="'mlm' has runs without"):
+        rtd_table({"mlm": [mlm]})
 
 
 # -- the controls -----------------------------------------------------------------------------------------

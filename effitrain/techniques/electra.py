@@ -22,6 +22,7 @@ replaced-token labels and loss, the analytic FLOPs); then the modules (`Generato
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -334,6 +335,38 @@ def examples(discriminator: "Discriminator", data: Any, rows: int = 3, seed: int
     return pd.DataFrame(out)
 
 
+def rtd_gap(row: dict) -> float:
+    """Nats by which an evaluation's RTD loss is below the best constant guess (the binary entropy of
+    the replaced share): 0 for a discriminator that has learned only how many tokens are replaced."""
+    share = float(row["val_replaced_share"])
+    if not 0 < share < 1:
+        return math.nan
+    return -(share * math.log(share) + (1 - share) * math.log(1 - share)) - float(row["val_rtd_loss"])
+
+
+def rtd_table(groups: "dict[str, Any]") -> "Any":
+    """How far each group of ELECTRA runs' discriminators got: {label: [Run, ...]} → a DataFrame with
+    the final validation RTD accuracy, the all-original accuracy (1 − replaced share), and `rtd_gap`
+    (its plateau: 0 nats is a discriminator that uses no context), each a mean ± 95% interval over the
+    runs. A group without ELECTRA evaluations is refused with its label."""
+    import pandas as pd
+
+    from effitrain.lab.compare import mean_ci
+
+    rows = {}
+    for label, runs in groups.items():
+        last = [r.history.evals[-1] for r in runs if r.history.evals]
+        if not last or any("val_rtd_loss" not in e for e in last):
+            raise ValueError(f"rtd_table: group {label!r} has runs without ELECTRA's validation RTD metrics")
+        row: dict[str, float] = {"runs": len(last)}
+        for name, values in (("discriminator accuracy", [e["val_rtd_accuracy"] for e in last]),
+                             ("all-original accuracy", [1 - e["val_replaced_share"] for e in last]),
+                             ("RTD loss below constant (nats)", [rtd_gap(e) for e in last])):
+            row[name], row[f"{name} ±"] = mean_ci(values)
+        rows[label] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 # -- the hook --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ElectraParams:
@@ -395,11 +428,13 @@ class ElectraTechnique(Technique):
     **generator's** MLM loss on the trainer's fixed validation masks (the discriminator has no MLM
     head), a small model's, so it sits above the baseline's. `on_eval` adds `val_rtd_loss`,
     `val_rtd_accuracy` and `val_replaced_share`. Judge ELECTRA by downstream accuracy after
-    fine-tuning the discriminator at equal pre-training time or FLOPs (a later lesson does that).
+    fine-tuning the discriminator at equal pre-training time or FLOPs (lesson 04 does that;
+    `rtd_table` says how far each discriminator got past the constant guess).
     Does not train with `distill`.
 
     **Paper.** Clark, Luong, Le & Manning, "ELECTRA: Pre-training Text Encoders as Discriminators
-    Rather Than Generators", ICLR 2020 (ELECTRA-Small, 1/4 of BERT-Base's compute, beat it on GLUE).
+    Rather Than Generators", ICLR 2020 (at the same 1.4e18 training FLOPs ELECTRA-Small scored 79.9 on
+    GLUE against BERT-Small's 75.1, and 74.1 with 6.25 % of them).
     """
 
     name = "electra"
