@@ -260,6 +260,11 @@ def test_rtd_at_masked_positions_only_weights_exactly_those(smoke):
     assert run.status == "completed" and all(math.isfinite(r["term_rtd"]) for r in run.history.steps)
     # at masked positions far more tokens are replaced than over all tokens
     assert run.history.steps[-1]["term_replaced_share"] > 0.3
+    full = et.train(small(cfg, 3), [et.technique("electra")], data=data, progress=False)
+    # validation scores every real token for both settings, so the two runs' rows compare
+    assert run.history.evals[-1]["val_replaced_share"] == pytest.approx(full.history.evals[-1]["val_replaced_share"],
+                                                                        abs=0.05)
+    assert run.history.evals[-1]["val_replaced_share"] < 0.3
 
 
 def test_bad_control_values_name_the_field():

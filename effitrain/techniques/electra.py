@@ -427,7 +427,8 @@ class ElectraTechnique(Technique):
     `train_loss` is the total $\\mathcal L_{MLM} + \\lambda\\mathcal L_{RTD}$, and `val_loss` is the
     **generator's** MLM loss on the trainer's fixed validation masks (the discriminator has no MLM
     head), a small model's, so it sits above the baseline's. `on_eval` adds `val_rtd_loss`,
-    `val_rtd_accuracy` and `val_replaced_share`. Judge ELECTRA by downstream accuracy after
+    `val_rtd_accuracy` and `val_replaced_share`, over every real token for every setting (the
+    "masked" control too, so its rows compare with the others). Judge ELECTRA by downstream accuracy after
     fine-tuning the discriminator at equal pre-training time or FLOPs (lesson 04 does that;
     `rtd_table` says how far each discriminator got past the constant guess).
     Does not train with `distill`.
@@ -518,9 +519,9 @@ class ElectraTechnique(Technique):
                 b = electra_masking(b, rng)
             with autocast():
                 original, _, replaced, rtd_logits = detect(m, b, rng, self._replacements)
-            loss, accuracy, share = rtd_loss(rtd_logits, replaced, loss_weights(b.attention_mask, b.positions,
-                                                                                original.shape, self.params.rtd_positions))
-            n = float(b.positions.numel() if self.params.rtd_positions == "masked" else b.num_tokens)
+            # over every real token whatever rtd_positions trains on: the task, and comparable across settings
+            loss, accuracy, share = rtd_loss(rtd_logits, replaced, b.attention_mask)
+            n = float(b.num_tokens)
             for key, value in (("loss", loss), ("accuracy", accuracy), ("share", share)):
                 total[key] += float(value) * n
             total["n"] += n
