@@ -38,7 +38,7 @@ from effitrain.train.memory import max_rss_bytes
 from effitrain.train.flops import count_flops, measure_peak_flops, sync
 from effitrain.train.run import finite_or_none
 from effitrain.techniques.base import StepContext
-from effitrain.train.step import TrainStep, attention_recompute, autocast_for, make_optimizer
+from effitrain.train.step import TrainStep, attention_recompute, autocast_for, check_precision, make_optimizer
 
 ZIPF_EXPONENT = 1.1  # unigram frequencies of subword vocabularies fall off roughly as rank^-1.1
 
@@ -151,6 +151,9 @@ class BenchResult:
     predicted_per_step: int  # M: positions the sparse head computes logits for
     precision: str
     compile: bool
+    attention: str  # model.attention: sdpa or math
+    optimizer_kernel: str  # optim.kernel as configured, and what AdamW got: see optimizer_used
+    optimizer_used: str
     device: str
     device_type: str
     date: str
@@ -204,6 +207,7 @@ class BenchResult:
             f"batch        {self.batch_size} × {self.seq_len} = {self.tokens_per_step} tokens, "
             f"{self.predicted_per_step} predicted (sparse head), {self.precision}"
             + (", compiled" if self.compile else ""),
+            f"kernels      attention {self.attention}, AdamW {self.optimizer_used} (optim.kernel {self.optimizer_kernel})",
             f"device       {self.device}",
             f"steps        {self.steps} timed after {self.warmup} warm-up; "
             f"median {self.median_step_seconds * 1e3:.1f} ms (min {lo * 1e3:.1f}, max {hi * 1e3:.1f})",
@@ -214,6 +218,12 @@ class BenchResult:
             f"peak memory  {self.peak_memory_bytes / 2**20:,.0f} MiB ({self.peak_memory_kind})",
             f"date         {self.date}, torch {self.torch_version}",
         ])
+
+
+def optimizer_kind(optimizer: torch.optim.Optimizer) -> str:
+    """Which AdamW implementation an optimizer runs: fused, foreach or for-loop."""
+    d = optimizer.defaults
+    return "fused" if d.get("fused") else "for-loop" if d.get("foreach") is False else "foreach"
 
 
 # -- the benchmark -------------------------------------------------------------------------------
@@ -230,6 +240,7 @@ def bench_training_step(config: Config, steps: int = 20, warmup: int = 3, *, voc
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ConfigError(f"bench warmup must be an integer >= 0; got {warmup!r}")
     device = torch.device(device) if device is not None else config.run.resolved_device()
+    check_precision(config, device)
     vocab = vocab_size or config.data.vocab_size
     seed = config.run.seed if seed is None else seed
     if config.run.threads:
@@ -261,7 +272,8 @@ def bench_training_step(config: Config, steps: int = 20, warmup: int = 3, *, voc
     return BenchResult(
         preset=m.preset, hidden=m.hidden, layers=m.layers, heads=m.heads, ffn=m.ffn, vocab_size=vocab,
         parameters=count_parameters(model), batch_size=B, seq_len=T, predicted_per_step=int(b0.labels.numel()),
-        precision=config.run.precision, compile=config.run.compile, device=device_name(device),
+        precision=config.run.precision, compile=config.run.compile, attention=m.attention,
+        optimizer_kernel=config.optim.kernel, optimizer_used=optimizer_kind(optimizer), device=device_name(device),
         device_type=device.type, date=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         torch_version=torch.__version__, warmup=warmup, step_seconds=seconds,
         flops_measured_per_step=float(measured), flops_analytic_per_step=float(analytic), peak_flops=float(peak),

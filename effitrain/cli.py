@@ -5,6 +5,7 @@
     effitrain train --no-cache      # train again even if an identical run is in the run cache
     effitrain techniques            # what is registered, with parameters and the first line of each card
     effitrain bench --preset tiny --steps 20 --json
+    effitrain bench --hidden 256 --layers 4 --heads 4 --ffn 1024 --vocab 8192 --attention math --precision bf16
     effitrain lab [jupyter lab arguments]
 
 Bad input (a config value, a corpus, a checkpoint) prints one line ``effitrain: error: <message>``
@@ -74,7 +75,13 @@ def _build_parser() -> _Parser:
     b.add_argument("--preset", help="model size: tiny, mini, small or base (default: the profile's)")
     b.add_argument("--seq-len", type=int, help="tokens per row (default: the profile's)")
     b.add_argument("--batch", type=int, help="rows per step (default: the profile's)")
-    b.add_argument("--precision", help="fp32 or bf16 (autocast)")
+    b.add_argument("--precision", help="fp32, bf16 (autocast) or fp16 (autocast + grad scaler; GPU only)")
+    for flag, what in (("hidden", "hidden size"), ("layers", "encoder layers"), ("heads", "attention heads"),
+                       ("ffn", "FFN inner size"), ("vocab", "vocabulary size")):
+        b.add_argument(f"--{flag}", type=int, help=f"{what} (default: the preset's / profile's)")
+    b.add_argument("--attention", help="attention kernel: sdpa (fused) or math (written out)")
+    b.add_argument("--optimizer-kernel", dest="optimizer_kernel", help="AdamW: auto, for-loop, foreach or fused")
+    b.add_argument("--compile", action="store_const", const=True, default=None, help="torch.compile the model")
     b.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
     b.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps (default 3)")
     b.add_argument("--seed", type=int, help="random seed (integer >= 0)")
@@ -194,15 +201,20 @@ def _cmd_techniques(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from effitrain.bench import bench_training_step
     from effitrain.config import ConfigError
+    from effitrain.train.step import check_precision
 
     cfg = _config(args, {"preset": "preset", "seq_len": "seq_len", "batch": "batch_size",
-                         "precision": "precision", "seed": "seed"})
+                         "precision": "precision", "seed": "seed", "hidden": "hidden", "layers": "layers",
+                         "heads": "heads", "ffn": "ffn", "vocab": "vocab_size", "attention": "attention",
+                         "optimizer_kernel": "optim.kernel", "compile": "run.compile"})
     if args.steps < 1:
         raise ConfigError(f"--steps must be a positive integer; got {args.steps}")
     if args.warmup < 0:
         raise ConfigError(f"--warmup must be an integer >= 0; got {args.warmup}")
+    check_precision(cfg, cfg.run.resolved_device())  # fp16 without a GPU: refused before anything runs
     print(f"benchmarking {args.steps} steps (+{args.warmup} warm-up) of preset {cfg.model.preset}, "
-          f"{cfg.run.batch_size} × {cfg.data.seq_len} tokens, {cfg.run.precision} …", file=sys.stderr, flush=True)
+          f"{cfg.run.batch_size} × {cfg.data.seq_len} tokens, {cfg.run.precision}, attention {cfg.model.attention}, "
+          f"AdamW {cfg.optim.kernel}{', compiled' if cfg.run.compile else ''} …", file=sys.stderr, flush=True)
     result = bench_training_step(cfg, steps=args.steps, warmup=args.warmup)
     print(result.format(), flush=True)
     if args.json:

@@ -104,6 +104,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 POSITIONS = ("learned", "rotary", "alibi")
+ATTENTIONS = ("sdpa", "math")
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ class ModelConfig:
     tie_embeddings: bool = True
     init_std: float = 0.02
     position: str = "learned"  # "learned" (BERT), "rotary" (RoPE on q, k) or "alibi" (distance bias)
+    attention: str = "sdpa"  # "sdpa" (F.scaled_dot_product_attention) or "math" (q·kᵀ, softmax, ·v written out)
 
     def __post_init__(self) -> None:
         _finite_floats("model", self)
@@ -146,12 +148,14 @@ class ModelConfig:
         _check(isinstance(self.init_std, (int, float)) and self.init_std > 0,
                f"model.init_std must be > 0; got {self.init_std!r}")
         _choice("model", "position", self.position, POSITIONS)
+        _choice("model", "attention", self.attention, ATTENTIONS)
         _check(self.position != "rotary" or (self.hidden // self.heads) % 2 == 0,
                f"model.position 'rotary' needs an even head size (hidden / heads = {self.hidden // self.heads})")
 
 
 # --------------------------------------------------------------------------------------------
 SCHEDULES = ("constant", "linear", "cosine", "one-cycle", "triangular")
+OPTIMIZER_KERNELS = ("auto", "for-loop", "foreach", "fused")
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,7 @@ class OptimConfig:
     warmup: float = 0.06  # fraction of the budget
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0  # 0 = off
-    fused: bool = True  # fused AdamW kernel where the device supports it
+    kernel: str = "auto"  # AdamW implementation: "auto" (fused where the device has it, else foreach), or one of them
 
     def __post_init__(self) -> None:
         _finite_floats("optim", self)
@@ -180,6 +184,7 @@ class OptimConfig:
                    f"optim.{name} must be in [0, 1); got {value!r}")
         _check(isinstance(self.eps, (int, float)) and self.eps > 0, f"optim.eps must be > 0; got {self.eps!r}")
         _choice("optim", "schedule", self.schedule, SCHEDULES)
+        _choice("optim", "kernel", self.kernel, OPTIMIZER_KERNELS)
         _check(isinstance(self.warmup, (int, float)) and 0 <= self.warmup < 1,
                f"optim.warmup must be a fraction of the budget in [0, 1); got {self.warmup!r}")
         _check(isinstance(self.min_lr_ratio, (int, float)) and 0 <= self.min_lr_ratio <= 1,
@@ -247,7 +252,9 @@ class Budget:
 # --------------------------------------------------------------------------------------------
 DEVICES = ("auto", "cpu", "cuda")
 MAX_SEED = 2**31 - 1  # seeds above alias (numpy and others take them modulo 2**32) or overflow
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
+FP16_NEEDS_GPU = ("run.precision 'fp16' needs a CUDA GPU (float16 autocast with a gradient scaler); "
+                  "on a CPU use 'bf16' or 'fp32'")
 
 
 @dataclass(frozen=True)
@@ -259,7 +266,7 @@ class RunConfig:
     grad_accum: int = 1
     batch_ramp: float = 0.0  # fraction of the budget over which micro-batches per step grow 1 → grad_accum
     device: str = "auto"
-    precision: str = "fp32"  # "bf16" = autocast to bfloat16 (GPU and AVX-512-bf16 CPUs)
+    precision: str = "fp32"  # "bf16" = autocast to bfloat16 (GPU and AVX-512-bf16 CPUs); "fp16" (GPU) + a grad scaler
     compile: bool = False
     evals: int = 8  # evaluations spread evenly over the budget (plus one before training)
     log_every: int = 1
@@ -278,6 +285,7 @@ class RunConfig:
                f"run.batch_ramp must be a fraction of the budget in [0, 1] (0 = off); got {self.batch_ramp!r}")
         _choice("run", "device", self.device, DEVICES)
         _choice("run", "precision", self.precision, PRECISIONS)
+        _check(not (self.precision == "fp16" and self.device == "cpu"), FP16_NEEDS_GPU)
         _check(isinstance(self.compile, bool), f"run.compile must be true or false; got {self.compile!r}")
         _check(isinstance(self.evals, int) and self.evals >= 1, f"run.evals must be an integer >= 1; got {self.evals!r}")
         _positive_int("run", "log_every", self.log_every)

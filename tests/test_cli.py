@@ -120,6 +120,10 @@ def test_unknown_preset_via_python_m():
     (["train", "--profile", "smoke", "--frobnicate"], ["unrecognized", "--frobnicate"]),
     (["bench", "--preset", "tiny", "--steps", "0"], ["--steps"]),
     (["bench", "--preset", "tiny", "--seq-len", "4096"], ["seq_len"]),
+    (["bench", "--profile", "smoke", "--attention", "flash"], ["model.attention", "sdpa, math"]),
+    (["bench", "--profile", "smoke", "--optimizer-kernel", "apex"], ["optim.kernel", "for-loop"]),
+    (["bench", "--profile", "smoke", "--hidden", "-3"], ["model.hidden"]),
+    (["bench", "--profile", "cpu", "--precision", "fp16"], ["fp16", "CUDA"]),
     (["nonsense"], ["nonsense"]),
     (["train", "--profile", "smoke", "--technique", "no-such-technique"], ["unknown technique", "no-such-technique"]),
     (["train", "--profile", "smoke", "--technique", "cli-test:factor"], ["name=value", "factor"]),
@@ -163,6 +167,18 @@ def test_bench_json(capsys):
     # the sparse head and SDPA formulas make the two FLOP counts agree
     assert result["flops_analytic_per_step"] == pytest.approx(result["flops_measured_per_step"], rel=0.02)
     assert result["peak_memory_bytes"] > 0 and result["device"] and result["date"]
+
+
+def test_bench_takes_any_shape_and_reports_each_toggle(capsys):
+    assert cli.main(["bench", "--profile", "smoke", "--hidden", "48", "--layers", "1", "--heads", "3", "--ffn", "96",
+                     "--vocab", "300", "--attention", "math", "--optimizer-kernel", "for-loop", "--steps", "1",
+                     "--warmup", "0", "--seq-len", "16", "--batch", "2", "--json"]) == 0
+    out = capsys.readouterr().out
+    r = json.loads(out.strip().splitlines()[-1])
+    assert (r["hidden"], r["layers"], r["heads"], r["ffn"], r["vocab_size"]) == (48, 1, 3, 96, 300)
+    assert r["attention"] == "math" and r["optimizer_kernel"] == "for-loop" and r["optimizer_used"] == "for-loop"
+    assert r["compile"] is False and "attention math, AdamW for-loop" in out
+    assert r["flops_analytic_per_step"] == pytest.approx(r["flops_measured_per_step"], rel=0.03)
 
 
 def test_bench_library_call():

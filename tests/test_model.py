@@ -172,3 +172,87 @@ def test_bad_position_is_a_one_line_config_error(kw, words):
     with pytest.raises(ConfigError, match=words) as e:
         ModelConfig(preset="tiny", **kw)
     assert "\n" not in str(e.value)
+
+
+# -- attention written out ("math") vs SDPA ----------------------------------------------------------
+import effitrain as et  # noqa: E402
+
+
+def _padded_batch(vocab: int = 300):
+    ids = torch.randint(5, vocab, (3, 16))
+    mask = torch.ones(3, 16, dtype=torch.bool)
+    mask[1, 11:], mask[2, 6:] = False, False  # two padded rows
+    ids[~mask] = PAD
+    return ids, mask, torch.tensor([1, 5, 20, 23, 33, 40])
+
+
+@pytest.mark.parametrize("position", ["learned", "rotary", "alibi"])  # alibi: a float mask with −inf at padding
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_math_attention_equals_sdpa(position, norm):
+    torch.manual_seed(0)
+    sdpa = BertForMLM(ModelConfig(preset="tiny", dropout=0.0, position=position, norm=norm), 300)
+    math_ = BertForMLM(ModelConfig(preset="tiny", dropout=0.0, position=position, norm=norm, attention="math"), 300)
+    math_.load_state_dict(sdpa.state_dict())
+    ids, mask, positions = _padded_batch()
+    out_sdpa, out_math = sdpa(ids, positions, mask), math_(ids, positions, mask)
+    torch.testing.assert_close(out_math, out_sdpa, rtol=1e-5, atol=1e-5)
+    out_sdpa.square().mean().backward()
+    out_math.square().mean().backward()
+    for (name, p), q in zip(sdpa.named_parameters(), math_.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
+
+
+def test_math_attention_kernel_matches_sdpa_with_both_masks():
+    from effitrain.model.bert import math_attention
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 8) for _ in range(3))
+    keep = torch.ones(2, 1, 1, 7, dtype=torch.bool)
+    keep[1, ..., 4:] = False
+    bias = torch.randn(1, 3, 7, 7)
+    for mask in (None, keep, bias, bias.masked_fill(~keep, float("-inf"))):
+        torch.testing.assert_close(math_attention(q, k, v, mask),
+                                   torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # softmax in fp32, cast back to v's dtype
+        assert math_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), keep).dtype == torch.bfloat16
+
+
+def test_math_attention_dropout_drops_probabilities_in_training_only():
+    torch.manual_seed(0)
+    model = BertForMLM(ModelConfig(preset="tiny", dropout=0.5, attention="math", layers=1), 300)
+    ids, mask, positions = _padded_batch()
+    model.train()
+    assert not torch.equal(model(ids, positions, mask), model(ids, positions, mask))
+    model.eval()
+    assert torch.equal(model(ids, positions, mask), model(ids, positions, mask))
+
+
+def test_math_attention_measured_flops_match_analytic(smoke):
+    # as tests/test_trainer.py::test_measured_flops_match_analytic: no recompute in the math path's backward
+    cfg, data = smoke
+    cfg = cfg.replace(attention="math", budget="3steps", evals=2)
+    from effitrain.train.step import attention_recompute
+    assert attention_recompute(cfg, torch.device("cpu")) is False
+    assert attention_recompute(cfg.replace(attention="sdpa"), torch.device("cpu")) is True
+    s = et.train(cfg, data=data, progress=False).summary()
+    assert s["flops_measured"] > 0
+    assert abs(s["flops_measured"] / s["flops_analytic"] - 1) < 0.03, (s["flops_measured"], s["flops_analytic"])
+
+
+def test_bad_attention_is_a_one_line_config_error():
+    with pytest.raises(ConfigError, match=r"model\.attention must be one of sdpa, math; got 'flash'") as e:
+        ModelConfig(preset="tiny", attention="flash")
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"model\.attention"):
+        et.profile_config("smoke").replace(attention="eager")
+
+
+def test_math_attention_trains_the_same_curve_as_sdpa(smoke):
+    cfg, data = smoke
+    runs = {a: et.train(cfg.replace(budget="5steps", evals=1, attention=a, seed=3), data=data, progress=False)
+            for a in ("sdpa", "math")}
+    curves = {a: [r["train_loss"] for r in run.history.steps] for a, run in runs.items()}
+    assert len(curves["math"]) == 5
+    assert curves["math"] == pytest.approx(curves["sdpa"], abs=1e-3)
+    from effitrain.model.bert import math_attention
+    assert runs["math"].model.encoder.blocks[0].attn.kernel is math_attention  # really the written-out path
+    assert runs["sdpa"].model.encoder.blocks[0].attn.kernel is torch.nn.functional.scaled_dot_product_attention

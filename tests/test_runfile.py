@@ -124,11 +124,16 @@ def test_older_formats_default_only_the_fields_added_after_them(tmp_path):
         d["format"] = "effitrain-run-v1"
         for section, name in later:
             d["config"][section].pop(name, None)
+        d["config"]["optim"]["fused"] = True  # v1 and v2 recorded optim.fused; v3 reads it as optim.kernel
     run = Run.load(_saved(tmp_path, as_v1))
     defaults = {f"{section}.{name}": getattr(type(getattr(_run().config, section))(), name) for section, name in later}
     assert run.config == _run().config.replace(**defaults)  # the later fields took their defaults
     assert run.config.model.position == "learned"  # what a v1 file's model had (before the field existed)
     _refused(_saved(tmp_path, lambda d: [as_v1(d), d["config"]["data"].pop("vocab_size")]), "config.data.vocab_size")
+    assert Run.load(_saved(tmp_path, lambda d: [as_v1(d), d["config"]["optim"].update(fused=False)])
+                    ).config.optim.kernel == "foreach"  # fused=False meant the foreach AdamW
+    _refused(_saved(tmp_path, lambda d: [as_v1(d), d["config"]["optim"].pop("fused")]), "config.optim.fused")
+    _refused(_saved(tmp_path, lambda d: [as_v1(d), d["config"]["optim"].update(fused="yes")]), "config.optim.fused")
     # the current format records the later fields too: a file of it without one is partial
     _refused(_saved(tmp_path, _drop("config", "model", "position")), "config.model.position", "missing")
 

@@ -5,6 +5,7 @@ an honest comparison table.
     panel = Panel(et.profile_config("cpu")); panel           # tick techniques, press Run
     styled(compare(panel.runs))                               # time to target ± 95% CI, speedup
     save_runs(panel.runs, "runs.json"); runs = load_runs("runs.json")
+    profile_steps(et.profile_config("cpu"))                   # seconds per step: attention, FFN, head, optimizer
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from effitrain.data.cache import atomic_path
 from effitrain.lab.compare import aggregate_curves, common_target, compare, display_frame, group_runs, styled, to_text
 from effitrain.lab.panel import Panel, has_frontend
 from effitrain.lab.plot import LivePlot
+from effitrain.lab.profile import profile_steps
 from effitrain.train.run import Run, read_json
 
 RUNS_FORMAT = "effitrain-runs-v1"
@@ -55,4 +57,4 @@ def load_runs(path: str | Path) -> list[Run]:
 
 
 __all__ = ["LivePlot", "Panel", "common_target", "compare", "styled", "display_frame", "to_text", "aggregate_curves", "group_runs",
-           "save_runs", "load_runs", "has_frontend"]
+           "save_runs", "load_runs", "has_frontend", "profile_steps"]

@@ -1,4 +1,5 @@
-"""Figures of the lessons (plotly): the pruning sweep, curriculum difficulties, the live distillation objective."""
+"""Figures of the lessons (plotly): the pruning sweep, curriculum difficulties, the live distillation objective,
+where a step's time goes (`profile_figure` of `effitrain.lab.profile_steps`)."""
 from __future__ import annotations
 
 import math
@@ -63,6 +64,34 @@ def plot_difficulty(data: "PretrainData", c0: float = 0.01, duration: float = 0.
     return fig
 
 
+def profile_figure(df: pd.DataFrame, title: str | None = None, height: int = 300) -> go.Figure:
+    """Milliseconds per training step by operator group, one horizontal bar per group (largest on top),
+    from `effitrain.lab.profile_steps`; the hover adds the share of the step and the backward part.
+    The wall time of a step is in the title (the bars sum to it)."""
+    from effitrain.lab.profile import WALL
+
+    groups = df.drop(index=WALL, errors="ignore").iloc[::-1]  # plotly draws the first category at the bottom
+    wall_ms = float(df.loc[WALL, "ms"]) if WALL in df.index else float(groups["ms"].sum())
+    a = df.attrs
+    title = title if title is not None else (
+        f"where a step's time goes: {a.get('model', '')}, {a.get('batch', '')}, attention {a.get('attention', '')}")
+    backward_ms = groups["backward seconds"] * 1e3 if "backward seconds" in groups else groups["ms"] * float("nan")
+    fig = go.Figure(go.Bar(
+        x=groups["ms"], y=list(groups.index), orientation="h", marker_color=PALETTE[0],
+        text=[f"{ms:.1f} ms ({share:.0%})" for ms, share in zip(groups["ms"], groups["share"])], textposition="auto",
+        customdata=np.stack([groups["share"], backward_ms], axis=-1),
+        hovertemplate="%{y}: %{x:.2f} ms per step, %{customdata[0]:.1%} of the step"
+                      "<br>of which backward: %{customdata[1]:.2f} ms<extra></extra>"))
+    kind = a.get("time_kind", "")
+    fig.update_layout(
+        title=dict(text=f"{title}<br><sup>{wall_ms:.1f} ms per step (wall) over {a.get('steps', '?')} profiled steps"
+                        f"{'; ' + kind if kind else ''}; {a.get('device', '')}</sup>", x=0.01, xanchor="left",
+                   font=dict(size=13)),
+        height=height, template="plotly_white", margin=dict(l=130, r=20, t=70, b=45),
+        xaxis=dict(title=dict(text="ms per step"), rangemode="tozero"), yaxis=dict(automargin=True), showlegend=False)
+    return fig
+
+
 class ObjectivePlot:
     """The outer loss of `distill_dataset` per step, drawn live: pass `plot.callback` as its callback.
 
@@ -89,4 +118,4 @@ class ObjectivePlot:
         display(self.figure)
 
 
-__all__ = ["ObjectivePlot", "plot_difficulty", "plot_sweep"]
+__all__ = ["ObjectivePlot", "plot_difficulty", "plot_sweep", "profile_figure"]

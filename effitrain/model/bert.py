@@ -11,17 +11,36 @@
     MLM head (sparse):      logits only at the M predicted positions, (M, V), decoder tied to embeddings
     classifier:             h[:, 0] ([CLS]) → dense → tanh → dropout → (B, classes)
 
-Attention is `F.scaled_dot_product_attention` (fused kernels on CPU and GPU).
+Attention (`ModelConfig.attention`):
+    "sdpa": `F.scaled_dot_product_attention` (fused kernels on CPU and GPU; flash-style ones recompute
+            the scores in the backward instead of keeping the (B, h, T, T) probabilities)
+    "math": the same numbers written out, `softmax(q·kᵀ/√d + mask) · v` (softmax in fp32): every op is a
+            plain matmul or elementwise op, and the probabilities are kept for the backward (more memory,
+            no recompute)
+
+Regions of the forward are labelled for `torch.profiler` ("effitrain/embeddings", "effitrain/attention",
+"effitrain/ffn", "effitrain/head"; see `effitrain.lab.profile`); with no profiler running they cost
+nothing (`region`).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from effitrain.config import ModelConfig
+
+
+def region(name: str) -> contextlib.AbstractContextManager:
+    """`torch.profiler.record_function(name)` while a profiler records, else nothing (a label costs
+    several µs even with no profiler; under torch.compile dynamo would drop it with a warning)."""
+    if torch.compiler.is_compiling() or not torch.autograd._profiler_enabled():
+        return contextlib.nullcontext()
+    return record_function(name)
 
 
 # -- position encodings other than learned vectors ----------------------------------------------
@@ -52,6 +71,27 @@ def alibi_slopes(heads: int) -> torch.Tensor:
     return torch.tensor(power_of_two(closest) + power_of_two(2 * closest)[0::2][: heads - closest])
 
 
+def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                   dropout_p: float = 0.0) -> torch.Tensor:
+    """SDPA written out: softmax(q·kᵀ/√d + mask) · v for q, k, v (B, h, T, d); the same numbers as
+    `F.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p)` (dropout aside: another random stream).
+
+    attn_mask: bool (True = may attend; False becomes −inf) or float (added to the scores), broadcast to
+    (B, h, T, T). The softmax runs in fp32 and the probabilities are cast back to v's dtype (bf16 under
+    autocast); dropout drops probabilities, as SDPA's does. Autograd keeps them for the backward.
+    """
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, h, T, T)
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        else:
+            scores = scores + attn_mask
+    probs = torch.softmax(scores.float(), dim=-1).to(v.dtype)
+    if dropout_p > 0:
+        probs = F.dropout(probs, dropout_p)
+    return probs @ v  # (B, h, T, d)
+
+
 def alibi_bias(heads: int, seq_len: int, device: torch.device | None = None) -> torch.Tensor:
     """(h, T, T) float bias −m_h·|i − j| added to the attention scores (symmetric: an encoder looks both ways)."""
     pos = torch.arange(seq_len, device=device, dtype=torch.float32)
@@ -66,6 +106,7 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden, bias=cfg.bias)
         self.out = nn.Linear(cfg.hidden, cfg.hidden, bias=cfg.bias)
         self.dropout = cfg.dropout
+        self.kernel = F.scaled_dot_product_attention if cfg.attention == "sdpa" else math_attention
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None,
                 rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
@@ -77,8 +118,7 @@ class SelfAttention(nn.Module):
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         if attn_mask is not None and attn_mask.is_floating_point():
             attn_mask = attn_mask.to(q.dtype)  # SDPA wants a float mask in the query's dtype (bf16 under autocast)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = self.kernel(q, k, v, attn_mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, T, H))
 
 
@@ -112,10 +152,20 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
                 rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         if self.pre_ln:
-            x = x + self.drop(self.attn(self.ln1(x), attn_mask, rotary))
-            return x + self.drop(self.ffn(self.ln2(x)))
-        x = self.ln1(x + self.drop(self.attn(x, attn_mask, rotary)))
-        return self.ln2(x + self.drop(self.ffn(x)))
+            x = x + self.drop(self._attn(self.ln1(x), attn_mask, rotary))
+            return x + self.drop(self._ffn(self.ln2(x)))
+        x = self.ln1(x + self.drop(self._attn(x, attn_mask, rotary)))
+        return self.ln2(x + self.drop(self._ffn(x)))
+
+    # the two sublayers, labelled for the profiler (projections included; norms, dropout, residuals are not)
+    def _attn(self, x: torch.Tensor, attn_mask: torch.Tensor | None,
+              rotary: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        with region("effitrain/attention"):
+            return self.attn(x, attn_mask, rotary)
+
+    def _ffn(self, x: torch.Tensor) -> torch.Tensor:
+        with region("effitrain/ffn"):
+            return self.ffn(x)
 
 
 class Encoder(nn.Module):
@@ -134,11 +184,12 @@ class Encoder(nn.Module):
     def forward(self, ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, *,
                 embeds: torch.Tensor | None = None) -> torch.Tensor:
         """ids (B, T), or `embeds` (B, T, H): token vectors used in place of `tok(ids)` (e.g. learned ones)."""
-        tok = self.tok(ids) if embeds is None else embeds  # (B, T, H)
-        B, T = tok.shape[:2]
-        if self.pos is not None:
-            tok = tok + self.pos(torch.arange(T, device=tok.device))
-        x = self.drop(self.ln_emb(tok))  # (B, T, H)
+        with region("effitrain/embeddings"):
+            tok = self.tok(ids) if embeds is None else embeds  # (B, T, H)
+            B, T = tok.shape[:2]
+            if self.pos is not None:
+                tok = tok + self.pos(torch.arange(T, device=tok.device))
+            x = self.drop(self.ln_emb(tok))  # (B, T, H)
         # SDPA takes a boolean mask where True = may attend; (B, 1, 1, T) broadcasts over heads and queries
         mask = None if attention_mask is None else attention_mask[:, None, None, :]
         rotary = None
@@ -189,8 +240,9 @@ class BertForMLM(nn.Module):
     def forward(self, ids: torch.Tensor, positions: torch.Tensor,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         h = self.encoder(ids, attention_mask)  # (B, T, H)
-        h = h.flatten(0, 1).index_select(0, positions)  # (M, H): only where a token is to be predicted
-        return self.head(h)  # (M, V)
+        with region("effitrain/head"):
+            h = h.flatten(0, 1).index_select(0, positions)  # (M, H): only where a token is to be predicted
+            return self.head(h)  # (M, V)
 
 
 class BertForClassification(nn.Module):
@@ -255,11 +307,12 @@ def analytic_flops(cfg: ModelConfig, vocab_size: int, batch: int, seq_len: int, 
     4·T·H per token per layer forward and twice that backward, plus the sparse head on the M
     predicted positions: 6·(H² + H·V) each. Flash-style kernels recompute the scores in the
     backward pass, one more 2·T·H per token per layer (`attention_recompute`); torch's FLOP
-    counter counts that recompute, so the cross-check includes it.
+    counter counts that recompute, so the cross-check includes it. attention="math" keeps the
+    probabilities instead and recomputes nothing (`effitrain.train.step.attention_recompute`).
     """
     return sum(analytic_flops_parts(cfg, vocab_size, batch, seq_len, predicted, attention_recompute).values())
 
 
 __all__ = ["BertForMLM", "BertForClassification", "Encoder", "Block", "count_parameters", "rotary_tables",
-           "apply_rotary", "alibi_slopes", "alibi_bias",
+           "apply_rotary", "alibi_slopes", "alibi_bias", "math_attention",
            "matmul_parameters", "analytic_flops", "analytic_flops_parts"]

@@ -33,6 +33,12 @@ FORMAT_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
     "effitrain-run-v2": {**_V1_FIELDS, "model": _V1_FIELDS["model"] + ("position",),
                          "run": _V1_FIELDS["run"] + ("batch_ramp",)},
 }
+# v3: optim.fused (a bool) became optim.kernel (for-loop / foreach / fused / auto); model.attention (sdpa / math)
+FORMAT_FIELDS["effitrain-run-v3"] = {
+    **FORMAT_FIELDS["effitrain-run-v2"],
+    "model": FORMAT_FIELDS["effitrain-run-v2"]["model"] + ("attention",),
+    "optim": tuple(f for f in _V1_FIELDS["optim"] if f != "fused") + ("kernel",)}
+_FUSED_TO_KERNEL = {True: "auto", False: "foreach"}  # what optim.fused meant in v1 and v2
 RUN_FORMAT = list(FORMAT_FIELDS)[-1]
 _RUN_KEYS: dict[str, tuple[type, str]] = {  # every format: key -> (type, what it must be)
     "name": (str, "a string"), "config": (dict, "a mapping"), "techniques": (list, "a list"),
@@ -96,6 +102,8 @@ class Run:
             # CUDA: peak allocated bytes; CPU: growth of the process's peak RSS during the run
             "peak_memory_bytes": int(self.extra.get("peak_memory_bytes", 0) or 0),
             "peak_memory_kind": str(self.extra.get("peak_memory_kind", "")),
+            # torch.compile's compiling, kept out of `seconds` (0 for an eager run)
+            "compile_seconds": float(self.extra.get("compile_seconds", 0.0) or 0.0),
             "device": self.device,
             "profile": self.config.profile,
             "techniques": [t["name"] for t in self.techniques],
@@ -110,6 +118,7 @@ class Run:
         return (f"{s['name']}: {s['status']} · {s['steps']} steps · {s['seconds']:.1f}s · "
                 f"val loss {s['val_loss_first']:.3f} → {s['val_loss_last']:.3f} · {s['tokens_per_second']:,.0f} tokens/s"
                 + (f" · context gain {gain:.2f} nats" if math.isfinite(gain) else "")
+                + (f" · compiled in {s['compile_seconds']:.1f}s (not counted)" if s["compile_seconds"] else "")
                 + (" · loaded from the run cache" if s["cached"] else "")
                 + (f" · {s['message']}" if s["message"] else ""))
 
@@ -166,13 +175,20 @@ def _config_from_dict(c: dict[str, Any], fmt: str, where: str) -> Config:
     for key in (*_SECTIONS, "budget", "profile"):
         if key not in c:
             raise ValueError(f"{where}config.{key} is missing (a {fmt} file records it)")
+    if "fused" in FORMAT_FIELDS[fmt]["optim"] and isinstance(c.get("optim"), dict) and "fused" in c["optim"]:
+        optim = dict(c["optim"])
+        fused = optim.pop("fused")
+        if fused not in _FUSED_TO_KERNEL:
+            raise ValueError(f"{where}config.optim.fused must be true or false; got {fused!r}")
+        c = {**c, "optim": {**optim, "kernel": _FUSED_TO_KERNEL[fused]}}
     for section, names in FORMAT_FIELDS[fmt].items():
         values = c[section]
         if not isinstance(values, dict):
             raise ValueError(f"{where}config.{section} must be a mapping; got {type(values).__name__}")
         known = {f.name for f in fields(_SECTIONS[section])}
         for name in names:
-            if name in known and name not in values:
+            read_as = "kernel" if (section, name) == ("optim", "fused") else name  # converted above
+            if read_as in known and read_as not in values:
                 raise ValueError(f"{where}config.{section}.{name} is missing (a {fmt} file records it)")
     budget = c["budget"]
     if not (isinstance(budget, str) or (isinstance(budget, dict) and set(budget) == {"amount", "unit"})):

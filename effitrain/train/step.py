@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from effitrain.config import Config
+from effitrain.config import FP16_NEEDS_GPU, Config, ConfigError
 from effitrain.data import MaskedBatch
 from effitrain.techniques.base import LossInputs, StepContext, Technique
 from effitrain.train.flops import count_flops
@@ -27,10 +27,20 @@ from effitrain.train.flops import count_flops
 
 # -- precision, randomness, optimizer ---------------------------------------------------------------
 def autocast_for(config: Config, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    """The precision policy: bf16 = autocast to bfloat16, fp32 = nothing."""
+    """The precision policy: bf16 = autocast to bfloat16, fp16 = autocast to float16 (CUDA only; the
+    step scales its loss, see `TrainStep`), fp32 = nothing."""
+    if config.run.precision == "fp16":
+        check_precision(config, device)
+        return lambda: torch.autocast(device.type, dtype=torch.float16)
     if config.run.precision == "bf16":
         return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
+
+
+def check_precision(config: Config, device: torch.device) -> None:
+    """fp16 needs a CUDA device: on a CPU it is refused in one line (bf16 is the CPU's low precision)."""
+    if config.run.precision == "fp16" and device.type != "cuda":
+        raise ConfigError(FP16_NEEDS_GPU)
 
 
 def keep_rng(device: torch.device) -> contextlib.AbstractContextManager:
@@ -41,7 +51,10 @@ def keep_rng(device: torch.device) -> contextlib.AbstractContextManager:
 
 def attention_recompute(config: Config, device: torch.device) -> bool:
     """Whether the attention kernel recomputes its scores in the backward (for the analytic FLOPs):
-    CPU SDPA with dropout takes the math path (no recompute); the fused kernels recompute."""
+    model.attention "math" keeps the probabilities for the backward (no recompute); so does CPU SDPA
+    with dropout (it takes its own math path); the fused kernels recompute."""
+    if config.model.attention == "math":
+        return False
     return not (device.type == "cpu" and config.model.dropout > 0)
 
 
@@ -60,16 +73,21 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 def make_optimizer(model: torch.nn.Module, config: Config, device: torch.device,
                    groups: list[dict] | None = None) -> torch.optim.Optimizer:
-    """The config's AdamW (fused where the device has the kernel, else foreach)."""
+    """The config's AdamW with the implementation `optim.kernel` names: "for-loop" (one parameter at a
+    time), "foreach" (multi-tensor ops), "fused" (one kernel; refused in one line where the device has
+    none), "auto" (fused where available, else foreach). The same update in every case."""
     o = config.optim
     kwargs = dict(lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
     groups = groups if groups is not None else param_groups(model, o.weight_decay)
-    if o.fused:
+    if o.kernel in ("auto", "fused"):
         try:
             return torch.optim.AdamW(groups, fused=True, **kwargs)
-        except (RuntimeError, TypeError, ValueError):
-            pass  # fused kernel not available for this device/dtype: fall back to foreach
-    return torch.optim.AdamW(groups, **kwargs)
+        except (RuntimeError, TypeError, ValueError) as exc:
+            if o.kernel == "fused":
+                raise ConfigError(f"optim.kernel 'fused' is not available here ({str(exc).splitlines()[0][:120]}); "
+                                  "use 'auto', 'foreach' or 'for-loop'") from None
+            # auto: no fused kernel for this device/dtype, fall back to foreach
+    return torch.optim.AdamW(groups, foreach=o.kernel != "for-loop", **kwargs)
 
 
 # -- the forward --------------------------------------------------------------------------------------
@@ -142,6 +160,9 @@ class TrainStep:
         self.autocast = autocast_for(config, device)
         self.hidden = any(t.needs_hidden_states for t in self.techniques)
         self.params = [p for p in model.parameters() if p.requires_grad]
+        # fp16: the loss is scaled before backward and the gradients unscaled before clipping; a step
+        # whose gradients overflow is skipped and the scale lowered (torch.amp.GradScaler)
+        self.scaler = torch.amp.GradScaler(device.type) if config.run.precision == "fp16" else None
 
     def loss_inputs(self, batch: Any, ctx: StepContext) -> LossInputs | torch.Tensor:
         """The forward and every technique's `loss` event, under the precision policy."""
@@ -159,6 +180,8 @@ class TrainStep:
         return out
 
     def backward(self, loss: torch.Tensor, ctx: StepContext) -> None:
+        if self.scaler is not None:
+            loss = self.scaler.scale(loss)
         for t in self.techniques:
             if t.backward(loss, ctx):
                 return
@@ -192,9 +215,16 @@ class TrainStep:
             return result  # no update from a non-finite loss
         for t in self.techniques:
             t.before_update(self.model, self.optimizer, ctx)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
         if self.config.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.config.optim.grad_clip)
-        self.optimizer.step()
+        with torch.profiler.record_function("effitrain/optimizer"):  # a label for effitrain.lab.profile
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return result
 

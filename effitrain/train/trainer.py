@@ -57,10 +57,21 @@ from effitrain.train.memory import PeakMemory
 from effitrain.train.run import Run
 from effitrain.train.runcache import this_machine
 from effitrain.train.schedule import lr_factor, micro_batches_at
-from effitrain.train.step import (FlopMeter, TrainStep, attention_recompute, autocast_for, keep_rng,
-                                  make_optimizer, param_groups)
+from effitrain.train.step import (FlopMeter, TrainStep, attention_recompute, autocast_for, check_precision,
+                                  keep_rng, make_optimizer, param_groups)
 
 Callback = Callable[[str, dict, Run], None]
+
+
+def compile_seconds() -> float:
+    """Wall seconds torch.compile has spent compiling in this process so far (dynamo's own clock:
+    tracing, inductor code generation, the backward's graph), 0 where torch does not report it."""
+    try:
+        from torch._dynamo.utils import calculate_time_spent
+
+        return float(calculate_time_spent().get("total_wall_time", 0.0))
+    except Exception:  # a torch without the metric: nothing to subtract
+        return 0.0
 
 __all__ = ["EpochSampler", "Trainer", "evaluate", "train", "train_frozen"]
 
@@ -129,6 +140,7 @@ class Trainer:
         self.progress = True if progress is None else progress
         self.flops_every_step = flops_every_step
         self.device = config.run.resolved_device()
+        check_precision(config, self.device)  # fp16 without a GPU: refused before anything is built
         self.data = data if data is not None else prepare_data(config.data)
         self.run = Run(config=config, techniques=[t.describe() for t in self.techniques],
                        device=self._device_name(), name=name or config.run.name,
@@ -149,7 +161,12 @@ class Trainer:
                 ctx = self._ctx()
                 plan = self._plan(ctx)
                 batches, flops, analytic, paused = self._micro_batches(plan, ctx)
+                compiled_before = compile_seconds() if self.config.run.compile else 0.0
                 result = self.step(batches, ctx, plan.lr)
+                if self.config.run.compile:  # compiling is reported apart, never in the run's seconds
+                    compiling = compile_seconds() - compiled_before
+                    paused += compiling
+                    self.run.extra["compile_seconds"] = self.run.extra.get("compile_seconds", 0.0) + compiling
                 if not result.finite:
                     self.run.status = "diverged"
                     self.run.message = f"loss became {result.loss} at step {self.pos.step + 1}; run stopped"
@@ -399,7 +416,8 @@ class Trainer:
                         "rng": {"torch": torch.get_rng_state(), "mask": self.mask_rng.get_state(),
                                 "technique": self.technique_rng.get_state()},
                         "techniques": [t.state_dict() for t in self.techniques],
-                        "flops": self.meter.state_dict(), "first_rows": self.first_rows},
+                        "flops": self.meter.state_dict(), "first_rows": self.first_rows,
+                        "scaler": self.step.scaler.state_dict() if self.step.scaler is not None else None},
         })
 
     def _load(self, path: str) -> None:
@@ -430,6 +448,8 @@ class Trainer:
             t.load_state_dict(s)
         self.meter.load_state_dict(tr.get("flops", {}))
         self.first_rows = tr.get("first_rows")
+        if self.step.scaler is not None and tr.get("scaler"):
+            self.step.scaler.load_state_dict(tr["scaler"])
         self.run.history = type(self.run.history).from_dict(state["history"])
 
 
