@@ -38,7 +38,8 @@ from effitrain.train.memory import max_rss_bytes
 from effitrain.train.flops import count_flops, measure_peak_flops, sync
 from effitrain.train.run import finite_or_none
 from effitrain.techniques.base import StepContext
-from effitrain.train.step import TrainStep, attention_recompute, autocast_for, check_precision, make_optimizer
+from effitrain.train.step import (TrainStep, attention_recompute, autocast_for, check_precision, compile_seconds,
+                                  make_optimizer)
 
 ZIPF_EXPONENT = 1.1  # unigram frequencies of subword vocabularies fall off roughly as rank^-1.1
 
@@ -160,6 +161,7 @@ class BenchResult:
     torch_version: str
     warmup: int
     step_seconds: list[float] = field(repr=False)
+    compile_seconds: float  # torch.compile's compiling during the warm-up (0 eager); never in step_seconds
     flops_measured_per_step: float
     flops_analytic_per_step: float
     peak_flops: float  # measured matmul FLOP/s of this device in this precision
@@ -216,6 +218,8 @@ class BenchResult:
             f"achieved     {self.achieved_flops / 1e9:,.1f} GFLOP/s of a measured {self.peak_flops / 1e9:,.1f} "
             f"GFLOP/s matmul peak: MFU {self.mfu:.1%}",
             f"peak memory  {self.peak_memory_bytes / 2**20:,.0f} MiB ({self.peak_memory_kind})",
+            *([f"compiling    {self.compile_seconds:.1f} s in the warm-up (not in the step times)"]
+              if self.compile else []),
             f"date         {self.date}, torch {self.torch_version}",
         ])
 
@@ -229,11 +233,12 @@ def optimizer_kind(optimizer: torch.optim.Optimizer) -> str:
 # -- the benchmark -------------------------------------------------------------------------------
 def bench_training_step(config: Config, steps: int = 20, warmup: int = 3, *, vocab_size: int | None = None,
                         device: torch.device | str | None = None, seed: int | None = None,
-                        peak_flops: float | None = None, distinct_batches: int = 4) -> BenchResult:
+                        peak_flops: float | None = None, distinct_batches: int = 4, count: bool = True) -> BenchResult:
     """Time `steps` training steps of `BertForMLM(config.model)` after `warmup` untimed ones.
 
     `vocab_size` defaults to `config.data.vocab_size`, `device` to `config.run.resolved_device()`,
-    `seed` to `config.run.seed`, `peak_flops` to `measure_peak_flops(device, precision)`.
+    `seed` to `config.run.seed`, `peak_flops` to `measure_peak_flops(device, precision)`. `count=False`
+    skips torch's FLOP counter (an extra pass): the measured FLOPs are then the analytic ones.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"bench steps must be a positive integer; got {steps!r}")
@@ -254,17 +259,20 @@ def bench_training_step(config: Config, steps: int = 20, warmup: int = 3, *, voc
     # FLOPs of one forward+backward, measured by torch's counter and by formula (as the trainer does)
     b0 = batches[0]
     ctx = StepContext.standalone(config, device, seed)
-    measured = count_flops(lambda: TrainStep(model, optimizer, config, device).micro_step(b0, ctx, None, 1))
-    optimizer.zero_grad(set_to_none=True)
     B, T = b0.input_ids.shape
     analytic = analytic_flops(config.model, vocab, B, T, b0.labels.numel(),
                               attention_recompute=attention_recompute(config, device))
+    measured = count_flops(lambda: TrainStep(model, optimizer, config, device).micro_step(b0, ctx, None, 1)) \
+        if count else analytic
+    optimizer.zero_grad(set_to_none=True)
 
     step_model = torch.compile(model) if config.run.compile else model
     step = make_train_step(model, optimizer, config, device, step_model=step_model)
     losses: list[float] = []
     reset_peak_memory(device)
+    compiled_before = compile_seconds()
     seconds = time_steps(lambda i: losses.append(step(batches[i % len(batches)])), steps, warmup, device)
+    compiling = compile_seconds() - compiled_before  # in the warm-up, where torch.compile compiles
     mem, mem_kind = peak_memory(device)
     peak = peak_flops if peak_flops is not None else measure_peak_flops(device.type, config.run.precision)
 
@@ -275,7 +283,7 @@ def bench_training_step(config: Config, steps: int = 20, warmup: int = 3, *, voc
         precision=config.run.precision, compile=config.run.compile, attention=m.attention,
         optimizer_kernel=config.optim.kernel, optimizer_used=optimizer_kind(optimizer), device=device_name(device),
         device_type=device.type, date=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        torch_version=torch.__version__, warmup=warmup, step_seconds=seconds,
+        torch_version=torch.__version__, warmup=warmup, step_seconds=seconds, compile_seconds=compiling,
         flops_measured_per_step=float(measured), flops_analytic_per_step=float(analytic), peak_flops=float(peak),
         peak_memory_bytes=mem, peak_memory_kind=mem_kind, final_loss=float(losses[-1]),
     )

@@ -92,6 +92,24 @@ def profile_figure(df: pd.DataFrame, title: str | None = None, height: int = 300
     return fig
 
 
+def accumulation_figure(df: pd.DataFrame, x: str, title: str, x_title: str) -> go.Figure:
+    """Relative error (log-log) of naive and chunked low-precision sums against `x`, from
+    `effitrain.train.chunked.dot_error_curve` / `accumulation_error` (several frames concatenated: one
+    colour per (kind, dtype) found in the frame, solid = naive, dashed = chunked)."""
+    keys = [c for c in ("kind", "dtype") if c in df.columns]
+    groups = list(df.groupby(keys, sort=False)) if keys else [((), df)]
+    fig = go.Figure()
+    for i, (key, part) in enumerate(groups):
+        name = " ".join(map(str, key if isinstance(key, tuple) else (key,)))
+        for mode, dash in (("naive", "solid"), ("chunked", "dash")):
+            fig.add_scatter(x=part[x], y=part[mode], mode="lines+markers", name=f"{name} {mode}".strip(),
+                            line=dict(color=PALETTE[i % len(PALETTE)], dash=dash))
+    fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=13)), template="plotly_white", height=340,
+                      margin=dict(l=60, r=20, t=50, b=50), xaxis=dict(type="log", title=dict(text=x_title)),
+                      yaxis=dict(type="log", title=dict(text="relative error (vs fp64)")))
+    return fig
+
+
 class ObjectivePlot:
     """The outer loss of `distill_dataset` per step, drawn live: pass `plot.callback` as its callback.
 
@@ -118,4 +136,4 @@ class ObjectivePlot:
         display(self.figure)
 
 
-__all__ = ["ObjectivePlot", "plot_difficulty", "plot_sweep", "profile_figure"]
+__all__ = ["ObjectivePlot", "accumulation_figure", "plot_difficulty", "plot_sweep", "profile_figure"]

@@ -43,6 +43,17 @@ def check_precision(config: Config, device: torch.device) -> None:
         raise ConfigError(FP16_NEEDS_GPU)
 
 
+def compile_seconds() -> float:
+    """Wall seconds torch.compile has spent compiling in this process so far (dynamo's own clock:
+    tracing, inductor code generation, the backward's graph), 0 where torch does not report it."""
+    try:
+        from torch._dynamo.utils import calculate_time_spent
+
+        return float(calculate_time_spent().get("total_wall_time", 0.0))
+    except Exception:  # a torch without the metric: nothing to subtract
+        return 0.0
+
+
 def keep_rng(device: torch.device) -> contextlib.AbstractContextManager:
     """Restores the global RNG (and the CUDA one of `device`) on exit: work done inside, such as
     counting FLOPs or training a helper model, leaves the random stream of the run untouched."""

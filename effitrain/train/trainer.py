@@ -58,20 +58,9 @@ from effitrain.train.run import Run
 from effitrain.train.runcache import this_machine
 from effitrain.train.schedule import lr_factor, micro_batches_at
 from effitrain.train.step import (FlopMeter, TrainStep, attention_recompute, autocast_for, check_precision,
-                                  keep_rng, make_optimizer, param_groups)
+                                  compile_seconds, keep_rng, make_optimizer, param_groups)
 
 Callback = Callable[[str, dict, Run], None]
-
-
-def compile_seconds() -> float:
-    """Wall seconds torch.compile has spent compiling in this process so far (dynamo's own clock:
-    tracing, inductor code generation, the backward's graph), 0 where torch does not report it."""
-    try:
-        from torch._dynamo.utils import calculate_time_spent
-
-        return float(calculate_time_spent().get("total_wall_time", 0.0))
-    except Exception:  # a torch without the metric: nothing to subtract
-        return 0.0
 
 __all__ = ["EpochSampler", "Trainer", "evaluate", "train", "train_frozen"]
 

@@ -1,0 +1,107 @@
+"""Same math, less time: measure what a setting does to the seconds of a step, and that it leaves the
+loss of a step alone (lesson 06).
+
+    speed = toggle_speed(cfg, {"bf16": {"run.precision": "bf16"}, ...}, baseline={"run.precision": "fp32"})
+    parity = loss_parity({"bf16": run_b, ...}, baseline=[run_fp32_s0, run_fp32_s1])
+
+`toggle_speed` times training steps (`effitrain.bench.bench_training_step`, synthetic batches of the
+config's shape) of the baseline and of each setting in turn, round after round (alternating, so a
+machine that slows down or speeds up during the measurement slows every setting alike), and gives
+tokens/s with a 95% interval over rounds and the ratio to the baseline with its interval.
+`loss_parity` says whether the settings trained the same curve: the largest gap of the validation
+loss from the baseline's at the same step, next to the gap between two baseline seeds (the noise
+a difference must beat to mean anything).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from effitrain.config import Config
+from effitrain.lab.compare import mean_ci, ratio_ci
+from effitrain.train.run import Run
+
+
+def toggle_speed(config: Config, settings: "dict[str, dict[str, Any]]", *, baseline: "dict[str, Any] | None" = None,
+                 rounds: int = 3, steps: int = 10, warmup: int = 3, verbose: bool = False) -> pd.DataFrame:
+    """Tokens/s of the baseline and of each setting, alternating, `rounds` times; ratios with intervals.
+
+    settings: {label: config changes} (each applied on top of the baseline); baseline: the changes
+    that make the baseline from `config` (default none). Each round times `steps` steps after
+    `warmup` (where torch.compile compiles: its seconds are the "compile s" column, never in the
+    step times). Columns: tokens/s and ± (95% over rounds), "× baseline" with its interval (lo, hi),
+    ms/step, peak memory (MiB; on a CPU the growth of the process's peak RSS, so read it on a GPU),
+    compile s, and "break-even steps" for a compiled setting: its compile seconds ÷ the seconds it
+    saves per step against the baseline (inf where it saves none).
+    """
+    from effitrain.bench import bench_training_step
+
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"toggle_speed: rounds must be a positive integer, got {rounds!r}")
+    if "baseline" in settings:
+        raise ValueError("toggle_speed: 'baseline' is the name of the baseline row; give the setting another label")
+    base_cfg = config.replace(**(baseline or {}))
+    configs = {"baseline": base_cfg, **{label: base_cfg.replace(**changes) for label, changes in settings.items()}}
+    results: dict[str, list[Any]] = {label: [] for label in configs}
+    for r in range(rounds):
+        for label, cfg in configs.items():
+            res = bench_training_step(cfg, steps=steps, warmup=warmup, seed=cfg.run.seed + r, peak_flops=1.0,
+                                      count=False)
+            results[label].append(res)
+            if verbose:
+                print(f"round {r + 1}/{rounds} {label}: {res.tokens_per_second:,.0f} tokens/s", flush=True)
+    base_tps = [x.tokens_per_second for x in results["baseline"]]
+    base_step = float(np.mean([x.median_step_seconds for x in results["baseline"]]))
+    rows = {}
+    for label, res in results.items():
+        tps = [x.tokens_per_second for x in res]
+        mean, half = mean_ci(tps)
+        ratio, lo, hi = ratio_ci(tps, base_tps)  # mean(setting) / mean(baseline): above 1 is faster
+        step = float(np.mean([x.median_step_seconds for x in res]))
+        comp = float(np.mean([x.compile_seconds for x in res]))
+        saved = base_step - step
+        rows[label] = {"tokens/s": mean, "tokens/s ±": half, "× baseline": ratio, "lo": lo, "hi": hi,
+                       "ms/step": step * 1e3, "peak memory MiB": float(np.mean([x.peak_memory_bytes for x in res])) / 2**20,
+                       "compile s": comp,
+                       "break-even steps": (comp / saved if saved > 0 else math.inf) if comp > 0 else math.nan}
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df.attrs.update(rounds=rounds, steps=steps, device=results["baseline"][0].device,
+                    memory_kind=results["baseline"][0].peak_memory_kind)
+    return df
+
+
+def _val_curve(run: Run) -> dict[int, float]:
+    return {int(e["step"]): float(e["val_loss"]) for e in run.history.evals}
+
+
+def max_gap(a: Run, b: Run) -> float:
+    """The largest |validation loss of a − of b| over the evaluation steps both have (NaN if none)."""
+    ca, cb = _val_curve(a), _val_curve(b)
+    common = sorted(set(ca) & set(cb))
+    return max((abs(ca[s] - cb[s]) for s in common), default=math.nan)
+
+
+def loss_parity(runs: "dict[str, Run]", baseline: Sequence[Run]) -> pd.DataFrame:
+    """Did each setting train the baseline's curve? One row per run in `runs`, against baseline[0].
+
+    Columns: "max gap" (nats, the largest |Δ val loss| at a common step), "seed noise" (the largest
+    gap between baseline[0] and each other baseline seed: what the same recipe moves by), "within
+    noise" (max gap <= seed noise), final val loss. With one baseline run the noise is NaN.
+    """
+    base = list(baseline)
+    if not base:
+        raise ValueError("loss_parity needs at least one baseline run (two to know the seed noise)")
+    noise = max((max_gap(base[0], other) for other in base[1:]), default=math.nan)
+    rows = {}
+    for label, run in runs.items():
+        gap = max_gap(run, base[0])
+        rows[label] = {"max gap": gap, "seed noise": noise,
+                       "within noise": bool(gap <= noise) if math.isfinite(noise) else None,
+                       "final val loss": float(run.history.evals[-1]["val_loss"])}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+__all__ = ["toggle_speed", "loss_parity", "max_gap"]
