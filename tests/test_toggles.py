@@ -66,3 +66,16 @@ def test_compile_time_is_reported_and_kept_out_of_the_runs_seconds(smoke):
     assert eager.summary()["compile_seconds"] == 0.0
     assert [r["train_loss"] for r in run.history.steps] == pytest.approx(
         [r["train_loss"] for r in eager.history.steps], rel=1e-3, abs=1e-3)  # the same math
+
+
+def test_bf16_autocast_keeps_the_loss_per_step_within_seed_noise(smoke):
+    """bf16 rounds products to 8 mantissa bits, so its curve is not bit-identical: it must stay far
+    closer to fp32's than a change of seed moves it."""
+    from effitrain.lab.speed import loss_parity
+
+    cfg, data = smoke
+    short = cfg.replace(**{"budget": "12steps", "evals": 3, "run.precision": "fp32"})
+    fp32 = [et.train(short.replace(seed=s), data=data, progress=False) for s in (0, 1)]
+    bf16 = et.train(short.replace(**{"run.precision": "bf16"}), data=data, progress=False)
+    row = loss_parity({"bf16": bf16}, baseline=fp32).loc["bf16"]
+    assert 0 < row["max gap"] < row["seed noise"] / 4, row.to_dict()
