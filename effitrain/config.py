@@ -105,6 +105,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 POSITIONS = ("learned", "rotary", "alibi")
 ATTENTIONS = ("sdpa", "math")
+NORMS = ("post", "pre", "none")
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class ModelConfig:
     heads: int = 0
     ffn: int = 0
     max_positions: int = 512
-    norm: str = "post"  # "post" (BERT) or "pre" (pre-LN, cramming)
+    norm: str = "post"  # "post" (BERT), "pre" (pre-LN, cramming) or "none" (no LayerNorm in the encoder)
     ffn_kind: str = "gelu"  # "gelu" or "glu" (gated GELU)
     bias: bool = True
     dropout: float = 0.1
@@ -125,6 +126,11 @@ class ModelConfig:
     init_std: float = 0.02
     position: str = "learned"  # "learned" (BERT), "rotary" (RoPE on q, k) or "alibi" (distance bias)
     attention: str = "sdpa"  # "sdpa" (F.scaled_dot_product_attention) or "math" (q·kᵀ, softmax, ·v written out)
+    # GroupBERT (Chelombiev et al. 2021): every layer is conv module, FFN, attention, FFN, the FFNs grouped
+    groupbert: bool = False
+    conv_kernel: int = 7  # the grouped convolution's width over the sequence (odd: 'same' padding)
+    conv_group_size: int = 16  # channels per convolution group (groups = hidden / conv_group_size)
+    ffn_groups: int = 4  # groups of the FFN's grouped down-projection ffn → hidden
 
     def __post_init__(self) -> None:
         _finite_floats("model", self)
@@ -140,7 +146,7 @@ class ModelConfig:
         _check(self.hidden % self.heads == 0,
                f"model.hidden must be divisible by model.heads ({self.hidden} % {self.heads} != 0)")
         _positive_int("model", "max_positions", self.max_positions)
-        _choice("model", "norm", self.norm, ("post", "pre"))
+        _choice("model", "norm", self.norm, NORMS)
         _choice("model", "ffn_kind", self.ffn_kind, ("gelu", "glu"))
         _check(isinstance(self.bias, bool), f"model.bias must be true or false; got {self.bias!r}")
         _check(isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1,
@@ -151,6 +157,19 @@ class ModelConfig:
         _choice("model", "attention", self.attention, ATTENTIONS)
         _check(self.position != "rotary" or (self.hidden // self.heads) % 2 == 0,
                f"model.position 'rotary' needs an even head size (hidden / heads = {self.hidden // self.heads})")
+        _check(isinstance(self.groupbert, bool), f"model.groupbert must be true or false; got {self.groupbert!r}")
+        for name in ("conv_kernel", "conv_group_size", "ffn_groups"):
+            _positive_int("model", name, getattr(self, name))
+        _check(self.conv_kernel % 2 == 1,
+               f"model.conv_kernel must be odd (the convolution keeps the length with 'same' padding); got {self.conv_kernel}")
+        if self.groupbert:
+            _check(self.hidden % self.conv_group_size == 0,
+                   f"model.conv_group_size must divide model.hidden ({self.hidden} % {self.conv_group_size} != 0)")
+            _check(self.ffn % self.ffn_groups == 0 and self.hidden % self.ffn_groups == 0,
+                   f"model.ffn_groups must divide model.ffn and model.hidden "
+                   f"({self.ffn} % {self.ffn_groups}, {self.hidden} % {self.ffn_groups})")
+            _check(self.ffn_kind == "gelu",
+                   f"model.groupbert needs model.ffn_kind 'gelu' (its grouped FFN is a GELU MLP); got {self.ffn_kind!r}")
 
 
 # --------------------------------------------------------------------------------------------

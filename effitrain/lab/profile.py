@@ -65,9 +65,9 @@ from effitrain.techniques.base import StepContext, Technique, resolve
 from effitrain.train.flops import sync
 from effitrain.train.step import TrainStep, keep_rng, make_optimizer, param_groups
 
-GROUPS = ("attention", "FFN matmuls", "embeddings / head", "optimizer", "other")
+GROUPS = ("attention", "FFN matmuls", "convolution", "embeddings / head", "optimizer", "other")  # convolution: GroupBERT
 WALL = "total (wall)"
-REGIONS = {"effitrain/attention": "attention", "effitrain/ffn": "FFN matmuls",
+REGIONS = {"effitrain/attention": "attention", "effitrain/ffn": "FFN matmuls", "effitrain/conv": "convolution",
            "effitrain/embeddings": "embeddings / head", "effitrain/head": "embeddings / head",
            "effitrain/optimizer": "optimizer"}
 TORCH_OPTIMIZER_LABELS = ("Optimizer.step#", "Optimizer.zero_grad#")  # torch.optim labels its own steps

@@ -8,6 +8,15 @@
                adds −m_h·|i − j| to its attention scores (a float attn_mask), a prior towards nearby tokens
     Block, post-LN (BERT):  x = LN(x + drop(Attn(x)));       x = LN(x + drop(FFN(x)))
     Block, pre-LN:          x = x + drop(Attn(LN(x)));       x = x + drop(FFN(LN(x)))
+    Block, norm "none":     x = x + drop(Attn(x));           x = x + drop(FFN(x))
+           (no LayerNorm anywhere in the encoder: not in the blocks, not after the embeddings, no final
+           LN; the MLM head keeps its own. For a norm-free model trained with a standardization loss,
+           `effitrain.techniques.standardization`)
+    GroupBlock (model.groupbert, Chelombiev et al. 2021): four residual sublayers, each wrapped as above,
+           Conv → GroupedFFN → Attn → GroupedFFN
+        Conv:        Linear H→2H, GLU, zero the padding, grouped Conv1d over T (kernel k, 'same', H/16
+                     groups), LN, SiLU, Linear H→H
+        GroupedFFN:  Linear H→F, GELU, grouped Linear F→H (g blocks on the diagonal), Linear H→H
     MLM head (sparse):      logits only at the M predicted positions, (M, V), decoder tied to embeddings
     classifier:             h[:, 0] ([CLS]) → dense → tanh → dropout → (B, classes)
 
@@ -19,7 +28,7 @@ Attention (`ModelConfig.attention`):
             no recompute)
 
 Regions of the forward are labelled for `torch.profiler` ("effitrain/embeddings", "effitrain/attention",
-"effitrain/ffn", "effitrain/head"; see `effitrain.lab.profile`); with no profiler running they cost
+"effitrain/ffn", "effitrain/conv" (GroupBERT), "effitrain/head"; see `effitrain.lab.profile`); with no profiler running they cost
 nothing (`region`).
 """
 from __future__ import annotations
@@ -139,23 +148,89 @@ class FeedForward(nn.Module):
         return self.down(F.gelu(self.up(x)))
 
 
+def layer_norm(cfg: ModelConfig) -> nn.Module:
+    """The encoder's LayerNorm, or nothing for a norm-free model (model.norm "none")."""
+    return nn.Identity() if cfg.norm == "none" else nn.LayerNorm(cfg.hidden, bias=cfg.bias)
+
+
+class GroupedLinear(nn.Module):
+    """A block-diagonal Linear: the input's `groups` slices each map to their own slice of the output,
+    as one batched matmul (weight (g, in/g, out/g)); in·out/g weights, not in·out."""
+
+    def __init__(self, in_features: int, out_features: int, groups: int, bias: bool = True):
+        super().__init__()
+        self.groups = groups
+        self.weight = nn.Parameter(torch.empty(groups, in_features // groups, out_features // groups))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x = x.reshape(-1, self.groups, x.shape[-1] // self.groups).transpose(0, 1)  # (g, N, in/g)
+        y = torch.bmm(x, self.weight).transpose(0, 1).reshape(*lead, -1)  # (g, N, out/g) → (..., out)
+        return y if self.bias is None else y + self.bias.to(y.dtype)
+
+
+class GroupedFeedForward(nn.Module):
+    """GroupBERT's FFN: dense up-projection H→F, GELU, grouped down-projection F→H, dense H→H that
+    mixes the groups."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.up = nn.Linear(cfg.hidden, cfg.ffn, bias=cfg.bias)
+        self.down = GroupedLinear(cfg.ffn, cfg.hidden, cfg.ffn_groups, bias=cfg.bias)
+        self.out = nn.Linear(cfg.hidden, cfg.hidden, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.down(F.gelu(self.up(x))))
+
+
+class ConvModule(nn.Module):
+    """GroupBERT's convolution sublayer: Linear H→2H, GLU (sigmoid gate), padding zeroed, grouped Conv1d
+    over the sequence (kernel k, 'same' padding, H / conv_group_size groups), LayerNorm (none for norm
+    "none"), SiLU, Linear H→H."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.inp = nn.Linear(cfg.hidden, 2 * cfg.hidden, bias=cfg.bias)
+        self.conv = nn.Conv1d(cfg.hidden, cfg.hidden, cfg.conv_kernel, padding=cfg.conv_kernel // 2,
+                              groups=cfg.hidden // cfg.conv_group_size, bias=cfg.bias)
+        self.ln = layer_norm(cfg)
+        self.out = nn.Linear(cfg.hidden, cfg.hidden, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, H); keep (B, T) bool, True = real token: padded positions are zeroed before the
+        convolution, so they add nothing to the real tokens they neighbour."""
+        y = F.glu(self.inp(x), dim=-1)  # (B, T, H): first half · sigmoid(second half)
+        if keep is not None:
+            y = y * keep[..., None].to(y.dtype)
+        y = self.conv(y.transpose(1, 2)).transpose(1, 2)  # (B, T, H); its FLOPs: effitrain.train.flops
+        return self.out(F.silu(self.ln(y)))
+
+
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        self.norm = cfg.norm
         self.pre_ln = cfg.norm == "pre"
-        self.ln1 = nn.LayerNorm(cfg.hidden, bias=cfg.bias)
+        self.ln1 = layer_norm(cfg)
         self.attn = SelfAttention(cfg)
-        self.ln2 = nn.LayerNorm(cfg.hidden, bias=cfg.bias)
+        self.ln2 = layer_norm(cfg)
         self.ffn = FeedForward(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
+    def residual(self, x: torch.Tensor, ln: nn.Module, sublayer) -> torch.Tensor:
+        """One residual sublayer as model.norm says: pre  x + drop(f(LN(x))), post  LN(x + drop(f(x))),
+        none  x + drop(f(x))."""
+        if self.norm == "pre":
+            return x + self.drop(sublayer(ln(x)))
+        if self.norm == "post":
+            return ln(x + self.drop(sublayer(x)))
+        return x + self.drop(sublayer(x))
+
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
                 rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        if self.pre_ln:
-            x = x + self.drop(self._attn(self.ln1(x), attn_mask, rotary))
-            return x + self.drop(self._ffn(self.ln2(x)))
-        x = self.ln1(x + self.drop(self._attn(x, attn_mask, rotary)))
-        return self.ln2(x + self.drop(self._ffn(x)))
+        x = self.residual(x, self.ln1, lambda h: self._attn(h, attn_mask, rotary))
+        return self.residual(x, self.ln2, self._ffn)
 
     # the two sublayers, labelled for the profiler (projections included; norms, dropout, residuals are not)
     def _attn(self, x: torch.Tensor, attn_mask: torch.Tensor | None,
@@ -163,9 +238,37 @@ class Block(nn.Module):
         with region("effitrain/attention"):
             return self.attn(x, attn_mask, rotary)
 
-    def _ffn(self, x: torch.Tensor) -> torch.Tensor:
+    def _ffn(self, x: torch.Tensor, ffn: nn.Module | None = None) -> torch.Tensor:
         with region("effitrain/ffn"):
-            return self.ffn(x)
+            return (ffn or self.ffn)(x)
+
+
+class GroupBlock(Block):
+    """A GroupBERT layer: conv module, grouped FFN, attention, grouped FFN; four residual sublayers,
+    each normalised as model.norm says (as `Block`)."""
+
+    def __init__(self, cfg: ModelConfig):
+        nn.Module.__init__(self)
+        self.norm = cfg.norm
+        self.pre_ln = cfg.norm == "pre"
+        self.ln_conv, self.conv = layer_norm(cfg), ConvModule(cfg)
+        self.ln_ffn1, self.ffn1 = layer_norm(cfg), GroupedFeedForward(cfg)
+        self.ln1, self.attn = layer_norm(cfg), SelfAttention(cfg)
+        self.ln2, self.ffn = layer_norm(cfg), GroupedFeedForward(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+        """keep: (B, T) bool padding mask (True = real token) for the convolution; None = no padding."""
+        x = self.residual(x, self.ln_conv, lambda h: self._conv(h, keep))
+        x = self.residual(x, self.ln_ffn1, lambda h: self._ffn(h, self.ffn1))
+        x = self.residual(x, self.ln1, lambda h: self._attn(h, attn_mask, rotary))
+        return self.residual(x, self.ln2, self._ffn)
+
+    def _conv(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        with region("effitrain/conv"):
+            return self.conv(x, keep)
 
 
 class Encoder(nn.Module):
@@ -176,30 +279,38 @@ class Encoder(nn.Module):
         self.position = cfg.position
         # learned: one vector per position; rotary and alibi have no position parameters
         self.pos = nn.Embedding(cfg.max_positions, cfg.hidden) if cfg.position == "learned" else None
-        self.ln_emb = nn.LayerNorm(cfg.hidden, bias=cfg.bias)
+        self.ln_emb = layer_norm(cfg)  # norm "none": no LayerNorm after the embeddings either
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.blocks = nn.ModuleList((GroupBlock if cfg.groupbert else Block)(cfg) for _ in range(cfg.layers))
         self.ln_final = nn.LayerNorm(cfg.hidden, bias=cfg.bias) if cfg.norm == "pre" else nn.Identity()
+
+    def embed(self, ids: torch.Tensor | None = None, *, embeds: torch.Tensor | None = None,
+              dropout: bool = True) -> torch.Tensor:
+        """The embedding stage: tok(ids) (or `embeds`) + learned positions, LN, dropout → (B, T, H),
+        the first block's input (`dropout=False`: before the dropout, no random draw)."""
+        tok = self.tok(ids) if embeds is None else embeds  # (B, T, H)
+        if self.pos is not None:
+            tok = tok + self.pos(torch.arange(tok.shape[1], device=tok.device))
+        x = self.ln_emb(tok)
+        return self.drop(x) if dropout else x
 
     def forward(self, ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, *,
                 embeds: torch.Tensor | None = None) -> torch.Tensor:
         """ids (B, T), or `embeds` (B, T, H): token vectors used in place of `tok(ids)` (e.g. learned ones)."""
         with region("effitrain/embeddings"):
-            tok = self.tok(ids) if embeds is None else embeds  # (B, T, H)
-            B, T = tok.shape[:2]
-            if self.pos is not None:
-                tok = tok + self.pos(torch.arange(T, device=tok.device))
-            x = self.drop(self.ln_emb(tok))  # (B, T, H)
+            x = self.embed(ids, embeds=embeds)  # (B, T, H)
+            T = x.shape[1]
         # SDPA takes a boolean mask where True = may attend; (B, 1, 1, T) broadcasts over heads and queries
         mask = None if attention_mask is None else attention_mask[:, None, None, :]
         rotary = None
         if self.position == "alibi":  # one float mask: the distance bias, and −inf where a key is padding
-            bias = alibi_bias(self.cfg.heads, T, tok.device)[None]  # (1, h, T, T)
+            bias = alibi_bias(self.cfg.heads, T, x.device)[None]  # (1, h, T, T)
             mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))  # (B, h, T, T)
         elif self.position == "rotary":
-            rotary = rotary_tables(T, self.cfg.hidden // self.cfg.heads, tok.device)
+            rotary = rotary_tables(T, self.cfg.hidden // self.cfg.heads, x.device)
+        extra = {"keep": attention_mask} if self.cfg.groupbert else {}  # the convolution's padding mask
         for block in self.blocks:
-            x = block(x, mask, rotary)
+            x = block(x, mask, rotary, **extra)
         return self.ln_final(x)
 
 
@@ -218,9 +329,9 @@ class MLMHead(nn.Module):
 
 
 def _init(module: nn.Module, std: float) -> None:
-    if isinstance(module, (nn.Linear, nn.Embedding)):
+    if isinstance(module, (nn.Linear, nn.Embedding, GroupedLinear, nn.Conv1d)):
         nn.init.normal_(module.weight, mean=0.0, std=std)
-    if isinstance(module, nn.Linear) and module.bias is not None:
+    if isinstance(module, (nn.Linear, GroupedLinear, nn.Conv1d)) and module.bias is not None:
         nn.init.zeros_(module.bias)
 
 
@@ -283,15 +394,39 @@ def count_parameters(model: nn.Module, embeddings: bool = True) -> int:
 
 
 def matmul_parameters(cfg: ModelConfig) -> int:
-    """Weights that take part in a matmul for every token (the N of 6·N·tokens)."""
+    """Weights that take part in a matmul (or the convolution) for every token (the N of 6·N·tokens).
+
+    A plain layer: 4·H² (q, k, v, out) + the FFN's 2·H·F (GLU: 3·H·⅔F). A GroupBERT layer
+    (`groupbert_layer_matmul_parameters`): the same 4·H², two grouped FFNs and the conv module.
+    """
+    if cfg.groupbert:
+        return cfg.layers * (4 * cfg.hidden * cfg.hidden + groupbert_layer_matmul_parameters(cfg))
     inner = cfg.ffn * 2 // 3 if cfg.ffn_kind == "glu" else cfg.ffn
     ffn = cfg.hidden * inner * (3 if cfg.ffn_kind == "glu" else 2)
     return cfg.layers * (4 * cfg.hidden * cfg.hidden + ffn)
 
 
+def groupbert_layer_matmul_parameters(cfg: ModelConfig) -> int:
+    """A GroupBERT layer's weights besides attention's 4·H², each used once per token:
+
+        conv module   H·2H (in, before the GLU) + H·(H/groups)·k = H·conv_group_size·k (the grouped
+                      convolution: each output channel sees its group's channels at k offsets) + H·H (out)
+        grouped FFN   H·F (up) + F·H / ffn_groups (the block-diagonal down-projection) + H·H (out), twice
+
+    A convolution costs 2 FLOPs per weight per output position like a matmul (padded positions
+    included, as every token counts), and its backward twice that (input and weight gradients), so
+    these weights join the 6·N·tokens of the blocks.
+    """
+    H, Fn = cfg.hidden, cfg.ffn
+    conv = H * 2 * H + H * cfg.conv_group_size * cfg.conv_kernel + H * H
+    ffn = H * Fn + Fn * H // cfg.ffn_groups + H * H
+    return conv + 2 * ffn
+
+
 def analytic_flops_parts(cfg: ModelConfig, vocab_size: int, batch: int, seq_len: int, predicted: int,
                          attention_recompute: bool = True) -> dict[str, float]:
-    """The terms of `analytic_flops`: {"blocks": 6·N·tokens, "attention": …, "head": …}."""
+    """The terms of `analytic_flops`: {"blocks": 6·N·tokens, "attention": …, "head": …}
+    (N = `matmul_parameters(cfg)`, GroupBERT's conv module and grouped FFNs included)."""
     tokens = batch * seq_len
     per_token_attn = 4 * seq_len * cfg.hidden * (3 + (0.5 if attention_recompute else 0))
     return {"blocks": float(6 * matmul_parameters(cfg) * tokens),
@@ -313,6 +448,7 @@ def analytic_flops(cfg: ModelConfig, vocab_size: int, batch: int, seq_len: int, 
     return sum(analytic_flops_parts(cfg, vocab_size, batch, seq_len, predicted, attention_recompute).values())
 
 
-__all__ = ["BertForMLM", "BertForClassification", "Encoder", "Block", "count_parameters", "rotary_tables",
+__all__ = ["BertForMLM", "BertForClassification", "Encoder", "Block", "GroupBlock", "ConvModule", "GroupedLinear",
+           "GroupedFeedForward", "groupbert_layer_matmul_parameters", "layer_norm", "count_parameters", "rotary_tables",
            "apply_rotary", "alibi_slopes", "alibi_bias", "math_attention",
            "matmul_parameters", "analytic_flops", "analytic_flops_parts"]

@@ -40,7 +40,7 @@ Which method of the mission uses which events (the methods still to come are pla
     | chunk-based accumulation       | plan_step (micro-batches), backward, before_update        |
     | selective backprop             | on_masked_batch (scoring forward, keep the biggest losers)|
     | progressive layer dropping     | on_model, after_step, flops_key (layers kept)             |
-    | GroupBERT                      | on_model                                                  |
+    | GroupBERT                      | model config (groupbert, conv_kernel, ...): no hook       |
     | standardization loss           | loss (LossInputs.hidden_states, term: std)                |
     | Crossbow SMA                   | plan_step (replicas), on_optimizer, after_step, eval_model|
     | DDP                            | before_update (all-reduce), make_sampler (shard)          |

@@ -37,6 +37,35 @@ def _register_cpu_sdpa() -> None:
 _register_cpu_sdpa()
 
 
+def _fix_grouped_conv_backward() -> None:
+    """torch's `conv_backward_flop` ignores `groups` in the weight-gradient branch (it counts a grouped
+    convolution's weight gradient `groups` times over). Each backward branch of a convolution does the
+    forward's multiply-adds once: grad_input is the transposed convolution with the same weight, and
+    grad_weight pairs every output gradient with the same input windows. So a grouped backward counts
+    forward × (branches asked for); ungrouped convolutions keep torch's own formula."""
+    from torch.utils.flop_counter import conv_backward_flop, conv_flop_count, shape_wrapper
+
+    key = _aten.convolution_backward
+    if key not in flop_registry or getattr(flop_registry[key], "_effitrain_grouped", False):
+        return
+    original = getattr(conv_backward_flop, "__wrapped__", conv_backward_flop)  # the formula on shapes
+
+    def formula(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed, output_padding,
+                groups, output_mask, out_shape=None, **kwargs) -> int:
+        if groups == 1:
+            return original(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed,
+                            output_padding, groups, output_mask, out_shape=out_shape, **kwargs)
+        fwd = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed=transposed)
+        return fwd * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+    wrapped = shape_wrapper(formula)
+    wrapped._effitrain_grouped = True
+    flop_registry[key] = wrapped
+
+
+_fix_grouped_conv_backward()
+
+
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs of everything `fn` runs (forward and backward if it calls backward)."""
     with FlopCounterMode(display=False) as counter:

@@ -33,10 +33,12 @@ FORMAT_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
     "effitrain-run-v2": {**_V1_FIELDS, "model": _V1_FIELDS["model"] + ("position",),
                          "run": _V1_FIELDS["run"] + ("batch_ramp",)},
 }
-# v3: optim.fused (a bool) became optim.kernel (for-loop / foreach / fused / auto); model.attention (sdpa / math)
+# v3: optim.fused (a bool) became optim.kernel (for-loop / foreach / fused / auto); model.attention (sdpa / math);
+# model.groupbert, conv_kernel, conv_group_size, ffn_groups (GroupBERT layers)
 FORMAT_FIELDS["effitrain-run-v3"] = {
     **FORMAT_FIELDS["effitrain-run-v2"],
-    "model": FORMAT_FIELDS["effitrain-run-v2"]["model"] + ("attention",),
+    "model": FORMAT_FIELDS["effitrain-run-v2"]["model"] + ("attention", "groupbert", "conv_kernel", "conv_group_size",
+                                                          "ffn_groups"),
     "optim": tuple(f for f in _V1_FIELDS["optim"] if f != "fused") + ("kernel",)}
 _FUSED_TO_KERNEL = {True: "auto", False: "foreach"}  # what optim.fused meant in v1 and v2
 RUN_FORMAT = list(FORMAT_FIELDS)[-1]

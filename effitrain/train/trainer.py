@@ -203,8 +203,9 @@ class Trainer:
             for t in self.techniques:
                 ids = t.on_batch(ids, ctx)
             raw = mask_tokens(ids, self.config.data.mask_prob, self.data.vocab_size, self.mask_rng).to(self.device)
+            final = self._after_masking(raw, ctx) if self.scores_batches else raw  # a scoring pass is training time
             pause = time.perf_counter()
-            final, measured = self._measured(raw, ctx)
+            measured = self._measured(raw, final, ctx)
             paused += time.perf_counter() - pause  # counting is not training time
             batches.append(final)
             flops += measured
@@ -222,16 +223,16 @@ class Trainer:
             batch = t.on_masked_batch(batch, self.model, ctx)
         return batch
 
-    def _measured(self, raw: MaskedBatch, ctx: StepContext) -> tuple[MaskedBatch, int]:
-        """(the batch after on_masked_batch, its FLOPs); a technique's scoring pass on `raw` is counted too."""
-        final = self._after_masking(raw, ctx) if self.scores_batches else raw
+    def _measured(self, raw: MaskedBatch, final: MaskedBatch, ctx: StepContext) -> int:
+        """The FLOPs of this micro-batch (`final`, what on_masked_batch made of `raw`); a technique's
+        scoring pass on `raw` is counted too."""
 
         def work(c: StepContext) -> None:  # what this micro-batch costs, redone on the side and rolled back
             if self.scores_batches:
                 self._after_masking(raw, c)
             self.count_step.micro_step(final, c, None, 1)
 
-        return final, self.meter.measure(raw, final, ctx, work)
+        return self.meter.measure(raw, final, ctx, work)
 
     def _log(self, result: Any, plan: StepPlan) -> None:
         p = self.pos
