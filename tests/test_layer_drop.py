@@ -12,6 +12,7 @@ import effitrain as et
 from effitrain.data import mask_tokens
 from effitrain.model import BertForMLM
 from effitrain.techniques import StepContext
+from tests.test_contract import _stop_at, timeless
 from effitrain.techniques.layer_drop import (DroppableBlock, LayerDropTechnique, draw_kept, expected_kept_fraction,
                                              keep_probabilities, theta)
 from effitrain.train.flops import count_flops
@@ -25,10 +26,6 @@ def short(cfg, steps: int = 6, **kw):
 def curve(run) -> list:
     return [(r["train_loss"], r["flops"], r["tokens"]) for r in run.history.steps] + \
         [r["val_loss"] for r in run.history.evals]
-
-
-def timeless(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
 def deep(cfg, layers: int = 4):
@@ -193,29 +190,12 @@ def test_the_run_counts_the_flops_of_the_kept_blocks_and_logs_the_share(smoke):
     assert s["steps"] == 6 and s["kept_blocks"] == sum(kept)
 
 
-class _StopAfter:
-    """A stop event set once the trainer has logged step k."""
-
-    def __init__(self, k: int):
-        self.k, self.flag = k, False
-
-    def is_set(self) -> bool:
-        return self.flag
-
-    def set(self) -> None:
-        self.flag = True
-
-    def __call__(self, kind, row, run):
-        if kind == "step" and row["step"] >= self.k:
-            self.flag = True
-
-
 def test_resuming_mid_run_is_the_uninterrupted_run(smoke, tmp_path):
     cfg, data = smoke
     c = short(deep(cfg, 4), 6)
     make = lambda: LayerDropTechnique(theta_bar=0.2, gamma=50.0)  # noqa: E731
     full = et.train(c, [make()], data=data, progress=False)
-    ck, stop = tmp_path / "half.pt", _StopAfter(3)
+    ck, stop = tmp_path / "half.pt", _stop_at(3)
     et.train(c, [make()], data=data, progress=False, checkpoint=str(ck), stop=stop, callbacks=[stop])
     resumed = et.train(c, [make()], data=data, progress=False, resume=str(ck))
     assert timeless(resumed.history.steps) == timeless(full.history.steps)
