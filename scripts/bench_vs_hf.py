@@ -4,6 +4,7 @@
     python scripts/bench_vs_hf.py                      # fp32, 5 rounds × 10 timed steps each
     python scripts/bench_vs_hf.py --precision bf16     # fp32, then bf16 autocast as a second comparison
     python scripts/bench_vs_hf.py --json               # last line of stdout: one JSON object
+    python scripts/bench_vs_hf.py --no-plain           # only effitrain and HF
 
 Both models: vocab 8192, hidden 256, 4 layers, 4 heads, FFN 1024, post-LN, GELU, tied decoder,
 dropout 0, random init; batches of 32 × 128 packed tokens with 15% masked (80/10/10), the same
@@ -14,6 +15,10 @@ batches for both. Both steps: forward, MLM cross-entropy, backward, clip to norm
              fused AdamW where available, no decay on biases / norms / embeddings).
   HF         `BertForMaskedLM(attn_implementation="sdpa")`, labels -100 except at masked positions
              (so logits for every position, as HF computes them), plain `torch.optim.AdamW`.
+  plain      the same BERT written in plain PyTorch: `nn.TransformerEncoder` (post-LN, GELU) under
+             learned token and position embeddings, and the same sparse head (transform, LayerNorm,
+             tied decoder, logits only at the masked positions), plain `torch.optim.AdamW`. What a
+             user would write without the package: effitrain should be no slower (≥ 1.0×).
 
 The sparse head is part of what is compared: it is a design choice of the effitrain model, not a
 trick of the benchmark. The two are timed alternately in one process, step by step (A B A B …),
@@ -136,6 +141,52 @@ def build_hf(cfg: et.Config, batches: list[MaskedBatch], device: torch.device) -
     return side
 
 
+class PlainBert(torch.nn.Module):
+    """BERT in plain PyTorch: embeddings, `nn.TransformerEncoder`, sparse MLM head with a tied decoder."""
+
+    def __init__(self, cfg: et.Config):
+        super().__init__()
+        m, nn = cfg.model, torch.nn
+        self.tok = nn.Embedding(cfg.data.vocab_size, m.hidden)
+        self.pos = nn.Embedding(m.max_positions, m.hidden)
+        self.norm = nn.LayerNorm(m.hidden)
+        layer = nn.TransformerEncoderLayer(m.hidden, m.heads, m.ffn, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=False)
+        self.encoder = nn.TransformerEncoder(layer, m.layers, enable_nested_tensor=False)
+        self.transform = nn.Sequential(nn.Linear(m.hidden, m.hidden), nn.GELU(), nn.LayerNorm(m.hidden))
+        self.bias = nn.Parameter(torch.zeros(cfg.data.vocab_size))
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.normal_(p, std=m.init_std)
+
+    def loss(self, batch: MaskedBatch) -> torch.Tensor:
+        ids = batch.input_ids
+        x = self.norm(self.tok(ids) + self.pos(torch.arange(ids.shape[1], device=ids.device)))
+        h = self.encoder(x).reshape(-1, x.shape[-1])[batch.positions]  # only the masked positions
+        logits = self.transform(h) @ self.tok.weight.T + self.bias
+        return torch.nn.functional.cross_entropy(logits.float(), batch.labels)
+
+
+def build_plain(cfg: et.Config, batches: list[MaskedBatch], device: torch.device) -> Side:
+    torch.manual_seed(cfg.run.seed)
+    model = PlainBert(cfg).to(device).train()
+    o = cfg.optim
+    optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps,
+                                  weight_decay=o.weight_decay)
+    autocast = autocast_for(cfg, device)
+    step = make_train_step(model, optimizer, cfg, device, loss_of=model.loss)
+
+    def forward_backward() -> None:
+        with autocast():
+            loss = model.loss(batches[0])
+        loss.backward()
+
+    side = Side("plain", lambda i: step(batches[i % len(batches)]), forward_backward, model, optimizer)
+    side.optimizer_kind = "AdamW (torch default implementation)"
+    side.loss = model.loss
+    return side
+
+
 # -- one comparison -----------------------------------------------------------------------------------
 def compare(args: argparse.Namespace, precision: str, device: torch.device) -> dict[str, Any]:
     cfg = effitrain_config(args, precision)
@@ -143,17 +194,20 @@ def compare(args: argparse.Namespace, precision: str, device: torch.device) -> d
     tokens = cfg.run.batch_size * cfg.data.seq_len
     predicted = int(batches[0].labels.numel())
     sides = [build_effitrain(cfg, batches, device), build_hf(cfg, batches, device)]
-    # the same task: both start near ln(V) on the same batch
+    if args.plain:
+        sides.append(build_plain(cfg, batches, device))
+    sides[0].loss = lambda b: mlm_loss_inputs(sides[0].model, b).loss
+    sides[1].loss = lambda b: sides[1].model(input_ids=b.input_ids, labels=hf_labels(b)).loss
+    # the same task: all start near ln(V) on the same batch
     with torch.no_grad(), autocast_for(cfg, device)():
-        first = [float(mlm_loss_inputs(sides[0].model, batches[0]).loss),
-                 float(sides[1].model(input_ids=batches[0].input_ids, labels=hf_labels(batches[0])).loss)]
+        first = [float(s.loss(batches[0])) for s in sides]
 
     print(f"\n[{precision}] warm-up: {args.warmup} steps each …", file=sys.stderr, flush=True)
     counters = {s.name: 0 for s in sides}
     for s in sides:
         time_steps(lambda i, s=s: s.step(i), 0, args.warmup, device)
         counters[s.name] += args.warmup
-    pair_ratios: list[float] = []
+    pair_ratios: dict[str, list[float]] = {s.name: [] for s in sides[1:]}
     for r in range(args.rounds):
         order = sides if r % 2 == 0 else sides[::-1]  # who goes first alternates from round to round
         times: dict[str, list[float]] = {s.name: [] for s in sides}
@@ -165,21 +219,21 @@ def compare(args: argparse.Namespace, precision: str, device: torch.device) -> d
                 sync(device)
                 times[s.name].append(time.perf_counter() - t0)
                 counters[s.name] += 1
-            pair_ratios.append(times["HF"][-1] / times["effitrain"][-1])
+            for other in pair_ratios:
+                pair_ratios[other].append(times[other][-1] / times["effitrain"][-1])
         for s in sides:
             s.seconds += times[s.name]
             s.round_medians.append(statistics.median(times[s.name]))
         med = {s.name: s.round_medians[-1] for s in sides}
         print(f"[{precision}] round {r + 1}/{args.rounds} ({' → '.join(s.name for s in order)}): "
-              f"effitrain {tokens / med['effitrain']:,.0f} tok/s, HF {tokens / med['HF']:,.0f} tok/s, "
-              f"ratio {med['HF'] / med['effitrain']:.2f}×", file=sys.stderr, flush=True)
+              + ", ".join(f"{s.name} {tokens / med[s.name]:,.0f} tok/s" for s in sides) + "; effitrain / "
+              + ", ".join(f"{o} {med[o] / med['effitrain']:.2f}×" for o in pair_ratios), file=sys.stderr, flush=True)
     with torch.no_grad(), autocast_for(cfg, device)():  # where training got to, on the first batch
-        last = [float(mlm_loss_inputs(sides[0].model, batches[0]).loss),
-                float(sides[1].model(input_ids=batches[0].input_ids, labels=hf_labels(batches[0])).loss)]
+        last = [float(s.loss(batches[0])) for s in sides]
 
     out: dict[str, Any] = {"precision": precision, "tokens_per_step": tokens, "predicted_per_step": predicted,
-                           "initial_loss": {"effitrain": first[0], "HF": first[1]},
-                           "final_loss": {"effitrain": last[0], "HF": last[1]}}
+                           "initial_loss": {s.name: v for s, v in zip(sides, first)},
+                           "final_loss": {s.name: v for s, v in zip(sides, last)}}
     for s in sides:
         med = statistics.median(s.seconds)
         out[s.name] = {
@@ -194,23 +248,28 @@ def compare(args: argparse.Namespace, precision: str, device: torch.device) -> d
             "optimizer": s.optimizer_kind,
             "timed_steps": len(s.seconds),
         }
-    out["ratio"] = out["effitrain"]["tokens_per_second"] / out["HF"]["tokens_per_second"]
-    out["ratio_paired"] = statistics.median(pair_ratios)  # median over adjacent (effitrain, HF) steps
-    out["ratio_best"] = out["HF"]["min_step_seconds"] / out["effitrain"]["min_step_seconds"]
-    out["ratio_rounds"] = [h / e for e, h in zip(sides[0].round_medians, sides[1].round_medians)]
+    out["against"] = {}
+    for s in sides[1:]:  # effitrain's tokens/s over the other side's
+        out["against"][s.name] = {
+            "ratio": out["effitrain"]["tokens_per_second"] / out[s.name]["tokens_per_second"],
+            "ratio_paired": statistics.median(pair_ratios[s.name]),  # median over adjacent (effitrain, other) steps
+            "ratio_best": out[s.name]["min_step_seconds"] / out["effitrain"]["min_step_seconds"],
+            "ratio_rounds": [o / e for e, o in zip(sides[0].round_medians, s.round_medians)]}
+    out.update(out["against"]["HF"])  # the HF ratios at the top level, as before
     return out
 
 
 def report(c: dict[str, Any]) -> str:
-    e, h = c["effitrain"], c["HF"]
     lines = [f"── {c['precision']} {'(bf16 autocast)' if c['precision'] == 'bf16' else ''}".rstrip()]
-    for name, d in (("effitrain", e), ("HF", h)):
+    for name in ("effitrain", *c["against"]):
+        d = c[name]
         lines.append(f"  {name:<10} {d['tokens_per_second']:>9,.0f} tokens/s   median step {d['median_step_seconds'] * 1e3:7.1f} ms"
                      f"   {d['flops_per_step'] / 1e9:6.1f} GFLOP/step   {d['achieved_flops'] / 1e9:6.1f} GFLOP/s"
                      f"   {d['parameters'] / 1e6:.2f}M params   loss {c['initial_loss'][name]:.3f} → {c['final_loss'][name]:.3f}")
-    lines.append(f"  ratio      effitrain / HF = {c['ratio']:.2f}× tokens/s (medians); "
-                 f"paired steps {c['ratio_paired']:.2f}×, fastest steps {c['ratio_best']:.2f}×, "
-                 f"rounds {', '.join(f'{r:.2f}' for r in c['ratio_rounds'])}")
+    for other, a in c["against"].items():
+        lines.append(f"  ratio      effitrain / {other} = {a['ratio']:.2f}× tokens/s (medians); "
+                     f"paired steps {a['ratio_paired']:.2f}×, fastest steps {a['ratio_best']:.2f}×, "
+                     f"rounds {', '.join(f'{r:.2f}' for r in a['ratio_rounds'])}")
     return "\n".join(lines)
 
 
@@ -230,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="end with the results as one line of JSON")
+    p.add_argument("--no-plain", dest="plain", action="store_false",
+                   help="leave out the plain-PyTorch BERT (time only effitrain and HF)")
     args = p.parse_args(argv)
     for name in ("rounds", "steps"):
         if getattr(args, name) < 1:

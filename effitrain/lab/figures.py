@@ -1,9 +1,10 @@
 """Figures of the lessons (plotly): the pruning sweep, curriculum difficulties, the live distillation objective,
-where a step's time goes (`profile_figure` of `effitrain.lab.profile_steps`)."""
+where a step's time goes (`profile_figure` of `effitrain.lab.profile_steps`), accumulation errors,
+progressive layer dropping's schedule (`layer_drop_figure`), selective backprop's break-even (`break_even_figure`)."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -137,3 +138,55 @@ class ObjectivePlot:
 
 
 __all__ = ["ObjectivePlot", "accumulation_figure", "plot_difficulty", "plot_sweep", "profile_figure"]
+
+
+def layer_drop_figure(runs: Sequence[Any], layers: int, theta_bar: float = 0.5, gamma: float = 10.0,
+                      window: int = 20) -> go.Figure:
+    """Progressive layer dropping over a run: θ(t), the expected kept share E(θ) = 1 − (1−θ)(L−1)/(2L),
+    and each run's measured share of blocks kept (the step term ``kept_layer_fraction``, a rolling mean
+    over `window` steps), against the fraction of the budget used."""
+    from effitrain.techniques.layer_drop import expected_kept_fraction, theta
+
+    t = np.linspace(0.0, 1.0, 201)
+    th = [theta(x, theta_bar, gamma) for x in t]
+    fig = go.Figure()
+    fig.add_scatter(x=t, y=th, mode="lines", name="θ(t)", line=dict(color=PALETTE[0], dash="dot"))
+    fig.add_scatter(x=t, y=[expected_kept_fraction(v, layers) for v in th], mode="lines",
+                    name=f"expected kept share E (L = {layers})", line=dict(color=PALETTE[1], width=3))
+    for i, run in enumerate(runs):
+        steps = run.history.frame("steps")
+        if "term_kept_layer_fraction" not in steps or steps.empty:
+            continue
+        frac = steps["step"] / float(steps["step"].max())
+        kept = steps["term_kept_layer_fraction"].rolling(window, min_periods=1).mean()
+        fig.add_scatter(x=frac, y=kept, mode="lines", name=f"{run.label}: measured (mean of {window} steps)",
+                        line=dict(color=PALETTE[(i + 2) % len(PALETTE)], width=1))
+    fig.update_layout(title=dict(text="progressive layer dropping: keep schedule and blocks kept", x=0.01, font=dict(size=13)),
+                      template="plotly_white", height=340, margin=dict(l=60, r=20, t=50, b=50),
+                      xaxis=dict(title=dict(text="fraction of the budget used")),
+                      yaxis=dict(title=dict(text="share of blocks / θ"), range=[0.0, 1.05]))
+    return fig
+
+
+def break_even_figure(df: pd.DataFrame, fractions: Sequence[float]) -> go.Figure:
+    """Selective backprop's cost of a step against the share of rows kept: measured seconds and FLOPs per
+    step relative to the plain run (`effitrain.lab.speed.step_cost`, rows in the order of `fractions`
+    after the baseline), next to the FLOP model 1/3 + k (a scoring forward of every row, forward and
+    backward of the kept share k). Where a curve is below 1 the step is cheaper; it must then also
+    learn enough per step to win on time to target."""
+    rows = df.drop(index="baseline")
+    k = list(fractions)
+    fig = go.Figure()
+    fig.add_scatter(x=k, y=[1 / 3 + x for x in k], mode="lines", name="FLOP model 1/3 + k",
+                    line=dict(color="#888", dash="dot"))
+    for col, lo, hi, name, color in (("× baseline FLOPs", "FLOPs lo", "FLOPs hi", "measured FLOPs", PALETTE[0]),
+                                     ("× baseline s", "s lo", "s hi", "measured seconds", PALETTE[1])):
+        fig.add_scatter(x=k, y=rows[col], mode="lines+markers", name=name, line=dict(color=color),
+                        error_y=dict(type="data", symmetric=False, array=(rows[hi] - rows[col]).fillna(0),
+                                     arrayminus=(rows[col] - rows[lo]).fillna(0)))
+    fig.add_hline(y=1.0, line=dict(color="#444", width=1), annotation_text="plain step", annotation_position="top left")
+    fig.update_layout(title=dict(text="selective backprop: cost of a step against the share of rows kept", x=0.01,
+                                 font=dict(size=13)), template="plotly_white", height=340,
+                      margin=dict(l=60, r=20, t=50, b=50), xaxis=dict(title=dict(text="share of rows kept k")),
+                      yaxis=dict(title=dict(text="× the plain step")))
+    return fig

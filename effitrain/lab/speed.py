@@ -14,6 +14,7 @@ a difference must beat to mean anything).
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Sequence
 
@@ -104,4 +105,47 @@ def loss_parity(runs: "dict[str, Run]", baseline: Sequence[Run]) -> pd.DataFrame
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-__all__ = ["toggle_speed", "loss_parity", "max_gap"]
+def step_cost(config: Config, settings: "dict[str, Sequence[Any]]", *, data: Any = None, rounds: int = 3,
+              steps: int = 12, warmup: int = 2) -> pd.DataFrame:
+    """Seconds and FLOPs per step of short real training runs with technique lists, against the plain run.
+
+    For techniques that change the work of a step (selective backprop, layer dropping), where
+    `toggle_speed`'s config changes cannot express them. settings: {label: [techniques]} (each run
+    gets fresh deep copies, so no state carries from one run to the next); the plain run is the row
+    "baseline". Each round trains every setting
+    for `warmup` + `steps` steps on real batches of `data` (in turn, rounds alternating; seed =
+    config seed + round), and the per-step seconds and FLOPs of the last `steps` steps are compared
+    with the baseline's. Columns: s/step (ms), "× baseline s" [lo, hi] (95% over rounds), FLOPs/step,
+    "× baseline FLOPs" [lo, hi].
+    """
+    from effitrain.train.trainer import train
+
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"step_cost: rounds must be a positive integer, got {rounds!r}")
+    if "baseline" in settings:
+        raise ValueError("step_cost: 'baseline' is the name of the plain run's row; give the setting another label")
+    total = warmup + steps
+    cfg = config.replace(budget=f"{total}steps", evals=1, log_every=1)
+    every = {"baseline": [], **{label: list(t) for label, t in settings.items()}}
+    seconds: dict[str, list[float]] = {label: [] for label in every}
+    flops: dict[str, list[float]] = {label: [] for label in every}
+    for r in range(rounds):
+        for label, techniques in every.items():
+            run = train(cfg.replace(seed=config.run.seed + r), copy.deepcopy(techniques), data=data, progress=False)
+            rows = {int(row["step"]): row for row in run.history.steps}
+            first, last = rows.get(warmup, {"seconds": 0.0, "flops": 0.0}), rows[total]
+            seconds[label].append((last["seconds"] - first["seconds"]) / steps)
+            flops[label].append((last["flops"] - first["flops"]) / steps)
+    out = {}
+    for label in every:
+        s_ratio, s_lo, s_hi = ratio_ci(seconds[label], seconds["baseline"])  # mean(label) / mean(baseline)
+        f_ratio, f_lo, f_hi = ratio_ci(flops[label], flops["baseline"])
+        out[label] = {"ms/step": float(np.mean(seconds[label])) * 1e3, "× baseline s": s_ratio, "s lo": s_lo, "s hi": s_hi,
+                      "FLOPs/step": float(np.mean(flops[label])), "× baseline FLOPs": f_ratio, "FLOPs lo": f_lo,
+                      "FLOPs hi": f_hi}
+    df = pd.DataFrame.from_dict(out, orient="index")
+    df.attrs.update(rounds=rounds, steps=steps)
+    return df
+
+
+__all__ = ["toggle_speed", "loss_parity", "max_gap", "step_cost"]

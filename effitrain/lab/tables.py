@@ -6,6 +6,7 @@
     cost_table(results), agreement(results)   what pruning scores cost, and whether they agree
     junk_table(results, train, f)   which scores find the junk of a noisy corpus (precision, recall)
     side_by_side({name: sweep_table})   pruning sweeps on different data, next to each other
+    work_table(runs)           lesson 07: FLOPs and seconds per step vs the baseline, time and FLOPs to target
     distillation_table(d, task, E)   a distilled set against real subsets of the same size
     teacher_costs(runs)        what a distillation teacher cost next to its student
     downstream_groups(groups, tasks)   pre-trained groups judged downstream: FLOPs, parameters,
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -26,7 +28,7 @@ import torch
 from effitrain.config import Config
 from effitrain.data import PretrainData
 from effitrain.data.downstream import ClassificationTask
-from effitrain.lab.compare import NOT_REACHED, compare, mean_ci, fmt_pm, fmt_ratio, group_runs, to_text
+from effitrain.lab.compare import NOT_REACHED, compare, mean_ci, fmt_pm, fmt_ratio, group_runs, ratio_ci, to_text
 from effitrain.techniques.base import Technique
 from effitrain.techniques.dataset_distillation import DistilledSet, random_subset, train_on
 from effitrain.techniques.pruning import Prune
@@ -408,3 +410,73 @@ def downstream_groups(groups: "dict[str, Sequence[Any]]", tasks: Sequence[Classi
                 f"fine-tuning: the learning rate is chosen per model from {', '.join(f'{x:g}' for x in grid)} on a "
                 f"validation part of the training split (df.attrs['chosen_lr'] has the choices)")
     return df
+
+
+# -- lesson 07: less work per step, or steps that learn more --------------------------------------------
+def _per_step(run: Run, key: str) -> float:
+    s = run.summary()
+    steps = s.get("steps") or 0
+    return float(s[key]) / steps if steps else math.nan
+
+
+def work_table(runs: Iterable[Run], baseline: Any = None, target_val_loss: float | None = None) -> pd.DataFrame:
+    """Techniques that change the math of a step, judged at equal quality: one row per group of seeds.
+
+    flops_per_step / seconds_per_step: the group's mean per optimizer step (measured FLOPs, training
+    seconds) ÷ the baseline's (below 1: a cheaper step); then compare's time and FLOPs to the target
+    (default: the baseline seeds' highest final val loss) with their 95% intervals and the speed-ups
+    by seconds and by FLOPs (above 1 is faster), final val loss and context gain with intervals. A
+    cheaper step that needs more steps shows here as a per-step ratio below 1 and a speed-up below 1.
+    `df.attrs` carries compare's target and notes.
+    """
+    runs = list(runs)
+    by_s = compare(runs, target_val_loss=target_val_loss, baseline=baseline, speedup_by="seconds")
+    with warnings.catch_warnings():  # the same target: by_s has warned already
+        warnings.simplefilter("ignore")
+        by_f = compare(runs, target_val_loss=target_val_loss, baseline=baseline, speedup_by="flops")
+    groups = group_runs(r for r in runs if r.status != "failed" and r.history.evals)
+    base = groups[by_s.attrs["baseline"]]
+    rows = {}
+    for label in by_s.index:
+        row: dict[str, Any] = {"seeds": by_s.at[label, "seeds"], "reached": by_s.at[label, "reached"]}
+        for key, name in (("flops_measured", "flops_per_step"), ("seconds", "seconds_per_step")):
+            # ratio_ci(a, b) = mean(a) / mean(b): the group's per-step cost over the baseline's
+            ratio, lo, hi = ratio_ci([_per_step(r, key) for r in groups[label]], [_per_step(r, key) for r in base])
+            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = ratio, lo, hi
+        for src, prefix in ((by_s, "seconds"), (by_f, "flops")):
+            row[f"{prefix}_to_target"] = src.at[label, "time_s" if prefix == "seconds" else "flops"]
+            row[f"{prefix}_to_target_ci"] = src.at[label, "time_s_ci" if prefix == "seconds" else "flops_ci"]
+            row[f"speedup_{prefix}"] = src.at[label, "speedup"]
+            row[f"speedup_{prefix}_lo"], row[f"speedup_{prefix}_hi"] = src.at[label, "speedup_lo"], src.at[label, "speedup_hi"]
+        for key in ("final_val_loss", "final_val_loss_ci", "context_gain", "context_gain_ci"):
+            row[key] = by_s.at[label, key]
+        rows[label] = row
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df.index.name = "group"
+    df.attrs.update(by_s.attrs)
+    df.attrs["notes"] = list(by_s.attrs.get("notes", [])[:2]) + [
+        "FLOPs/step, s/step = the group's mean per optimizer step ÷ the baseline's (below 1: a cheaper step), "
+        "[95% interval of the ratio over seeds]",
+        "speed-up = the baseline's mean seconds (FLOPs) to the target ÷ the group's (above 1: faster)"]
+    return df
+
+
+def format_work_table(df: pd.DataFrame) -> pd.DataFrame:
+    """`work_table` as strings for display: one row per group."""
+    out = pd.DataFrame(index=df.index)
+    out["seeds"] = [str(s) for s in df["seeds"]]
+    out["reached"] = df["reached"]
+    out["FLOPs/step"] = [fmt_ratio(*v) for v in zip(df["flops_per_step"], df["flops_per_step_lo"], df["flops_per_step_hi"])]
+    out["s/step"] = [fmt_ratio(*v) for v in zip(df["seconds_per_step"], df["seconds_per_step_lo"], df["seconds_per_step_hi"])]
+    out["s to target"] = [fmt_pm(v, h, ".1f") for v, h in zip(df["seconds_to_target"], df["seconds_to_target_ci"])]
+    out["speed-up (s)"] = [fmt_ratio(*v) for v in zip(df["speedup_seconds"], df["speedup_seconds_lo"], df["speedup_seconds_hi"])]
+    out["FLOPs to target"] = [fmt_pm(v, h, ".3g") for v, h in zip(df["flops_to_target"], df["flops_to_target_ci"])]
+    out["speed-up (FLOPs)"] = [fmt_ratio(*v) for v in zip(df["speedup_flops"], df["speedup_flops_lo"], df["speedup_flops_hi"])]
+    out["final val loss"] = [fmt_pm(v, h, ".3f") for v, h in zip(df["final_val_loss"], df["final_val_loss_ci"])]
+    out["context gain"] = [fmt_pm(v, h, ".2f") for v, h in zip(df["context_gain"], df["context_gain_ci"])]
+    return out
+
+
+def work_text(df: pd.DataFrame) -> str:
+    """The formatted `work_table` and its notes as plain text."""
+    return to_text(format_work_table(df), notes=df.attrs.get("notes", []))
