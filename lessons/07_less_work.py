@@ -141,7 +141,7 @@ tables.format_work_table(gb_table)
 
 # %%
 pld = train_group("layer drop", cfg, [("layer_drop", {})], plots=(by_flops, by_seconds))
-display(figures.layer_drop_figure(pld, layers=L))
+display(figures.layer_drop_figure(pld))
 kept = sum(r.history.frame("steps")["term_kept_layer_fraction"].mean() for r in pld) / len(pld)
 expected = np.mean([expected_kept_fraction(theta(t), L) for t in np.linspace(0, 1, 1001)])  # E(θ(t)) over the run
 print(f"share of blocks run, over the whole run: measured {kept:.3f} (mean of the seeds), expected {expected:.3f}; "

@@ -91,8 +91,8 @@ class Side:
     """One model with its optimizer, step function and FLOP count."""
 
     def __init__(self, name: str, step: Callable[[int], torch.Tensor], forward_backward: Callable[[], None],
-                 model: torch.nn.Module, optimizer: torch.optim.Optimizer):
-        self.name, self.step, self.model, self.optimizer = name, step, model, optimizer
+                 model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: Callable[[MaskedBatch], torch.Tensor]):
+        self.name, self.step, self.model, self.optimizer, self.loss = name, step, model, optimizer, loss
         self.flops = count_flops(forward_backward)
         optimizer.zero_grad(set_to_none=True)
         self.seconds: list[float] = []
@@ -111,7 +111,8 @@ def build_effitrain(cfg: et.Config, batches: list[MaskedBatch], device: torch.de
             loss = mlm_loss_inputs(model, batches[0]).loss
         loss.backward()
 
-    side = Side("effitrain", lambda i: train_step(batches[i % len(batches)]), forward_backward, model, optimizer)
+    side = Side("effitrain", lambda i: train_step(batches[i % len(batches)]), forward_backward, model, optimizer,
+                loss=lambda b: mlm_loss_inputs(model, b).loss)
     side.optimizer_kind = "fused AdamW" if optimizer.defaults.get("fused") else "AdamW"
     return side
 
@@ -136,7 +137,8 @@ def build_hf(cfg: et.Config, batches: list[MaskedBatch], device: torch.device) -
             loss = model(input_ids=inputs[0][0], labels=inputs[0][1]).loss
         loss.backward()
 
-    side = Side("HF", train_step, forward_backward, model, optimizer)
+    side = Side("HF", train_step, forward_backward, model, optimizer,
+                loss=lambda b: model(input_ids=b.input_ids, labels=hf_labels(b)).loss)
     side.optimizer_kind = "AdamW (torch default implementation)"
     return side
 
@@ -181,9 +183,8 @@ def build_plain(cfg: et.Config, batches: list[MaskedBatch], device: torch.device
             loss = model.loss(batches[0])
         loss.backward()
 
-    side = Side("plain", lambda i: step(batches[i % len(batches)]), forward_backward, model, optimizer)
+    side = Side("plain", lambda i: step(batches[i % len(batches)]), forward_backward, model, optimizer, loss=model.loss)
     side.optimizer_kind = "AdamW (torch default implementation)"
-    side.loss = model.loss
     return side
 
 
@@ -196,8 +197,6 @@ def compare(args: argparse.Namespace, precision: str, device: torch.device) -> d
     sides = [build_effitrain(cfg, batches, device), build_hf(cfg, batches, device)]
     if args.plain:
         sides.append(build_plain(cfg, batches, device))
-    sides[0].loss = lambda b: mlm_loss_inputs(sides[0].model, b).loss
-    sides[1].loss = lambda b: sides[1].model(input_ids=b.input_ids, labels=hf_labels(b)).loss
     # the same task: all start near ln(V) on the same batch
     with torch.no_grad(), autocast_for(cfg, device)():
         first = [float(s.loss(batches[0])) for s in sides]

@@ -137,16 +137,18 @@ class ObjectivePlot:
         display(self.figure)
 
 
-__all__ = ["ObjectivePlot", "accumulation_figure", "plot_difficulty", "plot_sweep", "profile_figure"]
-
-
-def layer_drop_figure(runs: Sequence[Any], layers: int, theta_bar: float = 0.5, gamma: float = 10.0,
-                      window: int = 20) -> go.Figure:
+def layer_drop_figure(runs: Sequence[Any], layers: int | None = None, window: int = 20) -> go.Figure:
     """Progressive layer dropping over a run: θ(t), the expected kept share E(θ) = 1 − (1−θ)(L−1)/(2L),
     and each run's measured share of blocks kept (the step term ``kept_layer_fraction``, a rolling mean
-    over `window` steps), against the fraction of the budget used."""
-    from effitrain.techniques.layer_drop import expected_kept_fraction, theta
+    over `window` steps), against the fraction of the budget used. θ̄, γ and (by default) L are the
+    first run's: its layer_drop parameters and model.layers."""
+    from effitrain.techniques.layer_drop import LayerDropParams, expected_kept_fraction, theta
 
+    first = runs[0]
+    params = next((t.get("params") or {} for t in first.techniques if t["name"] == "layer_drop"), {})
+    defaults = LayerDropParams()
+    theta_bar, gamma = params.get("theta_bar", defaults.theta_bar), params.get("gamma", defaults.gamma)
+    layers = layers or first.config.model.layers
     t = np.linspace(0.0, 1.0, 201)
     th = [theta(x, theta_bar, gamma) for x in t]
     fig = go.Figure()
@@ -190,3 +192,7 @@ def break_even_figure(df: pd.DataFrame, fractions: Sequence[float]) -> go.Figure
                       margin=dict(l=60, r=20, t=50, b=50), xaxis=dict(title=dict(text="share of rows kept k")),
                       yaxis=dict(title=dict(text="× the plain step")))
     return fig
+
+
+__all__ = ["ObjectivePlot", "accumulation_figure", "break_even_figure", "layer_drop_figure", "plot_difficulty",
+           "plot_sweep", "profile_figure"]

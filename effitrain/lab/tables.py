@@ -443,11 +443,12 @@ def work_table(runs: Iterable[Run], baseline: Any = None, target_val_loss: float
             # ratio_ci(a, b) = mean(a) / mean(b): the group's per-step cost over the baseline's
             ratio, lo, hi = ratio_ci([_per_step(r, key) for r in groups[label]], [_per_step(r, key) for r in base])
             row[name], row[f"{name}_lo"], row[f"{name}_hi"] = ratio, lo, hi
-        for src, prefix in ((by_s, "seconds"), (by_f, "flops")):
-            row[f"{prefix}_to_target"] = src.at[label, "time_s" if prefix == "seconds" else "flops"]
-            row[f"{prefix}_to_target_ci"] = src.at[label, "time_s_ci" if prefix == "seconds" else "flops_ci"]
-            row[f"speedup_{prefix}"] = src.at[label, "speedup"]
-            row[f"speedup_{prefix}_lo"], row[f"speedup_{prefix}_hi"] = src.at[label, "speedup_lo"], src.at[label, "speedup_hi"]
+        # compare gives seconds and FLOPs to target in every table; only its speed-up depends on the axis
+        row["seconds_to_target"], row["seconds_to_target_ci"] = by_s.at[label, "time_s"], by_s.at[label, "time_s_ci"]
+        row["flops_to_target"], row["flops_to_target_ci"] = by_s.at[label, "flops"], by_s.at[label, "flops_ci"]
+        for src, axis in ((by_s, "seconds"), (by_f, "flops")):
+            for col in ("speedup", "speedup_lo", "speedup_hi"):
+                row[col.replace("speedup", f"speedup_{axis}")] = src.at[label, col]
         for key in ("final_val_loss", "final_val_loss_ci", "context_gain", "context_gain_ci"):
             row[key] = by_s.at[label, key]
         rows[label] = row
