@@ -17,6 +17,7 @@ from effitrain.train import (CheckpointError, History, Run, Trainer, measure_pea
 from effitrain.train.runcache import cached_train
 from effitrain.train.finetune import DownstreamResult, downstream_table, evaluate_downstream
 from effitrain.data.downstream import downstream_task
+from effitrain.recipes import ingredients, recipe, recipe_card
 
 _datasets.disable_progress_bars()  # our own progress bar says what matters
 __version__ = "0.1.0"
@@ -24,4 +25,5 @@ __version__ = "0.1.0"
 __all__ = ["Budget", "Config", "ConfigError", "PROFILES", "PRESETS", "default_profile", "profile_config",
            "CorpusError", "corpus_names", "prepare_data", "Technique", "technique", "register", "registered",
            "CheckpointError", "History", "Run", "Trainer", "measure_peak_flops", "time_to_target", "train",
-           "cached_train", "DownstreamResult", "downstream_table", "downstream_task", "evaluate_downstream"]
+           "cached_train", "DownstreamResult", "downstream_table", "downstream_task", "evaluate_downstream",
+           "ingredients", "recipe", "recipe_card"]

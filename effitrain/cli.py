@@ -54,6 +54,9 @@ def _build_parser() -> _Parser:
     t = sub.add_parser("train", help="train one run and print its summary",
                        description="Train one run of a profile (with overrides) and print its summary.")
     t.add_argument("--profile", help="smoke, cpu or gpu (default: EFFITRAIN_PROFILE, else gpu with CUDA, else cpu)")
+    t.add_argument("--recipe", help="a named recipe on top of the profile: bert, 24h-bert or cramming")
+    t.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="sets",
+                   help="change one config field after the recipe, e.g. --set model.norm=post (repeatable)")
     t.add_argument("--preset", help="model size: tiny, mini, small or base (default: the profile's)")
     t.add_argument("--budget", help="how long to train: 60s, 5min, 2000steps, 1e12flops, 2e6tokens")
     t.add_argument("--seed", type=int, help="random seed (integer >= 0)")
@@ -154,7 +157,16 @@ def _config(args: argparse.Namespace, names: dict[str, str]) -> Any:
     """The profile's config with the options in `names` (argparse attribute -> config field) that were given."""
     from effitrain.config import profile_config
 
-    cfg = profile_config(args.profile)
+    from effitrain.config import parse_assignment
+
+    if getattr(args, "recipe", None):
+        from effitrain.recipes import recipe
+
+        cfg = recipe(args.recipe, args.profile)
+    else:
+        cfg = profile_config(args.profile)
+    sets = dict(parse_assignment(s) for s in getattr(args, "sets", ()))
+    cfg = cfg.replace(**sets) if sets else cfg
     changes = {field: getattr(args, attr) for attr, field in names.items() if getattr(args, attr) is not None}
     return cfg.replace(**changes) if changes else cfg
 

@@ -72,6 +72,9 @@ class DataConfig:
     min_words: int = 20
     pack: bool = True
     max_train_examples: int = 0  # 0 = all; a cap keeps tiny experiments tiny
+    # cramming's data ingredients (`effitrain.data.order`), applied to the training rows by the trainer
+    max_tokens_per_char: float = 0.0  # drop rows with more tokens per character than this (0 = keep all)
+    order: str = "shuffle"  # "shuffle" (a fresh order every epoch) or "likely-first" (unigram likelihood)
 
     def __post_init__(self) -> None:
         _finite_floats("data", self)
@@ -91,6 +94,11 @@ class DataConfig:
         _check(isinstance(self.pack, bool), f"data.pack must be true or false; got {self.pack!r}")
         _check(isinstance(self.max_train_examples, int) and self.max_train_examples >= 0,
                f"data.max_train_examples must be an integer >= 0 (0 = all); got {self.max_train_examples!r}")
+        _check(isinstance(self.max_tokens_per_char, (int, float)) and not isinstance(self.max_tokens_per_char, bool)
+               and 0 <= self.max_tokens_per_char <= 2,
+               f"data.max_tokens_per_char must be in [0, 2] tokens per character (0 = keep every row); "
+               f"got {self.max_tokens_per_char!r}")
+        _choice("data", "order", self.order, ("shuffle", "likely-first"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,6 +131,7 @@ class ModelConfig:
     bias: bool = True
     dropout: float = 0.1
     tie_embeddings: bool = True
+    sparse_head: bool = True  # logits only where a token is predicted; False = at every position (BERT)
     init_std: float = 0.02
     position: str = "learned"  # "learned" (BERT), "rotary" (RoPE on q, k) or "alibi" (distance bias)
     attention: str = "sdpa"  # "sdpa" (F.scaled_dot_product_attention) or "math" (q·kᵀ, softmax, ·v written out)
@@ -149,6 +158,7 @@ class ModelConfig:
         _choice("model", "norm", self.norm, NORMS)
         _choice("model", "ffn_kind", self.ffn_kind, ("gelu", "glu"))
         _check(isinstance(self.bias, bool), f"model.bias must be true or false; got {self.bias!r}")
+        _check(isinstance(self.sparse_head, bool), f"model.sparse_head must be true or false; got {self.sparse_head!r}")
         _check(isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1,
                f"model.dropout must be in [0, 1); got {self.dropout!r}")
         _check(isinstance(self.init_std, (int, float)) and self.init_std > 0,
@@ -190,6 +200,7 @@ class OptimConfig:
     warmup: float = 0.06  # fraction of the budget
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0  # 0 = off
+    plan_steps: int = 0  # 0 = the schedule runs on the budget fraction; N = planned for N steps (a deadline may cut it)
     kernel: str = "auto"  # AdamW implementation: "auto" (fused where the device has it, else foreach), or one of them
 
     def __post_init__(self) -> None:
@@ -209,6 +220,8 @@ class OptimConfig:
         _check(isinstance(self.min_lr_ratio, (int, float)) and 0 <= self.min_lr_ratio <= 1,
                f"optim.min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio!r}")
         _non_negative("optim", "grad_clip", self.grad_clip)
+        _check(isinstance(self.plan_steps, int) and not isinstance(self.plan_steps, bool) and self.plan_steps >= 0,
+               f"optim.plan_steps must be an integer >= 0 (0 = schedule on the budget); got {self.plan_steps!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -455,6 +468,23 @@ def default_profile() -> str:
         _check(name in PROFILES, f"EFFITRAIN_PROFILE must be one of {', '.join(PROFILES)}; got {name!r}")
         return name
     return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """"model.norm=post" → ("model.norm", "post"): numbers become numbers, true/false booleans (for
+    `effitrain train --set` and the panel's changes box; `Config.replace` then checks the field)."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip():
+        raise ConfigError(f"a change must look like FIELD=VALUE, e.g. model.norm=post; got {text.strip()!r}")
+    value: Any = raw.strip()
+    if value.lower() in ("true", "false"):
+        return name.strip(), value.lower() == "true"
+    for kind in (int, float):
+        try:
+            return name.strip(), kind(value)
+        except ValueError:
+            pass
+    return name.strip(), value
 
 
 def profile_config(name: str | None = None, **changes: Any) -> Config:

@@ -15,6 +15,7 @@ from effitrain.lab.plot import PALETTE
 from effitrain.techniques.curriculum import COMPETENCES, DIFFICULTIES, admitted_share, competence, difficulty, difficulty_cdf
 
 if TYPE_CHECKING:  # pragma: no cover
+    from effitrain.config import Config
     from effitrain.data import PretrainData
 
 
@@ -194,5 +195,37 @@ def break_even_figure(df: pd.DataFrame, fractions: Sequence[float]) -> go.Figure
     return fig
 
 
+def recipe_schedule_figure(configs: dict[str, "Config"], steps_in_budget: dict[str, int] | None = None,
+                           points: int = 201) -> go.Figure:
+    """Each config's learning rate (× its own peak, left) and rows per step (× the micro-batch, right)
+    against the fraction of the budget used, from the trainer's own functions (`lr_factor`,
+    `micro_batches_at`). A schedule planned in steps (`optim.plan_steps`) is drawn for a budget that
+    holds `steps_in_budget[name]` steps (default: the plan), so a plan the deadline cuts off ends
+    above 0; the dotted line is the deadline."""
+    from effitrain.train.schedule import lr_factor, micro_batches_at
+
+    f = np.linspace(0.0, 1.0, points)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("learning rate ÷ its peak", "rows per step ÷ micro-batch"))
+    for i, (name, cfg) in enumerate(configs.items()):
+        o, color = cfg.optim, PALETTE[i % len(PALETTE)]
+        if o.plan_steps:
+            held = (steps_in_budget or {}).get(name, o.plan_steps)
+            sched = [lr_factor(min(1.0, x * held / o.plan_steps), o.schedule, o.warmup, o.min_lr_ratio) for x in f]
+            label = f"{name} (planned for {o.plan_steps} steps, {held} fit)"
+        else:
+            sched = [lr_factor(x, o.schedule, o.warmup, o.min_lr_ratio) for x in f]
+            label = name
+        fig.add_scatter(x=f, y=sched, mode="lines", name=label, line=dict(color=color), legendgroup=name, row=1, col=1)
+        fig.add_scatter(x=f, y=[micro_batches_at(x, cfg.run.grad_accum, cfg.run.batch_ramp) for x in f],
+                        mode="lines", name=name, line=dict(color=color, shape="hv"), legendgroup=name,
+                        showlegend=False, row=1, col=2)
+    for col in (1, 2):
+        fig.add_vline(x=1.0, line=dict(color="#444", dash="dot"), row=1, col=col)
+        fig.update_xaxes(title_text="fraction of the budget used", range=[0, 1.02], row=1, col=col)
+    fig.update_layout(template="plotly_white", height=330, margin=dict(l=50, r=20, t=50, b=50),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
 __all__ = ["ObjectivePlot", "accumulation_figure", "break_even_figure", "layer_drop_figure", "plot_difficulty",
-           "plot_sweep", "profile_figure"]
+           "plot_sweep", "profile_figure", "recipe_schedule_figure"]

@@ -42,13 +42,14 @@ from typing import Any, Iterable
 
 import ipywidgets as widgets
 
-from effitrain.config import PRECISIONS, PROFILES, Budget, Config, ConfigError, profile_config
+from effitrain.config import PRECISIONS, PROFILES, Budget, Config, ConfigError, parse_assignment, profile_config
 from effitrain.data import PretrainData
 from effitrain.lab.compare import compare, styled, to_text
 from effitrain.lab.plot import LivePlot
 from effitrain.techniques.base import REGISTRY, registered, resolve
 from effitrain.train import runcache
 from effitrain.train.run import Run
+from effitrain.recipes import RECIPE_NAMES, recipe
 
 MAX_SEEDS = 5
 
@@ -155,7 +156,7 @@ class Panel:
     lesson's own, already prepared); otherwise each run prepares its data (cached on disk).
     Attributes: `widget`, `runs` (every run started here, in order), `plot`, and the widgets
     `technique_boxes[name]`, `param_widgets[name][field]`, `profile`, `budget`, `seeds`,
-    `precision`, `compile`, `target`, `use_cache`, `run_button`, `stop_button`, `status`, `errors`,
+    `precision`, `compile`, `recipe` (a named recipe or the lesson's config), `changes` (FIELD=VALUE, …), `target`, `use_cache`, `run_button`, `stop_button`, `status`, `errors`,
     `table`.
     """
 
@@ -218,6 +219,12 @@ class Panel:
         self.precision = widgets.Dropdown(options=list(PRECISIONS), value=cfg.run.precision, description="precision",
                                           style=wide, layout=widgets.Layout(width="180px"))
         self.compile = widgets.Checkbox(value=cfg.run.compile, description="torch.compile", indent=False)
+        self.recipe = widgets.Dropdown(options=[("(the lesson's config)", "")] + [(n, n) for n in RECIPE_NAMES], value="",
+                                       description="recipe", style=wide, layout=widgets.Layout(width="260px"),
+                                       tooltip="et.recipe(name): bert, 24h-bert or cramming on top of the profile")
+        self.changes = widgets.Text(value="", description="changes", placeholder="model.norm=post, optim.lr=3e-4",
+                                    continuous_update=False, style=wide, layout=widgets.Layout(width="420px"),
+                                    tooltip="config fields set after the recipe (comma-separated FIELD=VALUE)")
         self.target = widgets.Text(value="", description="target val loss", placeholder="auto: baseline's final",
                                    style=wide, layout=widgets.Layout(width="260px"))
         self.use_cache = widgets.Checkbox(
@@ -236,6 +243,7 @@ class Panel:
             widgets.HTML("<b>Techniques</b>"), *rows,
             widgets.HTML("<b>Run settings</b>"),
             widgets.HBox([self.profile, self.budget, self.precision, self.compile]),
+            widgets.HBox([self.recipe, self.changes]),
             widgets.HBox([self.seeds, self.target, self.use_cache]),
             widgets.HBox([self.run_button, self.stop_button, self.status]),
             self.errors, self.plot.widget, self.table,
@@ -314,7 +322,13 @@ class Panel:
     def configs(self) -> list[Config]:
         """One config per seed, from the base config (or the chosen profile) and the run settings."""
         budget = Budget.parse(self.budget.value)
-        cfg = self.base_config if self.profile.value == self.base_config.profile else profile_config(self.profile.value)
+        if self.recipe.value:
+            cfg = recipe(self.recipe.value, self.profile.value if self.profile.value in PROFILES else None)
+        else:
+            cfg = (self.base_config if self.profile.value == self.base_config.profile
+                   else profile_config(self.profile.value))
+        changes = dict(parse_assignment(c) for c in self.changes.value.split(",") if c.strip())
+        cfg = cfg.replace(**changes) if changes else cfg
         cfg = cfg.replace(budget=budget, **{"run.precision": self.precision.value, "run.compile": self.compile.value})
         first = cfg.run.seed
         return [cfg.replace(**{"run.seed": first + i}) for i in range(int(self.seeds.value))]

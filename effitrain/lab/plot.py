@@ -79,6 +79,7 @@ class LivePlot:
         self._bands: list[_Band] = []
         self._colors: dict[str, str] = {}
         self._unigram: dict[float, Any] = {}  # unigram val loss → its dashed line (a trace)
+        self._marks: dict[str, list[tuple[float, str]]] = {}  # x axis → dotted vertical lines (`mark_x`)
         self._lock = threading.RLock()
         self._last_draw = 0.0
         self._pending: set[int] = set()
@@ -196,6 +197,7 @@ class LivePlot:
             with self.figure.batch_update():
                 self.figure.layout.xaxis.title.text = X_AXES[x]
                 self.figure.layout.uirevision = x  # a new x resets the zoom
+            self._draw_shapes()
             self.update()
 
     def set_log_y(self, on: bool = True) -> None:
@@ -211,15 +213,32 @@ class LivePlot:
             raise ValueError(f"target must be a finite number or None; got {val_loss!r}")
         with self._lock:
             self.target = None if val_loss is None else float(val_loss)
-            with self.figure.batch_update():
-                if self.target is None:
-                    self.figure.layout.shapes = []
-                else:
-                    self.figure.layout.shapes = [dict(
-                        type="line", xref="paper", x0=0, x1=1, yref="y", y0=self.target, y1=self.target,
-                        line=dict(color="#555", width=1.5, dash="dash"), name="target",
-                        label=dict(text=f"target {self.target:.3f}", textposition="end", font=dict(size=11)))]
+            self._draw_shapes()
             self.update()
+
+    def mark_x(self, value: float, label: str = "deadline", x: str | None = None) -> None:
+        """A dotted vertical line at `value` on axis `x` (default: the current one), e.g. a budget's deadline
+        in seconds; it shows whenever that axis is."""
+        x = x or self.x
+        _check_x(x)
+        if not (isinstance(value, (int, float)) and math.isfinite(value)):
+            raise ValueError(f"mark_x needs a finite number; got {value!r}")
+        with self._lock:
+            self._marks.setdefault(x, []).append((float(value), str(label)))
+            self._draw_shapes()
+
+    def _draw_shapes(self) -> None:
+        shapes = [dict(type="line", xref="x", x0=v, x1=v, yref="paper", y0=0, y1=1,
+                       line=dict(color="#444", width=1.2, dash="dot"),
+                       label=dict(text=text, textposition="end", font=dict(size=11)))
+                  for v, text in self._marks.get(self.x, [])]
+        if self.target is not None:
+            shapes.append(dict(
+                type="line", xref="paper", x0=0, x1=1, yref="y", y0=self.target, y1=self.target,
+                line=dict(color="#555", width=1.5, dash="dash"), name="target",
+                label=dict(text=f"target {self.target:.3f}", textposition="end", font=dict(size=11))))
+        with self.figure.batch_update():
+            self.figure.layout.shapes = shapes
 
     def reach_points(self) -> dict[str, dict[str, float] | None]:
         """label → `time_to_target(...)` for the current target (None: not reached or no target)."""

@@ -333,8 +333,19 @@ def distillation_table(distilled: DistilledSet, task: ClassificationTask, embedd
     return pd.DataFrame(rows)
 
 
-__all__ = ["distillation_table", "run_label", "sweep", "agreement", "cost_table", "curriculum_table", "curriculum_text", "format_curriculum_table",
+__all__ = ["recipe_table", "distillation_table", "run_label", "sweep", "agreement", "cost_table", "curriculum_table", "curriculum_text", "format_curriculum_table",
            "format_sweep_table", "scoring_cost", "sweep_table", "sweep_text", "teacher_costs"]
+
+
+def _reference_group(groups: dict, name: str | None, caller: str, role: str) -> str:
+    """The group the others are compared with: `name`, else the first; a clear error when absent."""
+    labels = list(groups)
+    if not labels:
+        raise ValueError(f"{caller} needs at least one group")
+    chosen = name if name is not None else labels[0]
+    if chosen not in groups:
+        raise ValueError(f"{role} {chosen!r} is not one of the groups: {', '.join(labels)}")
+    return chosen
 
 
 # -- pre-training judged downstream ------------------------------------------------------------------------
@@ -360,11 +371,7 @@ def downstream_groups(groups: "dict[str, Sequence[Any]]", tasks: Sequence[Classi
     from effitrain.train.finetune import DEFAULTS, evaluate_downstream
 
     labels = list(groups)
-    if not labels:
-        raise ValueError("downstream_groups needs at least one group")
-    base = baseline if baseline is not None else labels[0]
-    if base not in groups:
-        raise ValueError(f"baseline {base!r} is not one of the groups: {', '.join(labels)}")
+    base = _reference_group(groups, baseline, "downstream_groups", "baseline")
     judge = judge or (tasks[0].name, methods[-1])
     col = f"{judge[0]} {judge[1]}"
     if col not in {f"{t.name} {m}" for t in tasks for m in methods}:
@@ -481,3 +488,60 @@ def format_work_table(df: pd.DataFrame) -> pd.DataFrame:
 def work_text(df: pd.DataFrame) -> str:
     """The formatted `work_table` and its notes as plain text."""
     return to_text(format_work_table(df), notes=df.attrs.get("notes", []))
+
+
+# -- lesson 05: recipes and the cramming ablation ----------------------------------------------------------
+def recipe_table(groups: "dict[str, Sequence[Run]]", tasks: Sequence[ClassificationTask] = (),
+                 reference: str | None = None, target_val_loss: float | None = None,
+                 probe: "dict | None" = None) -> pd.DataFrame:
+    """One row per group of seeds (a recipe, or a recipe with some ingredients swapped): steps, final val
+    loss and context gain with their 95% intervals, each task's linear-probe accuracy (± over
+    pre-training seeds), and the seconds to `target_val_loss` (default: the reference group's worst
+    final loss, the reference being the first group unless named) with the speed-up over the reference.
+
+    Runs are relabelled by their group, so groups that differ only in a setting `compare` would not
+    name stay apart. `df.attrs`: target_val_loss, unigram_val_loss, plateau (the target lies above
+    the unigram line: a time to it says nothing about using context), reference, notes.
+    """
+    import copy
+
+    ref = _reference_group(groups, reference, "recipe_table", "reference")
+    renamed = {}
+    for label, runs in groups.items():
+        renamed[label] = [copy.copy(r) for r in runs]
+        for r in renamed[label]:
+            r.name = f"{label} s{r.config.run.seed}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a target on the plateau is reported in attrs, not as a warning
+        cmp = compare([r for runs in renamed.values() for r in runs], target_val_loss=target_val_loss, baseline=ref)
+    rows = {}
+    for label, runs in renamed.items():
+        c = cmp.loc[label]
+        row = {"seeds": len(runs), "steps": float(np.mean([r.summary()["steps"] for r in runs])),
+               "final val loss": fmt_pm(c["final_val_loss"], c["final_val_loss_ci"], ".3f"),
+               "context gain": fmt_pm(c["context_gain"], c["context_gain_ci"], ".2f")}
+        for task in tasks:
+            accs = [evaluate_downstream_probe(r, task, probe) for r in runs]
+            row[f"{task.name} probe"] = fmt_pm(*mean_ci(accs), ".3f")
+        reached = c["reached"]
+        row["s to target"] = (fmt_pm(c["time_s"], c["time_s_ci"], ".1f") if c["time_s"] != NOT_REACHED
+                              else f"not reached ({reached})")
+        row["speed-up (s)"] = fmt_ratio(c["speedup"], c["speedup_lo"], c["speedup_hi"])
+        rows[label] = row
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df.index.name = "recipe"
+    target, unigram = cmp.attrs["target_val_loss"], cmp.attrs["unigram_val_loss"]
+    df.attrs.update(target_val_loss=target, unigram_val_loss=unigram, plateau=bool(target > unigram), reference=ref,
+                    notes=[f"target {target:.3f} ({ref}'s worst final val loss unless given), "
+                           f"{unigram - target:+.2f} nats below the unigram line {unigram:.3f}"
+                           + (": ON THE PLATEAU, a time to it says nothing about using context" if target > unigram
+                              else "")])
+    return df
+
+
+def evaluate_downstream_probe(run: Run, task: ClassificationTask, settings: "dict | None" = None) -> float:
+    """Test accuracy of a linear probe on `run`'s frozen encoder, seeded by the run's seed."""
+    from effitrain.train.finetune import evaluate_downstream
+
+    return evaluate_downstream(run.model, task, method="probe", seeds=[run.config.run.seed],
+                               **(settings or {})).accuracy

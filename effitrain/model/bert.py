@@ -18,6 +18,7 @@
                      groups), LN, SiLU, Linear H→H
         GroupedFFN:  Linear H→F, GELU, grouped Linear F→H (g blocks on the diagonal), Linear H→H
     MLM head (sparse):      logits only at the M predicted positions, (M, V), decoder tied to embeddings
+                            (model.sparse_head=False: at all B·T positions, as BERT, then the M read)
     classifier:             h[:, 0] ([CLS]) → dense → tanh → dropout → (B, classes)
 
 Attention (`ModelConfig.attention`):
@@ -352,6 +353,8 @@ class BertForMLM(nn.Module):
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         h = self.encoder(ids, attention_mask)  # (B, T, H)
         with region("effitrain/head"):
+            if not self.cfg.sparse_head:  # BERT's dense head: logits at every position, the loss reads M of them
+                return self.head(h.flatten(0, 1)).index_select(0, positions)  # (B·T, V) → (M, V)
             h = h.flatten(0, 1).index_select(0, positions)  # (M, H): only where a token is to be predicted
             return self.head(h)  # (M, V)
 
@@ -426,12 +429,14 @@ def groupbert_layer_matmul_parameters(cfg: ModelConfig) -> int:
 def analytic_flops_parts(cfg: ModelConfig, vocab_size: int, batch: int, seq_len: int, predicted: int,
                          attention_recompute: bool = True) -> dict[str, float]:
     """The terms of `analytic_flops`: {"blocks": 6·N·tokens, "attention": …, "head": …}
-    (N = `matmul_parameters(cfg)`, GroupBERT's conv module and grouped FFNs included)."""
+    (N = `matmul_parameters(cfg)`, GroupBERT's conv module and grouped FFNs included). A dense head
+    (`model.sparse_head=False`) runs on all B·T positions, not the M predicted ones."""
     tokens = batch * seq_len
+    head_rows = predicted if cfg.sparse_head else tokens
     per_token_attn = 4 * seq_len * cfg.hidden * (3 + (0.5 if attention_recompute else 0))
     return {"blocks": float(6 * matmul_parameters(cfg) * tokens),
             "attention": float(cfg.layers * per_token_attn * tokens),
-            "head": float(6 * predicted * (cfg.hidden * cfg.hidden + cfg.hidden * vocab_size))}
+            "head": float(6 * head_rows * (cfg.hidden * cfg.hidden + cfg.hidden * vocab_size))}
 
 
 def analytic_flops(cfg: ModelConfig, vocab_size: int, batch: int, seq_len: int, predicted: int,

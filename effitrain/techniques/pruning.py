@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from effitrain.config import Config, ConfigError
 from effitrain.data.masking import mask_tokens
+from effitrain.data.order import tokens_per_char
 from effitrain.data.tokenizer import PAD, SPECIAL_TOKENS, decode_text
 from effitrain.techniques.base import StepContext, Technique, param, register
 from effitrain.train.flops import count_flops
@@ -99,8 +100,7 @@ def compressibility_scores(train: "TrainSet") -> tuple[torch.Tensor, Cost]:
     The cramming filter (Geiping & Goldstein 2022) drops the rows with the highest value.
     """
     t0 = time.perf_counter()
-    chars = train.features["chars"].float().clamp(min=1.0)
-    scores = real_tokens(train).float() / chars
+    scores = tokens_per_char(train)  # the same measure as the cramming recipe's data.max_tokens_per_char
     return scores, {"seconds": time.perf_counter() - t0, "flops": 0.0}
 
 

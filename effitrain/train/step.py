@@ -70,7 +70,7 @@ def attention_recompute(config: Config, device: torch.device) -> bool:
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases, norms and embeddings (as BERT)."""
+    """No weight decay on biases, norms and embeddings (BERT's TF code spares biases and LayerNorm only)."""
     decay, no_decay, seen = [], [], set()
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):

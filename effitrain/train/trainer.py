@@ -48,6 +48,7 @@ import torch.nn.functional as F
 
 from effitrain.config import Config, ConfigError
 from effitrain.data import MaskedBatch, PretrainData, TrainSet, mask_tokens, prepare_data
+from effitrain.data.order import OrderedSampler, compressible_rows, likely_first, tokens_per_char
 from effitrain.data.sampler import EpochSampler
 from effitrain.model import BertForMLM, count_parameters
 from effitrain.model.bert import analytic_flops_parts
@@ -180,8 +181,8 @@ class Trainer:
         cfg = self.config
         plan = StepPlan(micro_batches=micro_batches_at(ctx.fraction, cfg.run.grad_accum, cfg.run.batch_ramp),
                         micro_batch_size=cfg.run.batch_size,
-                        lr=cfg.optim.lr * lr_factor(ctx.fraction, cfg.optim.schedule, cfg.optim.warmup,
-                                                    cfg.optim.min_lr_ratio))
+                        lr=cfg.optim.lr * lr_factor(self._schedule_fraction(ctx), cfg.optim.schedule,
+                                                    cfg.optim.warmup, cfg.optim.min_lr_ratio))
         for t in self.techniques:
             plan = t.plan_step(plan, ctx)
         if plan.replicas > 1 and not any("backward" in t.claimed() for t in self.techniques):
@@ -256,6 +257,12 @@ class Trainer:
         self.memory = PeakMemory(self.device)
 
         train: TrainSet = self.data.train
+        if cfg.data.max_tokens_per_char > 0:
+            train = train.select(compressible_rows(train, cfg.data.max_tokens_per_char))
+            if len(train) == 0:
+                raise ConfigError(f"data.max_tokens_per_char={cfg.data.max_tokens_per_char} drops every training row; "
+                                  f"raise it (rows here have {tokens_per_char(self.data.train).min():.3f} or more)")
+        run.extra.update(rows_filtered=len(self.data.train) - len(train))
         for t in self.techniques:
             train = t.on_dataset(train, self._ctx())
         if len(train) == 0:
@@ -290,6 +297,11 @@ class Trainer:
             s = t.make_sampler(train, self._ctx())
             if s is not None:
                 chosen.append((t.name, s))
+        if self.config.data.order != "shuffle":
+            if chosen:
+                raise ConfigError(f"data.order={self.config.data.order!r} and {chosen[0][0]} cannot train together: "
+                                  "both decide the order of examples")
+            return OrderedSampler(likely_first(train, self.data.unigram_counts))
         if len(chosen) > 1:
             raise ConfigError(f"{chosen[0][0]} and {chosen[1][0]} cannot train together: both decide the order of examples")
         return chosen[0][1] if chosen else EpochSampler(len(train), self.config.run.seed)
@@ -383,6 +395,12 @@ class Trainer:
         return StepContext(step=p.step if step is None else step, fraction=self._fraction(), tokens=p.tokens,
                            seconds=p.seconds, flops=p.flops, config=self.config, device=self.device,
                            rng=self.technique_rng, data=self.data)
+
+    def _schedule_fraction(self, ctx: StepContext) -> float:
+        """Where the LR schedule is: the budget fraction, or (optim.plan_steps) the fraction of a step plan,
+        which a deadline in seconds, tokens or FLOPs may cut off before it ends."""
+        plan = self.config.optim.plan_steps
+        return ctx.fraction if plan == 0 else min(1.0, ctx.step / plan)
 
     def _fraction(self) -> float:
         b, p = self.config.budget, self.pos
