@@ -39,7 +39,7 @@
 #
 # | profile | model | budget per run | runs | whole notebook |
 # |---|---|---|---|---|
-# | `smoke` (CI) | tiny | 1 s | 3 × 2 seeds + 6 × 2 seeds | about 50 s (estimate from 72 s at 1.5 s per run) |
+# | `smoke` (CI) | tiny | 1 s | 3 × 2 seeds + 6 × 2 seeds | 57 s measured (nbmake in CI, 2-core CPU, 2026-12-02) |
 # | `cpu` (laptop) | tiny | 20 s | 3 × 3 seeds + 6 × 2 seeds | 8.8 min measured from a cold run cache (2-core CPU, 2026-12-02) |
 # | `gpu` (one GPU) | base | 5 min | 3 × 3 seeds + 6 × 3 seeds | about 2.3 h (estimate) |
 

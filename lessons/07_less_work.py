@@ -38,7 +38,7 @@
 #
 # | profile | model | runs | steps × batch | whole notebook |
 # |---|---|---|---|---|
-# | `smoke` (CI) | tiny, 3 layers | 8 settings × 2 seeds | 12 × 32 | about 65 s measured (4 layers, 16 steps; quiet 2-core CPU, 2026-12) |
+# | `smoke` (CI) | tiny, 3 layers | 8 settings × 2 seeds | 12 × 32 | 57 s measured (nbmake in CI, 2-core CPU, 2026-12-02) |
 # | `cpu` (laptop) | tiny, 3 layers | 8 settings × 3 seeds | 300 × 32 (noisy corpus 200, norm-free 150) | 10.3 min measured from a cold run cache (2-core CPU, 2026-12-02; just over the 10-minute aim) |
 # | `gpu` (one GPU) | base (12 layers) | 8 settings × 3 seeds | 2,000 × 128 | not measured yet |
 

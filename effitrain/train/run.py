@@ -40,6 +40,12 @@ FORMAT_FIELDS["effitrain-run-v3"] = {
     "model": FORMAT_FIELDS["effitrain-run-v2"]["model"] + ("attention", "groupbert", "conv_kernel", "conv_group_size",
                                                           "ffn_groups"),
     "optim": tuple(f for f in _V1_FIELDS["optim"] if f != "fused") + ("kernel",)}
+# v4: the recipes' ingredients: data.max_tokens_per_char, data.order, model.sparse_head, optim.plan_steps
+FORMAT_FIELDS["effitrain-run-v4"] = {
+    **FORMAT_FIELDS["effitrain-run-v3"],
+    "data": FORMAT_FIELDS["effitrain-run-v3"]["data"] + ("max_tokens_per_char", "order"),
+    "model": FORMAT_FIELDS["effitrain-run-v3"]["model"] + ("sparse_head",),
+    "optim": FORMAT_FIELDS["effitrain-run-v3"]["optim"] + ("plan_steps",)}
 _FUSED_TO_KERNEL = {True: "auto", False: "foreach"}  # what optim.fused meant in v1 and v2
 RUN_FORMAT = list(FORMAT_FIELDS)[-1]
 _RUN_KEYS: dict[str, tuple[type, str]] = {  # every format: key -> (type, what it must be)
