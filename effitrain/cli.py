@@ -155,9 +155,7 @@ def _format_summary(s: dict[str, Any]) -> str:
 # -- commands --------------------------------------------------------------------------------------
 def _config(args: argparse.Namespace, names: dict[str, str]) -> Any:
     """The profile's config with the options in `names` (argparse attribute -> config field) that were given."""
-    from effitrain.config import profile_config
-
-    from effitrain.config import parse_assignment
+    from effitrain.config import parse_assignment, profile_config
 
     if getattr(args, "recipe", None):
         from effitrain.recipes import recipe

@@ -98,7 +98,10 @@ class DataConfig:
                and 0 <= self.max_tokens_per_char <= 2,
                f"data.max_tokens_per_char must be in [0, 2] tokens per character (0 = keep every row); "
                f"got {self.max_tokens_per_char!r}")
-        _choice("data", "order", self.order, ("shuffle", "likely-first"))
+        _choice("data", "order", self.order, ORDERS)
+
+
+ORDERS = ("shuffle", "likely-first")  # data.order; `effitrain.data.order` implements likely-first
 
 
 # --------------------------------------------------------------------------------------------

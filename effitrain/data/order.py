@@ -17,19 +17,22 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from effitrain.config import ORDERS
 from effitrain.data.sampler import EpochSampler
 from effitrain.data.tokenizer import SPECIAL_TOKENS
 
 if TYPE_CHECKING:
     from effitrain.data.pipeline import TrainSet
 
-ORDERS = ("shuffle", "likely-first")
+
+def real_tokens(train: "TrainSet") -> torch.Tensor:
+    """Non-special tokens per row (no [CLS]/[SEP]/[PAD]/[MASK]/[UNK])."""
+    return (train.ids >= len(SPECIAL_TOKENS)).sum(dim=1)
 
 
 def tokens_per_char(train: "TrainSet") -> torch.Tensor:
     """(N,) real (non-special) tokens per character of text a row covers; high = compresses badly."""
-    chars = train.features["chars"].float().clamp(min=1.0)
-    return (train.ids >= len(SPECIAL_TOKENS)).sum(dim=1).float() / chars
+    return real_tokens(train).float() / train.features["chars"].float().clamp(min=1.0)
 
 
 def compressible_rows(train: "TrainSet", max_tokens_per_char: float) -> torch.Tensor:
@@ -37,14 +40,19 @@ def compressible_rows(train: "TrainSet", max_tokens_per_char: float) -> torch.Te
     return torch.nonzero(tokens_per_char(train) <= max_tokens_per_char).flatten()
 
 
+def token_surprisal(unigram_counts: torch.Tensor) -> torch.Tensor:
+    """(V,) −log p̂(w) from the corpus's unigram counts (add-one smoothed, special tokens cost 0)."""
+    counts = unigram_counts.double().clone() + 1.0
+    counts[: len(SPECIAL_TOKENS)] = 0.0
+    surprisal = -(counts / counts.sum()).log()
+    surprisal[: len(SPECIAL_TOKENS)] = 0.0
+    return surprisal
+
+
 def unigram_log_likelihood(train: "TrainSet", unigram_counts: torch.Tensor) -> torch.Tensor:
     """(N,) mean log-probability of a row's real tokens under the add-one smoothed unigram model."""
-    counts = unigram_counts.double() + 1
-    counts[: len(SPECIAL_TOKENS)] = 0
-    logp = (counts / counts.sum()).clamp(min=1e-300).log()
-    real = train.ids >= len(SPECIAL_TOKENS)
-    total = torch.where(real, logp[train.ids], torch.zeros((), dtype=torch.float64)).sum(dim=1)
-    return total / real.sum(dim=1).clamp(min=1)
+    total = token_surprisal(unigram_counts)[train.ids].sum(dim=1)  # special tokens cost 0
+    return -total / real_tokens(train).clamp(min=1)
 
 
 def likely_first(train: "TrainSet", unigram_counts: torch.Tensor) -> torch.Tensor:
@@ -63,5 +71,5 @@ class OrderedSampler(EpochSampler):
         return self.order
 
 
-__all__ = ["ORDERS", "OrderedSampler", "compressible_rows", "likely_first", "tokens_per_char",
-           "unigram_log_likelihood"]
+__all__ = ["ORDERS", "OrderedSampler", "compressible_rows", "likely_first", "real_tokens", "token_surprisal",
+           "tokens_per_char", "unigram_log_likelihood"]

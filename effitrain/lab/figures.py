@@ -202,19 +202,16 @@ def recipe_schedule_figure(configs: dict[str, "Config"], steps_in_budget: dict[s
     `micro_batches_at`). A schedule planned in steps (`optim.plan_steps`) is drawn for a budget that
     holds `steps_in_budget[name]` steps (default: the plan), so a plan the deadline cuts off ends
     above 0; the dotted line is the deadline."""
-    from effitrain.train.schedule import lr_factor, micro_batches_at
+    from effitrain.train.schedule import lr_factor, micro_batches_at, schedule_fraction
 
     f = np.linspace(0.0, 1.0, points)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("learning rate ÷ its peak", "rows per step ÷ micro-batch"))
     for i, (name, cfg) in enumerate(configs.items()):
         o, color = cfg.optim, PALETTE[i % len(PALETTE)]
-        if o.plan_steps:
-            held = (steps_in_budget or {}).get(name, o.plan_steps)
-            sched = [lr_factor(min(1.0, x * held / o.plan_steps), o.schedule, o.warmup, o.min_lr_ratio) for x in f]
-            label = f"{name} (planned for {o.plan_steps} steps, {held} fit)"
-        else:
-            sched = [lr_factor(x, o.schedule, o.warmup, o.min_lr_ratio) for x in f]
-            label = name
+        held = (steps_in_budget or {}).get(name, o.plan_steps)  # steps the budget holds (used by a step plan only)
+        sched = [lr_factor(schedule_fraction(x, x * held, o.plan_steps), o.schedule, o.warmup, o.min_lr_ratio)
+                 for x in f]
+        label = f"{name} (planned for {o.plan_steps} steps, {held} fit)" if o.plan_steps else name
         fig.add_scatter(x=f, y=sched, mode="lines", name=label, line=dict(color=color), legendgroup=name, row=1, col=1)
         fig.add_scatter(x=f, y=[micro_batches_at(x, cfg.run.grad_accum, cfg.run.batch_ramp) for x in f],
                         mode="lines", name=name, line=dict(color=color, shape="hv"), legendgroup=name,

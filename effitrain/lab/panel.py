@@ -156,8 +156,8 @@ class Panel:
     lesson's own, already prepared); otherwise each run prepares its data (cached on disk).
     Attributes: `widget`, `runs` (every run started here, in order), `plot`, and the widgets
     `technique_boxes[name]`, `param_widgets[name][field]`, `profile`, `budget`, `seeds`,
-    `precision`, `compile`, `recipe` (a named recipe or the lesson's config), `changes` (FIELD=VALUE, …), `target`, `use_cache`, `run_button`, `stop_button`, `status`, `errors`,
-    `table`.
+    `precision`, `compile`, `recipe` (a named recipe or the lesson's config), `changes` (FIELD=VALUE, …),
+    `target`, `use_cache`, `run_button`, `stop_button`, `status`, `errors`, `table`.
     """
 
     def __init__(self, base_config: Config | None = None, techniques: Iterable[str] | None = None,

@@ -505,6 +505,8 @@ def recipe_table(groups: "dict[str, Sequence[Run]]", tasks: Sequence[Classificat
     """
     import copy
 
+    from effitrain.train.finetune import evaluate_downstream
+
     ref = _reference_group(groups, reference, "recipe_table", "reference")
     renamed = {}
     for label, runs in groups.items():
@@ -520,8 +522,10 @@ def recipe_table(groups: "dict[str, Sequence[Run]]", tasks: Sequence[Classificat
         row = {"seeds": len(runs), "steps": float(np.mean([r.summary()["steps"] for r in runs])),
                "final val loss": fmt_pm(c["final_val_loss"], c["final_val_loss_ci"], ".3f"),
                "context gain": fmt_pm(c["context_gain"], c["context_gain_ci"], ".2f")}
+        features: list[dict] = [{} for _ in runs]  # each run's probe features, shared by the tasks
         for task in tasks:
-            accs = [evaluate_downstream_probe(r, task, probe) for r in runs]
+            accs = [evaluate_downstream(r.model, task, method="probe", seeds=[r.config.run.seed], feature_cache=cache,
+                                        **(probe or {})).accuracy for r, cache in zip(runs, features)]
             row[f"{task.name} probe"] = fmt_pm(*mean_ci(accs), ".3f")
         reached = c["reached"]
         row["s to target"] = (fmt_pm(c["time_s"], c["time_s_ci"], ".1f") if c["time_s"] != NOT_REACHED
@@ -538,10 +542,3 @@ def recipe_table(groups: "dict[str, Sequence[Run]]", tasks: Sequence[Classificat
                               else "")])
     return df
 
-
-def evaluate_downstream_probe(run: Run, task: ClassificationTask, settings: "dict | None" = None) -> float:
-    """Test accuracy of a linear probe on `run`'s frozen encoder, seeded by the run's seed."""
-    from effitrain.train.finetune import evaluate_downstream
-
-    return evaluate_downstream(run.model, task, method="probe", seeds=[run.config.run.seed],
-                               **(settings or {})).accuracy

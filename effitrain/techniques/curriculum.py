@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from effitrain.config import ConfigError
-from effitrain.data.tokenizer import SPECIAL_TOKENS, decode_text
+from effitrain.data.tokenizer import decode_text
+from effitrain.data.order import token_surprisal
 from effitrain.techniques.base import StepContext, Technique, param, register
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,15 +75,6 @@ def is_packed(train: "TrainSet") -> bool:
 def length_difficulty(train: "TrainSet") -> torch.Tensor:
     """(N,) real tokens per example ([CLS] and [SEP] included): longer is harder."""
     return train.features["length"].double()
-
-
-def token_surprisal(unigram_counts: torch.Tensor) -> torch.Tensor:
-    """(V,) −log p̂(w) from the corpus's unigram counts (add-one smoothed, special tokens cost 0)."""
-    counts = unigram_counts.double().clone() + 1.0
-    counts[: len(SPECIAL_TOKENS)] = 0.0
-    surprisal = -(counts / counts.sum()).log()
-    surprisal[: len(SPECIAL_TOKENS)] = 0.0
-    return surprisal
 
 
 def rarity_difficulty(train: "TrainSet", unigram_counts: torch.Tensor) -> torch.Tensor:

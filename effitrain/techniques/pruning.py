@@ -36,8 +36,8 @@ import torch.nn.functional as F
 
 from effitrain.config import Config, ConfigError
 from effitrain.data.masking import mask_tokens
-from effitrain.data.order import tokens_per_char
-from effitrain.data.tokenizer import PAD, SPECIAL_TOKENS, decode_text
+from effitrain.data.order import real_tokens, tokens_per_char
+from effitrain.data.tokenizer import PAD, decode_text
 from effitrain.techniques.base import StepContext, Technique, param, register
 from effitrain.train.flops import count_flops
 from effitrain.train.step import keep_rng
@@ -79,11 +79,6 @@ def select_rows(scores: torch.Tensor, keep_fraction: float, keep: str = "easy") 
 
 
 # -- cheap scores ----------------------------------------------------------------------------------
-def real_tokens(train: "TrainSet") -> torch.Tensor:
-    """Non-special tokens per row (no [CLS]/[SEP]/[PAD]/[MASK]/[UNK])."""
-    return (train.ids >= len(SPECIAL_TOKENS)).sum(dim=1)
-
-
 def random_scores(train: "TrainSet", seed: int = 0) -> tuple[torch.Tensor, Cost]:
     """Uniform(0, 1) per row from a generator seeded with `seed`: the control every score must beat."""
     t0 = time.perf_counter()

@@ -43,6 +43,12 @@ def lr_factor(fraction: float, schedule: str, warmup: float, min_ratio: float = 
     raise ValueError(f"optim.schedule must be one of constant, linear, cosine, one-cycle, triangular; got {schedule!r}")
 
 
+def schedule_fraction(budget_fraction: float, step: int, plan_steps: int = 0) -> float:
+    """Where the LR schedule is after `step` steps: the budget fraction, or (plan_steps > 0, a schedule
+    planned in steps) step / plan_steps, which a deadline in seconds, tokens or FLOPs may cut off."""
+    return budget_fraction if plan_steps == 0 else min(1.0, step / plan_steps)
+
+
 def micro_batches_at(fraction: float, target: int, ramp: float) -> int:
     """Micro-batches per step at budget fraction f: 1 → `target` linearly over the first `ramp` of the
     budget (cramming's batch-size ramp, reached by accumulation), then `target`. ramp = 0: always `target`.

@@ -57,7 +57,7 @@ from effitrain.train.checkpoint import CheckpointError, load_checkpoint, save_ch
 from effitrain.train.memory import PeakMemory
 from effitrain.train.run import Run
 from effitrain.train.runcache import this_machine
-from effitrain.train.schedule import lr_factor, micro_batches_at
+from effitrain.train.schedule import lr_factor, micro_batches_at, schedule_fraction
 from effitrain.train.step import (FlopMeter, TrainStep, attention_recompute, autocast_for, check_precision,
                                   compile_seconds, keep_rng, make_optimizer, param_groups)
 
@@ -181,7 +181,7 @@ class Trainer:
         cfg = self.config
         plan = StepPlan(micro_batches=micro_batches_at(ctx.fraction, cfg.run.grad_accum, cfg.run.batch_ramp),
                         micro_batch_size=cfg.run.batch_size,
-                        lr=cfg.optim.lr * lr_factor(self._schedule_fraction(ctx), cfg.optim.schedule,
+                        lr=cfg.optim.lr * lr_factor(schedule_fraction(ctx.fraction, ctx.step, cfg.optim.plan_steps), cfg.optim.schedule,
                                                     cfg.optim.warmup, cfg.optim.min_lr_ratio))
         for t in self.techniques:
             plan = t.plan_step(plan, ctx)
@@ -395,12 +395,6 @@ class Trainer:
         return StepContext(step=p.step if step is None else step, fraction=self._fraction(), tokens=p.tokens,
                            seconds=p.seconds, flops=p.flops, config=self.config, device=self.device,
                            rng=self.technique_rng, data=self.data)
-
-    def _schedule_fraction(self, ctx: StepContext) -> float:
-        """Where the LR schedule is: the budget fraction, or (optim.plan_steps) the fraction of a step plan,
-        which a deadline in seconds, tokens or FLOPs may cut off before it ends."""
-        plan = self.config.optim.plan_steps
-        return ctx.fraction if plan == 0 else min(1.0, ctx.step / plan)
 
     def _fraction(self) -> float:
         b, p = self.config.budget, self.pos
