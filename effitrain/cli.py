@@ -69,6 +69,8 @@ def _build_parser() -> _Parser:
                    help="train even if an identical run is in the run cache (the new run replaces it); "
                         "EFFITRAIN_RUN_CACHE=0 turns the cache off")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--nproc", type=int, default=1, help="data parallel over N spawned processes (gloo on CPU, "
+                   "NCCL on GPUs); under torchrun the group comes from the environment instead")
     t.add_argument("--json", action="store_true", help="end with the summary as one line of JSON")
 
     b = sub.add_parser("bench", help="training-step throughput, FLOPs and MFU on this device",
@@ -178,7 +180,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     techniques = [parse_technique(spec) for spec in args.technique]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"loss became", category=RuntimeWarning)  # reported below
-        run = runcache.cached_train(cfg, techniques, force=args.no_cache, progress=not args.no_progress)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ:  # started by torchrun
+            from effitrain.parallel.ddp import torchrun_main
+
+            run = torchrun_main(cfg, techniques, progress=not args.no_progress)
+            if run is None:
+                return EXIT_OK  # rank 0 reports
+        elif args.nproc != 1:
+            from effitrain.train import train
+
+            run = train(cfg, techniques, world_size=args.nproc, progress=not args.no_progress)
+        else:
+            run = runcache.cached_train(cfg, techniques, force=args.no_cache, progress=not args.no_progress)
     summary = run.summary()
     print(_format_summary(summary), flush=True)
     if args.json:

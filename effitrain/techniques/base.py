@@ -43,7 +43,7 @@ Which method of the mission uses which events (the methods still to come are pla
     | GroupBERT                      | model config (groupbert, conv_kernel, ...): no hook       |
     | standardization loss           | loss (LossInputs.hidden_states, term: std)                |
     | Crossbow SMA                   | plan_step (replicas), on_optimizer, after_step, eval_model|
-    | DDP                            | before_update (all-reduce), make_sampler (shard)          |
+    | DDP (effitrain.parallel.ddp)   | none: a Trainer per rank, its step through the DDP module |
     | Ouroboros                      | backward (stale gradients), before_update                 |
     | activation checkpointing       | on_model                                                  |
     | low-bit optimizer state        | on_optimizer                                              |

@@ -208,6 +208,10 @@ class TrainStep:
         if lr is not None:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
+        return self.update(self.accumulate(batches, ctx), ctx)
+
+    def accumulate(self, batches: Sequence[Any], ctx: StepContext) -> StepResult:
+        """Forward and backward of every micro-batch; the gradients are left in .grad."""
         k = len(batches)
         predicted = [int(b.labels.numel()) if isinstance(b, MaskedBatch) else 1 for b in batches]
         weights = micro_batch_weights(predicted)
@@ -220,7 +224,10 @@ class TrainStep:
             for name, value in named.items():
                 terms[name] = terms.get(name, 0.0) + _share(float(value), w, k)
         tokens = sum(b.num_tokens for b in batches if isinstance(b, MaskedBatch))
-        result = StepResult(total, tokens, sum(predicted), terms)
+        return StepResult(total, tokens, sum(predicted), terms)
+
+    def update(self, result: StepResult, ctx: StepContext) -> StepResult:
+        """before_update, clipping and the optimizer step (none after a non-finite loss)."""
         if not result.finite:
             self.optimizer.zero_grad(set_to_none=True)
             return result  # no update from a non-finite loss

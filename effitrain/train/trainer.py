@@ -163,12 +163,12 @@ class Trainer:
                     warnings.warn(self.run.message, RuntimeWarning, stacklevel=2)
                     break
                 self._sync()
-                self.pos.add(result.tokens, time.perf_counter() - t0 - paused, flops, analytic)
+                self.pos.add(result.tokens, self._agree(time.perf_counter() - t0 - paused), flops, analytic)
                 t1 = time.perf_counter()
                 for t in self.techniques:
                     t.after_step(self.model, self._ctx())  # sees the position after the step
                 self._sync()
-                self.pos.seconds += time.perf_counter() - t1
+                self.pos.seconds += self._agree(time.perf_counter() - t1)
                 self._log(result, plan)
                 if self._fraction() >= (self.pos.evals_done + 1) / self.config.run.evals - 1e-12:
                     self._evaluate()
@@ -385,6 +385,11 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def _agree(self, seconds: float) -> float:
+        """The seconds of a part of the step as every process counts them (one process: its own); a
+        distributed trainer also shares the stop decision here, so all ranks stop at the same step."""
+        return seconds
+
     def _device_name(self) -> str:
         if self.device.type == "cuda":
             return torch.cuda.get_device_name(self.device)
@@ -478,8 +483,16 @@ class _ProgressBar:
             self.bar.close()
 
 
-def train(config: Config, techniques: Iterable[Technique] = (), **kwargs: Any) -> Run:
-    """Train one run; see `Trainer` for keyword arguments (data, stop, callbacks, checkpoint, resume)."""
+def train(config: Config, techniques: Iterable[Technique] = (), *, world_size: int = 1, **kwargs: Any) -> Run:
+    """Train one run; see `Trainer` for keyword arguments (data, stop, callbacks, checkpoint, resume).
+
+    world_size=N > 1: data parallel over N spawned processes (`effitrain.parallel.ddp`); the global
+    batch is the config's, each process trains on its slice, and rank 0's `Run` comes back.
+    """
+    if world_size != 1:
+        from effitrain.parallel.ddp import train_distributed
+
+        return train_distributed(config, techniques, world_size=world_size, **kwargs)
     return Trainer(config, techniques, **kwargs).fit()
 
 

@@ -1,0 +1,7 @@
+"""`python -m effitrain ...` (and `torchrun ... -m effitrain train ...`): the command line."""
+import sys
+
+from effitrain.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

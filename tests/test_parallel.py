@@ -1,0 +1,113 @@
+"""Data parallel over spawned processes (gloo): the same curve as one process, and faults that end
+every rank within the timeout with one line naming the rank (issue 16)."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+import pytest
+
+import effitrain as et
+from effitrain.config import ConfigError
+from effitrain.parallel import WorkerError
+from effitrain.techniques.base import Technique
+
+
+@dataclass(frozen=True)
+class FaultParams:
+    rank: int = 1
+    step: int = 2
+    how: str = "kill"  # kill | raise | hang
+
+
+class Fault(Technique):
+    """Test-only: at `step`, the process of `rank` is killed, raises, or hangs (on_batch is data-side,
+    so DDP accepts it)."""
+
+    name = "test-fault"
+    Params = FaultParams
+
+    def on_batch(self, ids, ctx):
+        import torch.distributed as dist
+
+        if dist.is_initialized() and dist.get_rank() == self.params.rank and ctx.step == self.params.step:
+            if self.params.how == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if self.params.how == "raise":
+                raise ValueError("a broken batch")
+            time.sleep(1000)
+        return ids
+
+
+def _cfg(smoke, steps=6):
+    cfg, _ = smoke
+    return cfg.replace(budget=f"{steps}steps", evals=2, log_every=1)
+
+
+def test_two_processes_give_the_one_process_curve(smoke):
+    cfg = _cfg(smoke)
+    one = et.train(cfg, progress=False)
+    two = et.train(cfg, world_size=2, progress=False)
+    assert two.status == "completed" and two.extra["world_size"] == 2 and two.extra["backend"] == "gloo"
+    assert len(two.history.steps) == len(one.history.steps) and len(two.history.evals) == len(one.history.evals)
+    assert set(two.history.steps[0]) == set(one.history.steps[0])
+    for a, b in zip(one.history.steps, two.history.steps):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], abs=1e-5)
+        assert (b["tokens"], b["flops"]) == (a["tokens"], a["flops"])  # the global batch's work
+    assert two.history.evals[-1]["val_loss"] == pytest.approx(one.history.evals[-1]["val_loss"], abs=1e-5)
+    sd1, sd2 = one.model.state_dict(), two.model.state_dict()
+    assert max(float((sd1[k] - sd2[k]).abs().max()) for k in sd1) < 1e-5
+
+
+def test_the_ranks_agree_when_a_seconds_budget_ends(smoke):
+    cfg, _ = smoke
+    seen = []
+    run = et.train(cfg.replace(budget="2seconds", evals=1, log_every=1), world_size=2, progress=False, timeout=20,
+                   callbacks=[lambda kind, row, r: seen.append((kind, len(r.history.steps)))])
+    assert run.status == "completed" and run.history.steps[-1]["seconds"] >= 2.0
+    assert ("step", 1) in seen and seen[-1][0] == "end"  # live rows reach the parent as they come
+
+
+@pytest.mark.parametrize("how, says", [("kill", "rank 1 of 2 was killed by signal 9"),
+                                       ("raise", "rank 1 of 2 failed: ValueError: a broken batch"),
+                                       ("hang", "rank 0 of 2 failed")])
+def test_a_failing_rank_ends_every_rank_within_the_timeout(smoke, how, says):
+    timeout = 8.0
+    t0 = time.monotonic()
+    with pytest.raises(WorkerError, match=says):
+        et.train(_cfg(smoke, 20), [Fault(how=how)], world_size=2, progress=False, timeout=timeout)
+    # start-up (spawn, imports, data, model) is a few seconds; the fault itself ends within the timeout
+    assert time.monotonic() - t0 < 20 + timeout
+
+
+def test_what_ddp_refuses(smoke):
+    cfg = _cfg(smoke)
+    with pytest.raises(ConfigError, match="ddp \\(world_size=2\\) and layer_drop cannot train together"):
+        et.train(cfg, [et.technique("layer_drop")], world_size=2, progress=False)
+    with pytest.raises(ConfigError, match="run.batch_size=.* world_size=3"):
+        et.train(cfg.replace(batch_size=8), world_size=3, progress=False)
+    with pytest.raises(ConfigError, match="world_size must be a positive integer"):
+        et.train(cfg, world_size=0, progress=False)
+
+
+@pytest.mark.parametrize("launcher", ["--nproc", "torchrun"])
+def test_the_command_line_runs_two_processes(launcher):
+    import subprocess
+    import sys
+
+    args = ["train", "--profile", "smoke", "--budget", "3steps", "--no-progress", "--json"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if launcher == "torchrun":
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "effitrain", *args]
+    else:
+        cmd = [sys.executable, "-m", "effitrain", *args, "--nproc", "2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1  # rank 0 reports, the other rank is quiet
+    import json
+
+    summary = json.loads(lines[0])
+    assert summary["status"] == "completed" and summary["steps"] == 3
