@@ -111,11 +111,14 @@ def test_every_ordered_pair_composes_or_is_refused(first, second, smoke):
     stats = run.extra.get("techniques", {})
     for name in (first, second):
         assert stats.get(name), f"{name}'s effect is missing from the combined run {first}+{second}: {stats}"
+    replicas = stats.get("sma", {}).get("replicas", 1)  # sma: k micro-batches a step
     effects = {"prune": lambda s: s["kept"] < s["of"] and run.extra["train_examples"] == s["kept"],
-               "curriculum": lambda s: s["batches_drawn"] == 4 and s["examples"] == run.extra["train_examples"],
+               "curriculum": lambda s: s["batches_drawn"] == 4 * replicas and s["examples"] == run.extra["train_examples"],
                "seqlen_warmup": lambda s: s["batches_cut"] >= 1,
                "distill": lambda s: s["kd_batches"] == 4,
-               "electra": lambda s: s["rtd_batches"] == 4}
+               "electra": lambda s: s["rtd_batches"] == 4,
+               "sma": lambda s: s["averaging_steps"] == 4 and s["replicas"] == replicas,
+               "ouroboros": lambda s: s["groups"] == 2 and s["stale_steps"] == 1}
     for name in (first, second):
         if name in effects:
             assert effects[name](stats[name]), f"{name} did not act in {first}+{second}: {stats[name]}"

@@ -33,7 +33,7 @@ import torch.distributed as dist
 from effitrain.config import Config, ConfigError
 from effitrain.data import MaskedBatch
 from effitrain.parallel.launch import backend_for, emit, launch
-from effitrain.techniques.base import StepContext, Technique
+from effitrain.techniques.base import StepContext, Technique, overridden
 from effitrain.train.run import Run
 from effitrain.train.step import StepResult, TrainStep, _share
 from effitrain.train.trainer import Trainer
@@ -41,7 +41,8 @@ from effitrain.train.trainer import Trainer
 __all__ = ["DistributedTrainer", "train_distributed", "rank_slice", "REFUSED_EVENTS"]
 
 # the events whose techniques do not train under DDP here (each one changes what DDP synchronises)
-REFUSED_EVENTS = ("on_model", "on_optimizer", "loss", "backward", "before_update", "after_step", "eval_model")
+REFUSED_EVENTS = ("on_model", "on_optimizer", "loss", "backward", "before_update", "after_step", "eval_model",
+                  "on_step")
 
 
 def rank_slice(batch: MaskedBatch, rank: int, world_size: int) -> MaskedBatch:
@@ -59,10 +60,9 @@ def rank_slice(batch: MaskedBatch, rank: int, world_size: int) -> MaskedBatch:
 
 def check_techniques(techniques: Sequence[Technique], world_size: int) -> None:
     for t in techniques:
-        for event in REFUSED_EVENTS:
-            if getattr(type(t), event) is not getattr(Technique, event):
-                raise ConfigError(f"ddp (world_size={world_size}) and {t.name} cannot train together: {t.name} "
-                                  f"overrides {event}, which DDP's gradient synchronisation is not built for here")
+        for event in overridden(t, REFUSED_EVENTS):
+            raise ConfigError(f"ddp (world_size={world_size}) and {t.name} cannot train together: {t.name} "
+                              f"overrides {event}, which DDP's gradient synchronisation is not built for here")
 
 
 class DistributedStep(TrainStep):

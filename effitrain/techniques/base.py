@@ -13,6 +13,7 @@ Events, in the order the trainer calls them (each receives what the previous tec
                make_sampler(train, ctx) -> Sampler|None   the order of examples, built on the FINAL set
                on_model(model, ctx) -> Module             surgery, before the optimizer sees it
                on_optimizer(model, groups, ctx) -> Optimizer|None   a different optimizer / state
+               on_step(step, ctx) -> TrainStep            run the step yourself (claim "step")
     each step  plan_step(plan, ctx) -> StepPlan           micro-batches, micro-batch size, lr, replicas
                on_batch(ids, ctx) -> ids                  reshape or subsample a batch of ids (B, T)
                on_masked_batch(batch, model, ctx) -> MaskedBatch   after masking; a no-grad scoring pass
@@ -42,17 +43,20 @@ Which method of the mission uses which events (the methods still to come are pla
     | progressive layer dropping     | on_model, after_step, flops_key (layers kept)             |
     | GroupBERT                      | model config (groupbert, conv_kernel, ...): no hook       |
     | standardization loss           | loss (LossInputs.hidden_states, term: std)                |
-    | Crossbow SMA                   | plan_step (replicas), on_optimizer, after_step, eval_model|
+    | Crossbow SMA (sma)             | plan_step (replicas), on_optimizer (stacked replicas),    |
+    |                                | on_step (vmapped replicas, then the averaging)            |
     | DDP (effitrain.parallel.ddp)   | none: a Trainer per rank, its step through the DDP module |
-    | Ouroboros                      | backward (stale gradients), before_update                 |
+    | Ouroboros (ouroboros)          | loss (tied-weight split), before_update (stale gradients) |
     | activation checkpointing       | on_model                                                  |
     | low-bit optimizer state        | on_optimizer                                              |
 
 Composition. Any two techniques either train together with both effects present, or the pair
 is refused when the trainer is built, with one line naming both. A technique declares
 `claims` (resources only one technique may own: "sampler", "backward", "optimizer",
-"eval_model"), `conflicts` ({other name: why}), and `after` (names it must run after; the
-trainer orders the list, keeping the given order otherwise). The same technique twice is
+"eval_model", "step"), `conflicts` ({other name: why}), `refuses_events` (events no partner may
+override: a technique that runs its own step refuses partners whose loss or gradient edits it
+would never call), and `after` (names it must run after; the trainer orders the list, keeping the
+given order otherwise). The same technique twice is
 refused. `resolve(techniques)` applies these rules.
 
 Side effects. The trainer runs `on_masked_batch`, `loss` and `backward` a second time, on a copy of
@@ -74,10 +78,11 @@ import torch
 from effitrain.config import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from effitrain.train.step import TrainStep
     from effitrain.config import Config
     from effitrain.data import MaskedBatch, PretrainData, TrainSet
 
-CLAIMS = ("sampler", "backward", "optimizer", "eval_model")
+CLAIMS = ("sampler", "backward", "optimizer", "eval_model", "step")
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,7 @@ class StepPlan:
     """What one optimizer step consists of: `micro_batches` × `micro_batch_size` rows, at learning rate `lr`.
 
     `replicas` > 1 asks for several model replicas per device (Crossbow); the plain trainer runs 1
-    and refuses a plan asking for more unless a technique that claims "backward" carries them out.
+    and refuses a plan asking for more unless a technique that claims "step" carries them out.
     """
 
     micro_batches: int
@@ -217,6 +222,9 @@ class Technique:
     conflicts: ClassVar[dict[str, str]] = {}
     after: ClassVar[tuple[str, ...]] = ()
     needs_hidden_states: ClassVar[bool] = False
+    # events a partner may not override (e.g. a technique that runs its own step refuses partners that
+    # change the loss or the gradients, which it would silently skip); see `refusal`
+    refuses_events: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Any = None, **kwargs: Any):
         if params is None:
@@ -274,6 +282,11 @@ class Technique:
     def before_update(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ctx: StepContext) -> None:
         return None
 
+    def on_step(self, step: "TrainStep", ctx: StepContext) -> "TrainStep":
+        """The step the trainer calls (claim "step"): return another `TrainStep` to run the step yourself
+        (e.g. k vmapped replicas). The FLOP meter still counts with the plain step."""
+        return step
+
     def after_step(self, model: torch.nn.Module, ctx: StepContext) -> None:
         return None
 
@@ -322,11 +335,24 @@ def card_sections(card: str) -> list[str]:
 
 
 # -- composition ------------------------------------------------------------------------------------
+def overridden(t: Technique, events: Iterable[str]) -> list[str]:
+    """The events among `events` that `t` overrides (needs_hidden_states counts as an event)."""
+    found = [e for e in events if e != "needs_hidden_states" and getattr(type(t), e) is not getattr(Technique, e)]
+    if "needs_hidden_states" in events and t.needs_hidden_states:
+        found.append("needs_hidden_states")
+    return found
+
+
 def refusal(a: Technique, b: Technique) -> str | None:
     """Why `a` and `b` cannot train together (one line naming both), or None."""
     for x, y in ((a, b), (b, a)):
         if y.name in x.conflicts:
             return f"{x.name} and {y.name} cannot train together: {x.conflicts[y.name]}"
+    for x, y in ((a, b), (b, a)):
+        events = overridden(y, x.refuses_events)
+        if events:
+            return (f"{x.name} and {y.name} cannot train together: {x.name} takes over the step, and "
+                    f"{y.name}'s {events[0]} would not reach it")
     shared = sorted(set(a.claimed()) & set(b.claimed()))
     if shared:
         return f"{a.name} and {b.name} cannot train together: both take over the {shared[0]}"

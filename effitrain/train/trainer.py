@@ -6,6 +6,7 @@
     sampler = t.make_sampler(train, ctx) or EpochSampler      # the order of examples, on the final set
     model   = t.on_model(BertForMLM(config.model), ctx)       # surgery (before the optimizer sees it)
     opt     = t.on_optimizer(model, groups, ctx) or AdamW
+    step    = t.on_step(TrainStep(model, opt, ...), ctx)     # phase 2 below, or a technique's own step
     evaluate(t.eval_model(model))                             # once before training: the first val loss
     while fraction_of_budget_used < 1:                        # steps, tokens, seconds or FLOPs
         plan = t.plan_step(StepPlan(k(f), batch_size, peak_lr · lr_factor(f)), ctx)   # f = budget fraction
@@ -185,7 +186,7 @@ class Trainer:
                                                     cfg.optim.warmup, cfg.optim.min_lr_ratio))
         for t in self.techniques:
             plan = t.plan_step(plan, ctx)
-        if plan.replicas > 1 and not any("backward" in t.claimed() for t in self.techniques):
+        if plan.replicas > 1 and not any("step" in t.claimed() for t in self.techniques):
             raise ConfigError(f"the step plan asks for {plan.replicas} replicas, but no technique carries them out")
         if self.first_rows is None:
             self.first_rows = plan.rows
@@ -284,6 +285,8 @@ class Trainer:
         # the FLOP meter counts the eager module (torch.compile's graphs hide their ops from the counter)
         self.count_step = self.step if step_model is model else TrainStep(model, self.optimizer, cfg, self.device,
                                                                             self.techniques)
+        for t in self.techniques:  # a technique that runs the step itself (claim "step"); counting stays plain
+            self.step = t.on_step(self.step, self._ctx())
         self.meter = FlopMeter(model, self.techniques, self.device, every=self.flops_every_step)
         self.scores_batches = any(type(t).on_masked_batch is not Technique.on_masked_batch for t in self.techniques)
         self.bar = _ProgressBar(cfg, enabled=self.progress)

@@ -1,0 +1,308 @@
+"""Ouroboros: model parallelism without backward locking: the encoder is split into K groups of
+consecutive blocks, and group k updates with a gradient that is K − 1 − k steps old (k = 0 … K−1).
+
+    run = et.train(cfg, [et.technique("ouroboros", groups=2)])
+
+This is the exact delayed-gradient arithmetic in one process, so its convergence can be studied on a
+CPU: every step computes the full gradient at the current weights, each group's part goes into a
+queue, and the optimizer gets the part that is `delay` steps old (`DelayedGradients`). On K devices
+that is what a pipeline computes when device k runs its backward with the error signal the device
+above it sent one step earlier, instead of waiting for it (Ouroboros, after decoupled parallel
+backprop). `ouroboros_groups` writes down the grouping, `pipeline_time` the time per step a K-device
+pipeline would take from measured per-group seconds (`group_seconds`).
+
+The hook is `OuroborosTechnique` (registered as ``ouroboros``):
+
+    on_model      assigns every parameter to a group (and checks that each one has a place)
+    loss          notes whether this is the FLOP-counting pass (its backward must not feed the queues)
+    before_update swaps each group's gradient for its delayed one (None while the queue fills:
+                  AdamW skips that group then)
+"""
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from effitrain.config import Config, ConfigError
+from effitrain.techniques.base import LossInputs, StepContext, Technique, param, register
+
+TIED = "encoder.tok.weight"  # one tensor, two places: the embedding (first group) and the decoder (last)
+EMBEDDING_PART, DECODER_PART = "encoder.tok.weight@embedding", "encoder.tok.weight@decoder"
+
+
+# -- the arithmetic -------------------------------------------------------------------------------------
+class DelayedGradients:
+    """Replace each slot's gradient by the one from `delay` steps ago.
+
+    slots: (key, parameter, delay). A parameter may sit in several slots (a tied weight used in two
+    groups): then `apply(parts)` gets each slot's current component in `parts[key]`, and the
+    parameter's new gradient is the sum of its slots' delayed components. A slot whose queue has not
+    filled yet contributes nothing; a parameter with no contribution gets grad None (no update)."""
+
+    def __init__(self, slots: Sequence[tuple[str, torch.Tensor, int]]):
+        self.slots = list(slots)
+        self.queues: dict[str, collections.deque] = {key: collections.deque() for key, _, _ in self.slots}
+
+    @torch.no_grad()
+    def apply(self, parts: dict[str, torch.Tensor] | None = None) -> int:
+        """Swap the gradients in place; returns how many slots got a gradient."""
+        parts = parts or {}
+        new: dict[int, torch.Tensor | None] = {}
+        params: dict[int, torch.Tensor] = {}
+        served = 0
+        for key, p, delay in self.slots:
+            g = parts.get(key, p.grad)
+            queue = self.queues[key]
+            queue.append(None if g is None else g.detach().clone())
+            old = queue.popleft() if len(queue) > delay else None
+            params[id(p)] = p
+            if old is None:
+                new.setdefault(id(p), None)
+                continue
+            served += 1
+            new[id(p)] = old if new.get(id(p)) is None else new[id(p)] + old
+        for pid, g in new.items():
+            params[pid].grad = g
+        return served
+
+    def state_dict(self) -> dict[str, list]:
+        return {key: [None if g is None else g.clone() for g in q] for key, q in self.queues.items()}
+
+    def load_state_dict(self, state: dict[str, list]) -> None:
+        for key, items in state.items():
+            if key in self.queues:
+                self.queues[key] = collections.deque(items)
+
+
+def ouroboros_groups(model: nn.Module, groups: int) -> dict[str, int]:
+    """{parameter name: group} for a BertForMLM-style model: the embedding stage in group 0, the L
+    encoder blocks split into `groups` runs of consecutive blocks (as even as they go: block i goes
+    to ⌊i·K/L⌋), the final norm and the MLM head in the last group. The tied token embedding is in
+    both: its embedding part (`EMBEDDING_PART`) in group 0, its decoder part (`DECODER_PART`) in the last."""
+    blocks = getattr(getattr(model, "encoder", None), "blocks", None)
+    if blocks is None:
+        raise ConfigError(f"ouroboros splits a model with encoder.blocks into groups; got {type(model).__name__}")
+    L = len(blocks)
+    if not isinstance(groups, int) or not 1 <= groups <= L:
+        raise ConfigError(f"ouroboros.groups must be an integer in [1, {L}] (the model has {L} encoder blocks); "
+                          f"got {groups!r}")
+    tied = getattr(getattr(model, "head", None), "decoder", None) is not None and \
+        model.head.decoder.weight is model.encoder.tok.weight
+    where: dict[str, int] = {}
+    for name, _ in model.named_parameters():
+        if name.startswith("encoder.blocks."):
+            i = int(name.split(".")[2])
+            where[name] = i * groups // L
+        elif name.startswith(("encoder.tok.", "encoder.pos.", "encoder.ln_emb.")):
+            where[name] = 0
+        elif name.startswith(("encoder.ln_final.", "head.")):
+            where[name] = groups - 1
+        else:
+            raise ConfigError(f"ouroboros has no group for parameter {name!r}; it splits a BertForMLM "
+                              "(embeddings, encoder.blocks, head)")
+    if tied and groups > 1:
+        del where[TIED]
+        where[EMBEDDING_PART], where[DECODER_PART] = 0, groups - 1
+    return where
+
+
+# -- the hook -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OuroborosParams:
+    groups: int = param(2, range=(1, 64), help="K, module groups (devices in a pipeline); group k's gradient "
+                                               "is K − 1 − k steps old (1 = plain training)")
+
+
+@register
+class OuroborosTechnique(Technique):
+    """Ouroboros: split the encoder into K groups, and let group k update with a gradient K−1−k steps old.
+
+    **What.** The model's blocks are split into K groups of consecutive blocks (the embeddings join
+    the first, the MLM head the last). Each step computes the gradient at the current weights; the
+    last group applies it at once, the group before it one step later, the first group K − 1 steps
+    later. The token embedding is tied to the decoder: its embedding part waits K − 1 steps, its
+    decoder part none (Ouroboros puts the two on one device, closing the pipeline into a ring).
+
+    **Why.** Pipelined model parallelism stalls because a device cannot run its backward until
+    every device above it has run theirs (backward locking). If each device uses the error signal
+    its upper neighbour sent one step earlier, all K devices work every step; the price is a stale
+    gradient, whose delay grows towards the input. The paper proves convergence to critical points
+    and reports a speed-up beyond data parallelism at comparable perplexity.
+
+    **Math.** With weights $w^t$ and $d_k = K-1-k$, group $k$ updates
+    $w_k^{t+1} = w_k^t - \\eta\\, \\nabla_{w_k} f(w^{t-d_k}; \\xi^{t-d_k})$ (AdamW in place of SGD
+    here): the gradient of the batch seen $d_k$ steps ago, at the weights of that step. For the
+    first $d_k$ steps group $k$ has no gradient yet and does not move.
+
+    **Settings.** `groups` K from 1 (plain training) to the number of blocks. This is the delayed
+    arithmetic in one process, no faster by itself; `pipeline_time` gives the time per step K devices
+    would take from measured per-group seconds. Refused with fp16 (a scaled gradient would be
+    delayed into a step with another scale) and with techniques that change the model's structure.
+
+    **Paper.** Yang, Huo, Wang, Carin, "Ouroboros: On Accelerating Training of Transformer-Based
+    Language Models", NeurIPS 2019.
+    """
+
+    name = "ouroboros"
+    Params = OuroborosParams
+    paper = "Yang et al., Ouroboros, NeurIPS 2019"
+    identity_params = {"groups": 1}
+    after = ("lowprec_accumulation",)  # delay the gradient of the whole step, once it is complete
+    conflicts = {"electra": "ouroboros splits one BertForMLM into groups, and ELECTRA trains two models"}
+
+    def __init__(self, params: Any = None, **kwargs: Any):
+        super().__init__(params, **kwargs)
+        self.delayed: DelayedGradients | None = None
+        self.embedding_grad: torch.Tensor | None = None
+        self.counting = False
+
+    def on_model(self, model: nn.Module, ctx: StepContext) -> nn.Module:
+        if ctx.config.run.precision == "fp16":
+            raise ConfigError("ouroboros and run.precision 'fp16' cannot train together: a scaled gradient "
+                              "would be applied in a later step with another scale; use bf16 or fp32")
+        K = self.params.groups
+        where = ouroboros_groups(model, K)
+        named = dict(model.named_parameters())
+        slots = [(key, named[key.split("@")[0]], K - 1 - g) for key, g in where.items()]
+        self.delayed = DelayedGradients(slots)
+        self.split = EMBEDDING_PART in where
+        if self.split:
+            model.encoder.tok.register_forward_hook(self._embedding_hook)
+        sizes = [0] * K
+        for key, g in where.items():
+            if key != DECODER_PART:
+                sizes[g] += named[key.split("@")[0]].numel()
+        self.stats.update(groups=K, delays=[K - 1 - g for g in range(K)], parameters_per_group=sizes,
+                          blocks_per_group=[sum(1 for i in range(len(model.encoder.blocks))
+                                                if i * K // len(model.encoder.blocks) == g) for g in range(K)])
+        return model
+
+    def _embedding_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        """Collects the embedding lookup's share of the tied weight's gradient (what nn.Embedding's
+        backward adds for these ids), so the decoder's share is the rest."""
+        if not output.requires_grad:
+            return
+        ids = inputs[0].reshape(-1)
+
+        def collect(grad: torch.Tensor) -> None:
+            if self.counting:
+                return
+            if self.embedding_grad is None:
+                self.embedding_grad = torch.zeros_like(module.weight, dtype=torch.float32)
+            self.embedding_grad.index_add_(0, ids, grad.reshape(-1, grad.shape[-1]).float())
+
+        output.register_hook(collect)
+
+    def loss(self, out: LossInputs, ctx: StepContext) -> torch.Tensor | None:
+        self.counting = ctx.counting  # the tensor hook above fires in this micro-batch's backward
+        return None
+
+    def before_update(self, model: nn.Module, optimizer: torch.optim.Optimizer, ctx: StepContext) -> None:
+        parts = {}
+        if self.split:
+            tok = model.encoder.tok.weight
+            emb = self.embedding_grad if self.embedding_grad is not None else torch.zeros_like(tok)
+            full = tok.grad if tok.grad is not None else torch.zeros_like(tok)
+            parts = {EMBEDDING_PART: emb.to(full.dtype), DECODER_PART: full - emb.to(full.dtype)}
+        served = self.delayed.apply(parts)
+        self.embedding_grad = None
+        self.stats["stale_steps"] = self.stats.get("stale_steps", 0) + int(served < len(self.delayed.slots))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"queues": self.delayed.state_dict() if self.delayed is not None else {}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.delayed is not None:
+            self.delayed.load_state_dict(state.get("queues", {}))
+
+
+# -- what K devices would take ------------------------------------------------------------------------------
+def group_seconds(config: Config, groups: int, *, vocab_size: int | None = None, repeats: int = 5,
+                  seed: int = 0) -> list[dict[str, float]]:
+    """Measured forward and backward seconds of each of the `groups` groups (median of `repeats`), on a
+    synthetic batch of the config's shape: the embedding stage with group 0, the head (and its loss)
+    with the last group. Rows: group, blocks, forward_s, backward_s, activation_bytes (what crosses
+    into the next group: one (B, T, H) tensor)."""
+    from effitrain.bench import synthetic_batches
+    from effitrain.model import BertForMLM
+    from effitrain.model.bert import rotary_tables
+    from effitrain.train.step import autocast_for
+
+    device = config.run.resolved_device()
+    vocab = vocab_size or config.data.vocab_size
+    torch.manual_seed(seed)
+    model = BertForMLM(config.model, vocab).to(device).train()
+    L = len(model.encoder.blocks)
+    if not 1 <= groups <= L:
+        raise ConfigError(f"group_seconds: groups must be in [1, {L}]; got {groups!r}")
+    batch = synthetic_batches(config, 1, vocab, seed + 1, device)[0]
+    autocast = autocast_for(config, device)
+    cfg = config.model
+    T = batch.input_ids.shape[1]
+    rotary = rotary_tables(T, cfg.hidden // cfg.heads, device) if cfg.position == "rotary" else None
+    mask = None if batch.attention_mask is None else batch.attention_mask[:, None, None, :]
+    extra = {"keep": batch.attention_mask} if cfg.groupbert else {}
+
+    def stage(g: int, x: torch.Tensor | None) -> torch.Tensor:
+        with autocast():
+            if g == 0:
+                x = model.encoder.embed(batch.input_ids)
+            for i in range(L):
+                if i * groups // L == g:
+                    x = model.encoder.blocks[i](x, mask, rotary, **extra)
+            if g == groups - 1:
+                h = model.encoder.ln_final(x).flatten(0, 1).index_select(0, batch.positions)
+                return F.cross_entropy(model.head(h).float(), batch.labels)
+        return x
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    rows = []
+    inputs: torch.Tensor | None = None
+    for g in range(groups):
+        fwd, bwd = [], []
+        for r in range(repeats + 1):
+            x = None if inputs is None else inputs.detach().requires_grad_(True)
+            sync()
+            t0 = time.perf_counter()
+            out = stage(g, x)
+            sync()
+            t1 = time.perf_counter()
+            grad = None if out.dim() == 0 else torch.ones_like(out) / out.numel()
+            out.backward(grad)
+            sync()
+            t2 = time.perf_counter()
+            model.zero_grad(set_to_none=True)
+            if r:  # the first round warms up
+                fwd.append(t1 - t0)
+                bwd.append(t2 - t1)
+        inputs = out.detach() if out.dim() else None
+        rows.append({"group": g, "blocks": sum(1 for i in range(L) if i * groups // L == g),
+                     "forward_s": sorted(fwd)[len(fwd) // 2], "backward_s": sorted(bwd)[len(bwd) // 2],
+                     "activation_bytes": 0 if inputs is None else inputs.numel() * inputs.element_size()})
+    return rows
+
+
+def pipeline_time(rows: Sequence[dict[str, float]], steps: int, bandwidth: float = 25e9) -> dict[str, float]:
+    """The time model of a K-device Ouroboros pipeline, from `group_seconds` rows.
+
+    One device runs every group in turn: Σ_k (F_k + B_k) per step. K devices without backward locking
+    run concurrently, so a step takes the slowest device's F_k + B_k plus, not overlapped, sending its
+    activation forward and receiving the gradient back (2 · activation bytes / bandwidth; 25 GB/s is
+    PCIe 4.0 x16, NVLink is ~10× that). The first K − 1 steps fill the pipeline. Returns seconds per
+    step for one and K devices, the total for `steps` steps each way, and the speed-up."""
+    K = len(rows)
+    one = sum(r["forward_s"] + r["backward_s"] for r in rows)
+    comm = max((2 * r["activation_bytes"] / bandwidth for r in rows), default=0.0) if K > 1 else 0.0
+    per = max(r["forward_s"] + r["backward_s"] for r in rows) + comm
+    total_one, total_k = steps * one, (steps + K - 1) * per
+    return {"groups": K, "one_device_s_per_step": one, "k_devices_s_per_step": per, "communication_s": comm,
+            "bubble_steps": K - 1, "speedup": total_one / total_k if total_k > 0 else float("nan")}

@@ -1,0 +1,323 @@
+"""Crossbow's synchronous model averaging (SMA): k model replicas on one device, each trained on its own
+small batch by its own optimizer, pulled towards a central average model that is what gets evaluated.
+
+    run = et.train(cfg, [et.technique("sma", replicas=4)])      # cfg.run.batch_size = b, per replica
+
+The averaging (`sma_average`) and the replica step (`ReplicaStep`) are plain code; the hook is
+`SMATechnique` (registered as ``sma``). How it uses the events:
+
+    plan_step     k × the micro-batches, `replicas` = k: micro-batch m·k + j goes to replica j
+    on_optimizer  stacks k copies of the model's parameters (`torch.func.stack_module_state`) and
+                  gives them one AdamW (elementwise, so each replica's slice is exactly its own AdamW)
+    on_step       the trainer's step becomes a `ReplicaStep`: `vmap(functional_call)` runs the k
+                  replicas as one batched forward/backward, then the optimizer, then the averaging
+
+The trainer's model stays the central model z: it is what is evaluated, checkpointed and returned.
+FLOPs are counted as for every run, one replica-batch at a time on z (the same work per row).
+`replica_throughput` and `auto_replicas` measure samples/s against k (Crossbow's tuning of k).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, stack_module_state, vmap
+
+from effitrain.config import Config, ConfigError
+from effitrain.data import MaskedBatch
+from effitrain.model.bert import SelfAttention, math_attention
+from effitrain.techniques.base import StepContext, StepPlan, Technique, param, register
+from effitrain.train.step import StepResult, TrainStep, make_optimizer
+
+
+# -- the averaging --------------------------------------------------------------------------------------
+@torch.no_grad()
+def sma_average(replicas: dict[str, torch.Tensor], central: dict[str, torch.Tensor],
+                previous: dict[str, torch.Tensor], alpha: float, momentum: float) -> None:
+    """One SMA correction, in place: c_j = α(w_j − z); w_j ← w_j − c_j; z ← z + Σ_j c_j + μ(z − z_prev).
+
+    `replicas[name]` is (k, …) (replica j = row j), `central[name]` and `previous[name]` are z and z
+    before the last correction (updated here)."""
+    for name, w in replicas.items():
+        z, z_prev = central[name], previous[name]
+        c = alpha * (w - z.unsqueeze(0))
+        w.sub_(c)
+        new = z + c.sum(0) + momentum * (z - z_prev)
+        z_prev.copy_(z)
+        z.copy_(new)
+
+
+def tied_names(model: torch.nn.Module) -> dict[str, str]:
+    """{alias: name} for parameters registered under more than one name (e.g. a tied decoder weight)."""
+    first: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            aliases[name] = first[id(p)]
+        else:
+            first[id(p)] = name
+    return aliases
+
+
+def stack_batches(batches: Sequence[MaskedBatch]) -> tuple[torch.Tensor, ...]:
+    """k micro-batches of equal shape as one batch per replica: ids (k, B, T), mask (k, B, T) or None,
+    positions and labels (k, M_max) padded with position 0 and weight 0, weights (k, M_max)."""
+    shapes = {tuple(b.input_ids.shape) for b in batches}
+    if len(shapes) != 1:
+        raise ConfigError(f"sma: the replicas' micro-batches must have one shape; got {sorted(shapes)}")
+    ids = torch.stack([b.input_ids for b in batches])
+    mask = None
+    if any(b.attention_mask is not None for b in batches):
+        mask = torch.stack([b.attention_mask if b.attention_mask is not None
+                            else torch.ones_like(b.input_ids, dtype=torch.bool) for b in batches])
+    M = max(int(b.labels.numel()) for b in batches)
+    pos = ids.new_zeros(len(batches), M)
+    labels = ids.new_zeros(len(batches), M)
+    weight = torch.zeros(len(batches), M, device=ids.device)
+    for j, b in enumerate(batches):
+        m = int(b.labels.numel())
+        pos[j, :m], labels[j, :m], weight[j, :m] = b.positions, b.labels, 1.0
+    return ids, mask, pos, labels, weight
+
+
+class ReplicaStep(TrainStep):
+    """The step of k replicas: for each accumulation index, the k micro-batches (one per replica) run as
+    one `vmap(functional_call)` forward/backward; each replica's loss is the mean over its own predicted
+    tokens of the step; then per-replica clipping, the optimizer (over the stacked tensors) and
+    `sma_average`. The logged loss is the mean over replicas."""
+
+    def __init__(self, plain: TrainStep, sma: "SMATechnique"):
+        super().__init__(plain.model, plain.optimizer, plain.config, plain.device, ())
+        self.sma = sma
+        base = copy.deepcopy(plain.model).to("meta")  # the structure only; the weights come from `sma.replicas`
+        for module in base.modules():  # SDPA has no vmap batching rule (torch falls back to a loop over k);
+            if isinstance(module, SelfAttention):  # the written-out attention batches: same math
+                module.kernel = math_attention
+        aliases = tied_names(plain.model)
+
+        def forward(params: dict, buffers: dict, ids: torch.Tensor, pos: torch.Tensor, mask: Any) -> torch.Tensor:
+            params = dict(params)
+            for alias, name in aliases.items():
+                params[alias] = params[name]
+            return functional_call(base, (params, buffers), (ids, pos, mask))
+
+        self.vmapped = vmap(forward, in_dims=(0, 0, 0, 0, 0), randomness="different")
+        self.vmapped_no_mask = vmap(forward, in_dims=(0, 0, 0, 0, None), randomness="different")
+
+    def accumulate(self, batches: Sequence[MaskedBatch], ctx: StepContext) -> StepResult:
+        k = self.sma.k
+        if len(batches) % k:
+            raise ConfigError(f"sma: a step of {len(batches)} micro-batches does not split over {k} replicas")
+        groups = [list(batches[i:i + k]) for i in range(0, len(batches), k)]
+        totals = torch.zeros(k)
+        for g in groups:
+            totals += torch.tensor([float(b.labels.numel()) for b in g])
+        totals = totals.to(self.device)
+        losses = torch.zeros(k, device=self.device)
+        for g in groups:
+            ids, mask, pos, labels, weight = stack_batches(g)
+            with self.autocast():
+                if mask is None:
+                    logits = self.vmapped_no_mask(self.sma.replicas, self.sma.buffers, ids, pos, None)
+                else:
+                    logits = self.vmapped(self.sma.replicas, self.sma.buffers, ids, pos, mask)  # (k, M, V)
+            ce = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none").view_as(weight)
+            per_replica = (ce * weight).sum(1) / totals  # (k,): this group's part of each replica's mean
+            per_replica.sum().backward()
+            losses += per_replica.detach()
+        tokens = sum(b.num_tokens for b in batches)
+        return StepResult(float(losses.mean()), tokens, int(sum(b.labels.numel() for b in batches)))
+
+    def update(self, result: StepResult, ctx: StepContext) -> StepResult:
+        if not result.finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            return result
+        clip = self.config.optim.grad_clip
+        if clip > 0:  # each replica clips its own gradient, as k separate runs would
+            grads = [p.grad for p in self.sma.replicas.values() if p.grad is not None]
+            norms = torch.stack([g.float().pow(2).flatten(1).sum(1) for g in grads]).sum(0).sqrt()  # (k,)
+            scale = (clip / (norms + 1e-6)).clamp(max=1.0)
+            for g in grads:
+                g.mul_(scale.view(-1, *([1] * (g.dim() - 1))).to(g.dtype))
+        with torch.profiler.record_function("effitrain/optimizer"):
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.sma.average()
+        return result
+
+
+# -- the hook -------------------------------------------------------------------------------------------
+# events whose owner changes the model, its loss or its gradients: with k replicas stepped by their own
+# functional forward, such a technique would act on the central model only, so the pair is refused
+# (after_step still runs, on the central model: curriculum's bookkeeping there composes)
+SMA_REFUSED_EVENTS = ("on_model", "on_optimizer", "on_masked_batch", "loss", "backward", "before_update",
+                      "eval_model", "on_step", "needs_hidden_states")
+
+
+@dataclass(frozen=True)
+class SMAParams:
+    replicas: int = param(2, range=(1, 64), help="k, model replicas trained side by side on one device")
+    pull: float = param(1.0, range=(0.0, 1.0), step=0.05,
+                        help="α·k: how hard each step pulls the replicas to the central model (1: α = 1/k)")
+    momentum: float = param(0.9, range=(0.0, 0.99), step=0.05, help="μ, momentum of the central model")
+
+
+@register
+class SMATechnique(Technique):
+    """Crossbow's synchronous model averaging: k small-batch replicas and a central average model.
+
+    **What.** k replicas of the model train side by side, each on its own batch of b rows (the
+    config's batch size) with its own AdamW. After every step each replica is pulled towards a
+    central model z, and z moves by the sum of the pulls plus momentum. z is what is evaluated and
+    saved. On one device the replicas' parameters are stacked and run as one batched forward and
+    backward (`vmap(functional_call)`), so one kernel launch serves all k.
+
+    **Why.** A large batch uses the hardware well but needs more samples to reach the same loss
+    (statistical efficiency falls as the batch grows); a small batch learns more per sample but
+    leaves a GPU idle. Crossbow keeps the small batch for learning and gets the throughput back by
+    training several replicas at once; averaging them stops the replicas from drifting apart.
+
+    **Math.** For replica $j$ with weights $w_j$ after its optimizer step:
+    $c_j = \\alpha (w_j - z)$, $w_j \\leftarrow w_j - c_j$, and
+    $z \\leftarrow z + \\sum_j c_j + \\mu (z - z_{prev})$ with $\\alpha = \\text{pull}/k$. With pull 1
+    and μ = 0, z becomes the replicas' mean each step. With pull 0 the replicas never meet z (and z
+    never moves). At k = 1 and pull 1 the replica and z swap each step: use pull ≤ 0.5 at k = 1.
+
+    **Settings.** `replicas` k (a step has k × the micro-batches, k·b rows: compare with plain
+    training at batch k·b, same samples per step); `pull` α·k in [0, 1]; `momentum` μ (Crossbow: 0.9).
+    Refused with techniques that change the model, loss, gradients or step (they would act on z only);
+    data techniques compose. fp16 and run.compile are refused in one line.
+
+    **Paper.** Koliousis et al., "Crossbow: Scaling Deep Learning with Small Batch Sizes on Multi-GPU
+    Servers", VLDB 2019.
+    """
+
+    name = "sma"
+    Params = SMAParams
+    paper = "Koliousis et al., Crossbow, VLDB 2019"
+    claims = ("optimizer", "step")
+    refuses_events = SMA_REFUSED_EVENTS
+
+    def __init__(self, params: Any = None, **kwargs: Any):
+        super().__init__(params, **kwargs)
+        self.replicas: dict[str, torch.Tensor] = {}
+        self.buffers: dict[str, torch.Tensor] = {}
+        self.central: dict[str, torch.Tensor] = {}
+        self.previous: dict[str, torch.Tensor] = {}
+
+    @property
+    def k(self) -> int:
+        return self.params.replicas
+
+    @property
+    def alpha(self) -> float:
+        return self.params.pull / self.k
+
+    def plan_step(self, plan: StepPlan, ctx: StepContext) -> StepPlan:
+        return replace(plan, micro_batches=plan.micro_batches * self.k, replicas=plan.replicas * self.k)
+
+    def on_optimizer(self, model: torch.nn.Module, param_groups: list[dict],
+                     ctx: StepContext) -> torch.optim.Optimizer:
+        cfg = ctx.config
+        if cfg.run.precision == "fp16":
+            raise ConfigError("sma and run.precision 'fp16' cannot train together: the replicas' step has no "
+                              "gradient scaler; use bf16 or fp32")
+        if cfg.run.compile:
+            raise ConfigError("sma and run.compile cannot train together: the vmapped replicas are not "
+                              "compiled; set run.compile off")
+        params, buffers = stack_module_state([model] * self.k)
+        self.replicas, self.buffers = params, buffers
+        self.central = dict(model.named_parameters())
+        self.previous = {n: p.detach().clone() for n, p in self.central.items()}
+        names = {id(p): n for n, p in model.named_parameters()}
+        groups = [{**{k: v for k, v in g.items() if k != "params"},
+                   "params": [params[names[id(p)]] for p in g["params"]]} for g in param_groups]
+        return make_optimizer(model, cfg, ctx.device, groups)
+
+    def on_step(self, step: TrainStep, ctx: StepContext) -> TrainStep:
+        return ReplicaStep(step, self)
+
+    def average(self) -> None:
+        sma_average(self.replicas, self.central, self.previous, self.alpha, self.params.momentum)
+        with torch.no_grad():  # how far the replicas sit from z after the pull (root mean square over weights)
+            sq = sum(float((w - z.unsqueeze(0)).float().pow(2).sum()) for w, z in
+                     ((self.replicas[n], self.central[n]) for n in self.replicas))
+            count = sum(w.numel() for w in self.replicas.values())
+        self.stats["replicas"] = self.k
+        self.stats["averaging_steps"] = self.stats.get("averaging_steps", 0) + 1
+        self.stats["replica_spread"] = math.sqrt(sq / max(count, 1))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"replicas": {n: t.detach().clone() for n, t in self.replicas.items()},
+                "previous": {n: t.clone() for n, t in self.previous.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for n, t in state.get("replicas", {}).items():
+                self.replicas[n].copy_(t)
+            for n, t in state.get("previous", {}).items():
+                self.previous[n].copy_(t)
+
+
+# -- samples/s against k --------------------------------------------------------------------------------
+def replica_throughput(config: Config, replicas: Sequence[int] = (1, 2, 4), *, steps: int = 5, warmup: int = 2,
+                       vocab_size: int | None = None, rounds: int = 1) -> list[dict[str, Any]]:
+    """Samples/s of one SMA step with k replicas of the config's batch, for each k (synthetic batches of
+    the config's shape; the replicas vmapped as in training). Rows: k, rows per step, samples/s (the
+    median over `rounds`), ms per step."""
+    from effitrain.bench import synthetic_batches
+    from effitrain.model import BertForMLM
+
+    device = config.run.resolved_device()
+    vocab = vocab_size or config.data.vocab_size
+    rows = []
+    for k in replicas:
+        rates = []
+        for r in range(rounds):
+            torch.manual_seed(config.run.seed)
+            model = BertForMLM(config.model, vocab).to(device).train()
+            sma = SMATechnique(replicas=k)
+            ctx = StepContext.standalone(config, device, config.run.seed)
+            from effitrain.train.step import param_groups
+
+            opt = sma.on_optimizer(model, param_groups(model, config.optim.weight_decay), ctx)
+            step = sma.on_step(TrainStep(model, opt, config, device), ctx)
+            batches = synthetic_batches(config, 2 * k, vocab, config.run.seed + 1, device)
+            for i in range(warmup):
+                step(batches[(i % 2) * k:(i % 2 + 1) * k], ctx)
+            t0 = time.perf_counter()
+            for i in range(steps):
+                step(batches[(i % 2) * k:(i % 2 + 1) * k], ctx)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            rates.append(steps * k * config.run.batch_size / (time.perf_counter() - t0))
+        rate = sorted(rates)[len(rates) // 2]
+        rows.append({"replicas": k, "rows/step": k * config.run.batch_size, "samples/s": rate,
+                     "ms/step": 1000 * k * config.run.batch_size / rate})
+    return rows
+
+
+def auto_replicas(config: Config, max_replicas: int = 8, threshold: float = 0.05, **kwargs: Any) -> tuple[int, list]:
+    """Crossbow's tuning of k: add a replica while samples/s grows by more than `threshold` (relative);
+    returns the chosen k and the measured rows. Measured once, before training (k then stays fixed, so
+    the run's curve does not depend on timing)."""
+    if not (isinstance(max_replicas, int) and max_replicas >= 1):
+        raise ConfigError(f"auto_replicas: max_replicas must be a positive integer; got {max_replicas!r}")
+    if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold >= 0):
+        raise ConfigError(f"auto_replicas: threshold must be a number >= 0; got {threshold!r}")
+    rows = replica_throughput(config, (1,), **kwargs)
+    k = 1
+    while k < max_replicas:
+        row = replica_throughput(config, (k + 1,), **kwargs)[0]
+        gain = row["samples/s"] / rows[-1]["samples/s"] - 1.0
+        row["gain"] = gain
+        rows.append(row)
+        if gain <= threshold:
+            break
+        k += 1
+    return k, rows
