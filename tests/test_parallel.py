@@ -111,3 +111,10 @@ def test_the_command_line_runs_two_processes(launcher):
 
     summary = json.loads(lines[0])
     assert summary["status"] == "completed" and summary["steps"] == 3
+
+
+def test_data_of_another_config_is_refused_before_any_process_starts(smoke):
+    cfg, data = smoke
+    other = cfg.replace(**{"data.seq_len": 32})
+    with pytest.raises(ConfigError, match="data= was prepared for another data config"):
+        et.train(other, data=data, world_size=2, progress=False)

@@ -160,9 +160,9 @@ def test_compile_is_refused_in_one_line(smoke):
 def test_replica_throughput_and_auto_replicas(smoke):
     cfg, _ = smoke
     cfg = cfg.replace(batch_size=4)
-    rows = replica_throughput(cfg, (1, 2), steps=2, warmup=1)
+    rows = replica_throughput(cfg, (1, 2), steps=2, warmup=1, plain=True)
     assert [r["replicas"] for r in rows] == [1, 2] and all(r["samples/s"] > 0 for r in rows)
-    assert rows[1]["rows/step"] == 8
+    assert rows[1]["rows/step"] == 8 and rows[1]["one model, batch k·b samples/s"] > 0
     k, measured = auto_replicas(cfg, max_replicas=2, threshold=1e9, steps=1, warmup=0)
     assert k == 1 and len(measured) == 2 and "gain" in measured[1]  # no gain beats an infinite threshold
     with pytest.raises(et.ConfigError, match="max_replicas"):

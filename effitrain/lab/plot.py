@@ -32,6 +32,7 @@ X_AXES = {
     "step": "optimizer steps",
     "seconds": "training seconds (evaluation excluded)",
     "flops": "FLOPs (measured, cumulative)",
+    "tokens": "tokens trained on (cumulative; samples × sequence length)",
 }
 PALETTE = tuple(plotly.colors.qualitative.Plotly) + tuple(plotly.colors.qualitative.Dark24)
 BASELINE_COLOR = "#222222"
@@ -60,7 +61,7 @@ class _Band:
 class LivePlot:
     """Live train/val loss curves of several runs (see the module docstring).
 
-    x: "step", "seconds" or "flops". log_y: logarithmic loss axis. target: a val loss to draw.
+    x: "step", "seconds", "flops" or "tokens". log_y: logarithmic loss axis. target: a val loss to draw.
     show_train: draw the training loss too. max_fps: redraws per second while training.
     color_by: "run" (every run its own colour; runs without techniques are near-black) or
     "group" (seeds of the same configuration share a colour).
@@ -88,7 +89,7 @@ class LivePlot:
             margin=dict(l=60, r=20, t=50, b=50), hovermode="closest", uirevision=x,
             xaxis=dict(title=dict(text=X_AXES[x])), yaxis=dict(title=dict(text="loss"), type="log" if log_y else "linear"),
             legend=dict(title=dict(text="runs (● val, thin line: train)" if show_train else "runs (● val)"))))
-        self._x_toggle = widgets.ToggleButtons(options=[("step", "step"), ("seconds", "seconds"), ("FLOPs", "flops")],
+        self._x_toggle = widgets.ToggleButtons(options=[("step", "step"), ("seconds", "seconds"), ("FLOPs", "flops"), ("tokens", "tokens")],
                                                value=x, description="x axis", style={"button_width": "80px"})
         self._log_box = widgets.Checkbox(value=self.log_y, description="log loss axis", indent=False)
         self._x_toggle.observe(lambda ch: self.set_x(ch["new"]), names="value")
@@ -188,7 +189,7 @@ class LivePlot:
 
     # -- view --------------------------------------------------------------------------------------
     def set_x(self, x: str) -> None:
-        """Plot against "step", "seconds" (training time) or "flops"."""
+        """Plot against "step", "seconds" (training time) , "flops" or "tokens" (samples × sequence length)."""
         _check_x(x)
         with self._lock:
             self.x = x

@@ -174,8 +174,10 @@ def train_distributed(config: Config, techniques: Iterable[Technique] = (), *, w
                           f"processes; give a multiple of {world_size}")
     techniques = list(techniques)
     check_techniques(techniques, world_size)
-    if "data" in kwargs:
-        raise ConfigError("data= cannot be handed to spawned processes; each rank prepares it from the cache")
+    data = kwargs.pop("data", None)  # the ranks load the same prepared data from the cache
+    if data is not None and getattr(data, "config", None) != config.data:
+        raise ConfigError("data= was prepared for another data config than config.data; with world_size > 1 "
+                          "each rank prepares config.data from the cache, so give data of that config or none")
     from effitrain.data import prepare_data
 
     prepare_data(config.data)  # fills the cache once, so the ranks only read it

@@ -265,40 +265,56 @@ class SMATechnique(Technique):
 
 
 # -- samples/s against k --------------------------------------------------------------------------------
+def _rate(step: Any, batches: Sequence[Any], per_step: int, rows: int, steps: int, warmup: int,
+          ctx: StepContext, device: torch.device) -> float:
+    """Rows per second of `step` over `steps` timed calls (after `warmup`), alternating two sets of batches."""
+    for i in range(warmup + steps):
+        if i == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+        step(batches[(i % 2) * per_step:(i % 2 + 1) * per_step], ctx)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return steps * rows / (time.perf_counter() - t0)
+
+
 def replica_throughput(config: Config, replicas: Sequence[int] = (1, 2, 4), *, steps: int = 5, warmup: int = 2,
-                       vocab_size: int | None = None, rounds: int = 1) -> list[dict[str, Any]]:
-    """Samples/s of one SMA step with k replicas of the config's batch, for each k (synthetic batches of
-    the config's shape; the replicas vmapped as in training). Rows: k, rows per step, samples/s (the
-    median over `rounds`), ms per step."""
+                       vocab_size: int | None = None, rounds: int = 1, plain: bool = False) -> list[dict[str, Any]]:
+    """Samples/s of an SMA step with k replicas of the config's batch b, for each k (synthetic batches of
+    the config's shape; the replicas vmapped as in training); median over `rounds`. Rows: replicas,
+    rows/step, samples/s, ms/step; plain=True adds "one model, batch k·b samples/s": a single model
+    trained on the same k·b rows per step, timed the same way (what the replicas compete with)."""
     from effitrain.bench import synthetic_batches
     from effitrain.model import BertForMLM
+    from effitrain.train.step import param_groups
 
     device = config.run.resolved_device()
     vocab = vocab_size or config.data.vocab_size
+    ctx = StepContext.standalone(config, device, config.run.seed)
+    b = config.run.batch_size
     rows = []
     for k in replicas:
-        rates = []
-        for r in range(rounds):
+        rates, plain_rates = [], []
+        for _ in range(rounds):
             torch.manual_seed(config.run.seed)
             model = BertForMLM(config.model, vocab).to(device).train()
             sma = SMATechnique(replicas=k)
-            ctx = StepContext.standalone(config, device, config.run.seed)
-            from effitrain.train.step import param_groups
-
             opt = sma.on_optimizer(model, param_groups(model, config.optim.weight_decay), ctx)
             step = sma.on_step(TrainStep(model, opt, config, device), ctx)
             batches = synthetic_batches(config, 2 * k, vocab, config.run.seed + 1, device)
-            for i in range(warmup):
-                step(batches[(i % 2) * k:(i % 2 + 1) * k], ctx)
-            t0 = time.perf_counter()
-            for i in range(steps):
-                step(batches[(i % 2) * k:(i % 2 + 1) * k], ctx)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            rates.append(steps * k * config.run.batch_size / (time.perf_counter() - t0))
+            rates.append(_rate(step, batches, k, k * b, steps, warmup, ctx, device))
+            if plain:
+                big = config.replace(batch_size=k * b)
+                single = BertForMLM(config.model, vocab).to(device).train()
+                one = TrainStep(single, make_optimizer(single, big, device), big, device)
+                big_batches = synthetic_batches(big, 2, vocab, config.run.seed + 1, device)
+                plain_rates.append(_rate(one, big_batches, 1, k * b, steps, warmup, ctx, device))
         rate = sorted(rates)[len(rates) // 2]
-        rows.append({"replicas": k, "rows/step": k * config.run.batch_size, "samples/s": rate,
-                     "ms/step": 1000 * k * config.run.batch_size / rate})
+        row = {"replicas": k, "rows/step": k * b, "samples/s": rate, "ms/step": 1000 * k * b / rate}
+        if plain:
+            row["one model, batch k·b samples/s"] = sorted(plain_rates)[len(plain_rates) // 2]
+        rows.append(row)
     return rows
 
 

@@ -1,0 +1,252 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: -all
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version,-jupytext.formats
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 08 · Parallel training: data parallel, model averaging, and stale gradients
+#
+# Every lesson so far made one processor do less or do it faster. This one spreads the work: over
+# processes holding a copy of the model each (data parallel), over several small-batch replicas of
+# the model on one device that are averaged as they train (Crossbow), and over devices holding a
+# slice of the model each, which stop waiting for each other by using gradients a few steps old
+# (Ouroboros). The code is `torch.distributed` underneath and lives in the package
+# (`effitrain.parallel`, the `sma` and `ouroboros` techniques); a notebook cell only calls it.
+#
+# ## What you will learn
+# - how `et.train(cfg, world_size=N)` splits a global batch over processes, why it gives the
+#   one-process curve, and how the same code runs under `torchrun` on many GPUs;
+# - statistical efficiency (loss per sample) against hardware efficiency (samples per second), and
+#   what Crossbow's synchronous model averaging trades between them;
+# - what a stale gradient does to training, and the time model that says what a K-device pipeline
+#   would gain.
+#
+# **Prerequisites**: lessons 00 (time to target, intervals) and 06 (what a step costs).
+#
+# **Expected run time** (the whole notebook). The profile comes from `EFFITRAIN_PROFILE`, else `gpu`
+# when CUDA is available, else `cpu`.
+#
+# | profile | model | runs | steps × batch | whole notebook |
+# |---|---|---|---|---|
+# | `smoke` (CI) | tiny, 2 layers (4 for Ouroboros) | 1 + 2-process run, 4 × 2 Crossbow, 3 × 2 Ouroboros | 12 × 32 | measured in CI |
+# | `cpu` (laptop) | tiny, 2 layers (4 for Ouroboros) | 1 + 2-process run, 4 × 3 Crossbow, 3 × 3 Ouroboros | 300 × 32 rows | see "What this measured" |
+# | `gpu` (one GPU) | base, 12 layers | the same, 3 seeds | 2,000 × 32 rows | not measured yet |
+
+# %%
+import pandas as pd
+import effitrain as et
+from IPython.display import display
+from effitrain.lab import LivePlot, Panel, compare, styled
+from effitrain.techniques.ouroboros import group_seconds, pipeline_time
+from effitrain.techniques.sma import auto_replicas, replica_throughput
+
+# %%
+PROFILE = et.default_profile()
+S = {"smoke": dict(ddp_steps=6, steps=12, seeds=2, evals=2, rounds=1, bench_steps=2, replicas=(1, 2, 4)),
+     "cpu": dict(ddp_steps=60, steps=300, seeds=3, evals=6, rounds=3, bench_steps=5, replicas=(1, 2, 4, 8)),
+     "gpu": dict(ddp_steps=200, steps=2000, seeds=3, evals=10, rounds=3, bench_steps=20,
+                 replicas=(1, 2, 4, 8, 16))}[PROFILE]
+cfg = et.profile_config(PROFILE, budget=f"{S['steps']}steps", evals=S["evals"])
+data = et.prepare_data(cfg.data)
+print(f"profile {PROFILE}: {cfg.model.preset} BERT, {cfg.model.layers} layers, {cfg.run.batch_size} × "
+      f"{cfg.data.seq_len} tokens per step, {S['steps']} steps, {S['seeds']} seeds per setting")
+
+# %% [markdown]
+# ## 1. Data parallel: N processes, one curve
+# `et.train(cfg, world_size=N)` spawns N processes (gloo on a CPU, NCCL on GPUs). Each one builds
+# the same model from the same seed and draws the same **global** micro-batch, then trains on its
+# own slice of the rows (rank r takes rows r·B/N … (r+1)·B/N − 1). `DistributedDataParallel`
+# averages the gradients in the backward of a step's last micro-batch only (`no_sync` before it),
+# weighting each slice by its share of the predicted tokens. So every process applies the same
+# update as one process with the whole batch would: the **same curve**, up to the order of float
+# additions. Rank 0 evaluates, logs and returns the `Run`; the others only train.
+
+# %%
+ddp_cfg = cfg.replace(budget=f"{S['ddp_steps']}steps", evals=2, log_every=1)
+one = et.train(ddp_cfg, data=data, name="1 process", progress=False)
+two = et.train(ddp_cfg, data=data, name="2 processes", world_size=2, progress=False)
+for r in (one, two):
+    print(r.summary_line())
+gap = max(abs(a["train_loss"] - b["train_loss"]) for a, b in zip(one.history.steps, two.history.steps))
+print(f"largest train-loss difference over {len(one.history.steps)} steps: {gap:.2e}; "
+      f"world size {two.extra['world_size']}, backend {two.extra['backend']}")
+
+# %% [markdown]
+# **Why two processes are not faster here.** This machine has two cores. One process already
+# uses both (PyTorch's intra-op threads); two processes get one core each, do half the rows each,
+# and add an all-reduce of every gradient per step. The samples/s above are that measurement. On
+# N GPUs each process has its own device, the rows per device fall by N and the all-reduce runs
+# over NVLink while the backward of earlier layers still runs: there the speed-up is close to N
+# for a model of this size. The same module runs under `torchrun`, one process per GPU, on one
+# machine or several:
+#
+# ```bash
+# torchrun --nproc-per-node 8 -m effitrain train --profile gpu --budget 2000steps
+# torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
+#     -m effitrain train --profile gpu --budget 2000steps     # on each of the 2 machines
+# ```
+#
+# Every collective has a timeout: a process that dies or hangs ends the others with one line that
+# names its rank, and a budget in seconds stops every rank at the same step (the tests kill a rank).
+
+# %% [markdown]
+# ## 2. Crossbow: small batches for learning, replicas for throughput
+# > **Claim** (Koliousis et al., VLDB 2019). A small batch learns more per sample than a large one,
+# > but leaves a GPU idle. Crossbow trains **k replicas of the model, each with its own small
+# > batch**, several on each device, and keeps them together by synchronous model averaging (SMA),
+# > tuning the number of replicas per GPU for throughput. On an 8-GPU server it cut training time
+# > by 1.3–4× against TensorFlow.
+#
+# After each replica $j$ takes its optimizer step, $c_j = \alpha (w_j - z)$ pulls it towards the
+# central model $z$ ($w_j \leftarrow w_j - c_j$), and $z \leftarrow z + \sum_j c_j + \mu (z - z_{prev})$,
+# with $\alpha = 1/k$ and momentum $\mu = 0.9$. With $\mu = 0$, $z$ becomes the replicas' mean. $z$ is
+# what is evaluated and saved. On one device the replicas' weights are stacked and run through
+# `torch.vmap(torch.func.functional_call)`: one batched forward and backward serves all k.
+#
+# The comparison is at the **same number of samples**: a step of k replicas trains on k·b rows, as
+# does a step of synchronous training with batch k·b. Here b = 8 and k = 4, so the large batch is 32.
+# The small batch's learning rate η is half the profile's (the profile's rate was tuned for batch 32;
+# at batch 8 half of it learned far more in an earlier measurement on `cpu`). The large batch runs
+# with η as it is, and with η scaled by k (Goyal et al.'s linear rule, with a 10% warm-up).
+
+# %%
+b, k = 8, 4
+eta = cfg.optim.lr / 2
+samples = cfg.replace(budget=f"{S['steps'] * k * b * cfg.data.seq_len}tokens", lr=eta)
+settings = {f"batch {b}": (samples.replace(batch_size=b), []),
+            f"SMA {k} × {b}": (samples.replace(batch_size=b), [("sma", {"replicas": k})]),
+            f"batch {k * b}, lr η": (samples.replace(batch_size=k * b), []),
+            f"batch {k * b}, lr {k}η, warm-up": (samples.replace(batch_size=k * b, lr=k * eta, warmup=0.1), [])}
+print(f"budget {samples.budget} (= {S['steps']} steps of {k * b} rows), η = {eta:g}")
+
+# %%
+def train_group(name, config, techniques=(), plots=()):  # techniques: [(name, {params})]
+    runs = [et.cached_train(config.replace(seed=s), [et.technique(t, **p) for t, p in techniques], data=data,
+                            name=f"{name} s{s}", progress=False, callbacks=[p.callback() for p in plots])
+            for s in range(S["seeds"])]
+    for r in runs:
+        print(r.summary_line())
+    return runs
+
+by_samples = LivePlot(x="tokens", show_train=False, color_by="group", title="validation loss against samples")
+display(by_samples)
+crossbow = {name: train_group(name, c, t, plots=(by_samples,)) for name, (c, t) in settings.items()}
+
+# %% [markdown]
+# The table judges every setting at the large batch's quality: the target is the worst final loss
+# of "batch 32, lr η", and the speed-up is in **samples** to that target (left) and in seconds on
+# this machine (right). Final losses are given with their 95% intervals over seeds.
+
+# %%
+all_crossbow = [r for runs in crossbow.values() for r in runs]
+base_label = f"batch {k * b}, lr η"
+display(styled(compare(all_crossbow, baseline=base_label, speedup_by="tokens")))
+styled(compare(all_crossbow, baseline=base_label, speedup_by="seconds"))
+
+# %% [markdown]
+# **Hardware efficiency.** The other half of the claim: a small batch under-uses the processor, and
+# vmapped replicas fill it. The table times an SMA step of k replicas of batch 8 against one model
+# trained on the same k·8 rows per step (synthetic batches, median of rounds), and
+# `auto_replicas` picks k as Crossbow does: add a replica while samples/s rises by more than 5%.
+
+# %%
+small = cfg.replace(batch_size=b)
+speed = pd.DataFrame(replica_throughput(small, S["replicas"], steps=S["bench_steps"], rounds=S["rounds"], plain=True))
+display(speed.round(1))
+chosen, tried = auto_replicas(small, max_replicas=max(S["replicas"]), threshold=0.05, steps=S["bench_steps"])
+print(f"auto_replicas chose k = {chosen} (gains: "
+      + ", ".join(f"k={r['replicas']}: {r['gain']:+.0%}" for r in tried[1:]) + ")")
+
+# %% [markdown]
+# ## 3. Ouroboros: model parallelism without waiting for the backward
+# > **Claim** (Yang et al., NeurIPS 2019). Split a Transformer LM into K groups of layers, one per
+# > device. If group k updates with a gradient that is K − 1 − k steps old instead of waiting for
+# > the backward of every group above it, all K devices work all the time; training provably still
+# > reaches a critical point, and on Transformer and Transformer-XL LMs it gained more than data
+# > parallelism at comparable or better accuracy.
+#
+# Group $k$ (0 = the embeddings and first blocks, K − 1 = the last blocks and the MLM head) updates
+# with $\nabla_{w_k} f(w^{t-d_k}; \xi^{t-d_k})$, $d_k = K - 1 - k$: the gradient of the batch seen
+# $d_k$ steps ago, at that step's weights. The token embedding is tied to the decoder: its embedding
+# part waits K − 1 steps and its decoder part none; the paper places the two on one device, which
+# closes the pipeline into a ring (hence the name). The `ouroboros` technique does this arithmetic
+# exactly in one process, so its effect on the loss can be studied on a CPU: K = 1 is plain training.
+# It needs at least K blocks, so this section uses 4 layers.
+
+# %%
+deep = cfg.replace(layers=max(4, cfg.model.layers))
+by_step = LivePlot(x="step", show_train=False, color_by="group", title="Ouroboros: validation loss against steps")
+display(by_step)
+ouro = {K: train_group(f"K = {K}", deep, [("ouroboros", {"groups": K})] if K > 1 else [], plots=(by_step,))
+        for K in (1, 2, 4)}
+styled(compare([r for runs in ouro.values() for r in runs], baseline="K = 1", speedup_by="step"))
+
+# %% [markdown]
+# **What K devices would take.** One process computes the delayed arithmetic no faster than plain
+# training: the gain needs K devices. `group_seconds` measures each group's forward and backward on
+# this machine; `pipeline_time` turns them into a step time. One device runs the groups in turn,
+# $\sum_k (F_k + B_k)$. K devices without backward locking run concurrently, so a step takes the
+# slowest group's $F_k + B_k$ plus sending one activation forward and its gradient back (not
+# overlapped here), and the first K − 1 steps fill the pipeline. Bandwidth: 25 GB/s (PCIe 4.0) and
+# 250 GB/s (NVLink-class).
+
+# %%
+rows = []
+for K in (2, 4):
+    measured = group_seconds(deep, K, vocab_size=data.vocab_size, repeats=S["bench_steps"])
+    for bw in (25e9, 250e9):
+        t = pipeline_time(measured, steps=S["steps"], bandwidth=bw)
+        rows.append({"K": K, "GB/s": bw / 1e9, "per-group F+B (ms)": [round(1e3 * (g["forward_s"] + g["backward_s"]), 1)
+                     for g in measured], **{key: t[key] for key in ("one_device_s_per_step", "k_devices_s_per_step",
+                                                                   "communication_s", "speedup")}})
+pd.DataFrame(rows).round(4)
+
+# %% [markdown]
+# ## 4. What needs several GPUs
+# - **Data parallel**: the curve is the same on any number of processes (shown above); a wall-clock
+#   gain needs one device per process. On this 2-core CPU two processes share the cores that one
+#   process already used, so they can only be slower.
+# - **Crossbow**: the loss per sample (the first table) is measured honestly on one CPU. The
+#   samples/s of vmapped replicas depend on how idle a small batch leaves the processor: a GPU with
+#   a batch of 8 is far from full, a CPU core much less so. Crossbow's 4× came from 8 GPUs.
+# - **Ouroboros**: the loss against steps is exact here; its speed-up exists only with K devices,
+#   and the time model above is a prediction from measured per-group seconds, not a measurement.
+
+# %% [markdown]
+# ## 5. Your turn: the panel
+# `sma` and `ouroboros` are in the panel with every other technique. Try `sma` with 2 replicas and
+# pull 0.5, or `ouroboros` with 2 groups; the panel's runs are on `cfg` (2 layers: at most 2 groups).
+
+# %%
+panel = Panel(cfg, data=data, plot=LivePlot(x="tokens", show_train=False, color_by="group", title="panel: lesson 08"))
+panel.seeds.value = 1
+panel
+
+# %% [markdown]
+# ## What this measured
+# To be filled in from the `cpu` run of this notebook.
+#
+# ## Summary
+# - Data parallel changes where the rows of a step are computed, not the step: the same curve.
+# - Statistical efficiency (loss per sample) and hardware efficiency (samples per second) are
+#   different axes; a speed-up claim needs both, at the same quality.
+# - Crossbow's averaging keeps small-batch replicas together; whether it keeps the small batch's
+#   learning per sample is measured above.
+# - A stale gradient removes the wait between pipeline stages; its cost is read on the loss
+#   against steps, its gain only on K devices.
+#
+# ## Exercises
+# 1. Give SMA `momentum=0` and `pull=0.5`. Does the central model learn more per sample?
+# 2. Raise k to 8 at b = 4 (`cfg.replace(batch_size=4)`): what does `replica_throughput` say?
+# 3. Train `ouroboros` with 4 groups at twice the learning rate: does the staleness hurt more?
+# 4. Run section 1 with `world_size=2` and a seconds budget: both ranks stop at the same step.
