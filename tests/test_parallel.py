@@ -118,3 +118,21 @@ def test_data_of_another_config_is_refused_before_any_process_starts(smoke):
     other = cfg.replace(**{"data.seq_len": 32})
     with pytest.raises(ConfigError, match="data= was prepared for another data config"):
         et.train(other, data=data, world_size=2, progress=False)
+
+
+def test_sma_replicas_across_processes_equal_one_process_with_all_of_them(smoke):
+    # Crossbow over processes: 2 processes × 2 replicas, z all-reduced, train as 1 process × 4 replicas
+    cfg = _cfg(smoke, steps=4).replace(batch_size=8)
+    one = et.train(cfg, [et.technique("sma", replicas=4)], progress=False)
+    two = et.train(cfg, [et.technique("sma", replicas=2)], world_size=2, progress=False)
+    assert two.status == "completed" and two.extra["synchronised_by"] == "sma"
+    s1, s2 = one.extra["techniques"]["sma"], two.extra["techniques"]["sma"]
+    assert (s2["replicas"], s2["processes"], s1["processes"]) == (4, 2, 1)
+    for a, b in zip(one.history.steps, two.history.steps, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], abs=1e-5)
+        assert (b["tokens"], b["flops"]) == (a["tokens"], a["flops"])
+    assert two.history.evals[-1]["val_loss"] == pytest.approx(one.history.evals[-1]["val_loss"], abs=1e-5)
+    sd1, sd2 = one.model.state_dict(), two.model.state_dict()
+    assert max(float((sd1[k] - sd2[k]).abs().max()) for k in sd1) < 1e-5
+    # the replicas sit apart from z (each trained on its own rows), by the same amount in both
+    assert s1["replica_spread"] > 0 and s2["replica_spread"] == pytest.approx(s1["replica_spread"], rel=1e-3)

@@ -167,3 +167,11 @@ def test_replica_throughput_and_auto_replicas(smoke):
     assert k == 1 and len(measured) == 2 and "gain" in measured[1]  # no gain beats an infinite threshold
     with pytest.raises(et.ConfigError, match="max_replicas"):
         auto_replicas(cfg, max_replicas=0)
+
+
+def test_a_state_from_another_process_is_refused_in_one_line():
+    # a checkpoint of a multi-process sma run holds rank 0's replicas only: never loaded elsewhere
+    from effitrain.techniques.sma import SMATechnique
+
+    with pytest.raises(et.ConfigError, match=r"replicas of rank 0 of 2 process\(es\), not of rank 0 of 1"):
+        SMATechnique(replicas=2).load_state_dict({"replicas": {}, "previous": {}, "process": [0, 2]})

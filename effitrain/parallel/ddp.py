@@ -16,6 +16,10 @@ of all ranks together), counted as in one process. Seconds are the slowest rank'
 and the stop decision (a seconds budget, the Stop button, Ctrl-C) is all-reduced with them, so
 every rank stops at the same step.
 
+A technique that keeps the processes in step itself (`syncs_processes`: Crossbow's `sma`, whose
+averaging all-reduces the replicas' corrections) trains without the DDP module: each rank takes its
+replicas' micro-batches of the global step, and N processes of k replicas equal one of N·k.
+
 What composes: techniques that act on the data (pruning, curriculum, sequence-length warmup,
 selective backprop's scoring) train under DDP unchanged, since every rank sees the same global
 batch. Techniques that change the model, the loss, the backward, the gradients or the optimizer
@@ -23,6 +27,7 @@ are refused with one line: DDP's gradient hooks have not been checked with them 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from typing import Any, Iterable, Sequence
@@ -32,7 +37,7 @@ import torch.distributed as dist
 
 from effitrain.config import Config, ConfigError
 from effitrain.data import MaskedBatch
-from effitrain.parallel.launch import backend_for, emit, launch
+from effitrain.parallel.launch import backend_for, check_world_size, emit, launch
 from effitrain.techniques.base import StepContext, Technique, overridden
 from effitrain.train.run import Run
 from effitrain.train.step import StepResult, TrainStep, _share
@@ -45,12 +50,16 @@ REFUSED_EVENTS = ("on_model", "on_optimizer", "loss", "backward", "before_update
                   "on_step")
 
 
+def check_split(rows: int, world_size: int) -> None:
+    if rows % world_size:
+        raise ConfigError(f"run.batch_size={rows} rows do not split over world_size={world_size} processes; "
+                          f"give a multiple of {world_size}")
+
+
 def rank_slice(batch: MaskedBatch, rank: int, world_size: int) -> MaskedBatch:
     """Rows [rank·B/N, (rank+1)·B/N) of a masked batch, its predicted positions renumbered."""
     B, T = batch.input_ids.shape
-    if B % world_size:
-        raise ConfigError(f"run.batch_size={B} rows do not split over world_size={world_size} processes; "
-                          f"give a multiple of {world_size}")
+    check_split(B, world_size)
     per = B // world_size
     lo, hi = rank * per, (rank + 1) * per
     keep = (batch.positions >= lo * T) & (batch.positions < hi * T)
@@ -58,8 +67,15 @@ def rank_slice(batch: MaskedBatch, rank: int, world_size: int) -> MaskedBatch:
     return MaskedBatch(batch.input_ids[lo:hi], mask, batch.positions[keep] - lo * T, batch.labels[keep])
 
 
+def own_sync(techniques: Sequence[Technique]) -> list[Technique]:
+    """The techniques that keep the processes in step themselves (`syncs_processes`, e.g. sma)."""
+    return [t for t in techniques if t.syncs_processes]
+
+
 def check_techniques(techniques: Sequence[Technique], world_size: int) -> None:
     for t in techniques:
+        if t.syncs_processes:  # its own collectives replace DDP's; its partners are its own refusals
+            continue
         for event in overridden(t, REFUSED_EVENTS):
             raise ConfigError(f"ddp (world_size={world_size}) and {t.name} cannot train together: {t.name} "
                               f"overrides {event}, which DDP's gradient synchronisation is not built for here")
@@ -80,7 +96,7 @@ class DistributedStep(TrainStep):
         for i, batch in enumerate(batches):
             mine = rank_slice(batch, self.rank, N)
             share = int(mine.labels.numel()) / total_predicted  # of the step's predicted tokens
-            sync = self.step_model.no_sync() if i < k - 1 else _nullcontext()
+            sync = self.step_model.no_sync() if i < k - 1 else contextlib.nullcontext()
             with sync:
                 out = self.loss_inputs(mine, ctx)
                 self.backward(_share(out.loss, N * share, k), ctx)
@@ -97,14 +113,6 @@ class DistributedStep(TrainStep):
         return StepResult(float(summed[0]), tokens, total_predicted, terms)
 
 
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-
 class DistributedTrainer(Trainer):
     """A `Trainer` for one rank of a process group (already initialised)."""
 
@@ -119,7 +127,11 @@ class DistributedTrainer(Trainer):
         self.run.extra.update(world_size=self.world_size, backend=dist.get_backend())
 
     def _setup(self) -> None:
-        super()._setup()
+        super()._setup()  # a technique with its own step (claim "step") has already replaced self.step
+        syncing = own_sync(self.techniques)
+        if syncing:  # its collectives keep the ranks in step: no DDP module, each rank trains its part
+            self.run.extra.update(synchronised_by=syncing[0].name)
+            return
         if self.config.run.compile:
             raise ConfigError("run.compile and ddp cannot train together here: compile the model per rank "
                               "under torchrun instead")
@@ -140,8 +152,7 @@ class DistributedTrainer(Trainer):
     def _evaluate(self, at_stop: bool = False) -> None:
         if self.rank == 0:
             return super()._evaluate(at_stop)
-        self.pos.evals_done = min(self.config.run.evals,
-                                  int(self._fraction() * self.config.run.evals + 1e-9))
+        self._count_evals(self._fraction())
 
     def _save(self) -> None:
         if self.rank == 0:
@@ -167,13 +178,11 @@ def train_distributed(config: Config, techniques: Iterable[Technique] = (), *, w
     timeout: seconds any collective may wait (a rank that dies ends the others within it).
     callbacks see the rows as they arrive, with a Run in this process that mirrors rank 0's history.
     """
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ConfigError(f"world_size must be a positive integer; got {world_size!r}")
-    if config.run.batch_size % world_size:
-        raise ConfigError(f"run.batch_size={config.run.batch_size} rows do not split over world_size={world_size} "
-                          f"processes; give a multiple of {world_size}")
+    check_world_size(world_size)
     techniques = list(techniques)
     check_techniques(techniques, world_size)
+    if not own_sync(techniques):
+        check_split(config.run.batch_size, world_size)
     data = kwargs.pop("data", None)  # the ranks load the same prepared data from the cache
     if data is not None and getattr(data, "config", None) != config.data:
         raise ConfigError("data= was prepared for another data config than config.data; with world_size > 1 "

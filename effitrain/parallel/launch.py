@@ -44,6 +44,13 @@ def backend_for(device: str | torch.device) -> str:
     return "nccl" if torch.device(device).type == "cuda" else "gloo"
 
 
+def check_world_size(world_size: Any) -> None:
+    from effitrain.config import ConfigError
+
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ConfigError(f"world_size must be a positive integer; got {world_size!r}")
+
+
 def init_group(rank: int, world_size: int, store_file: str, backend: str, timeout: float) -> None:
     dist.init_process_group(backend, init_method=f"file://{store_file}", rank=rank, world_size=world_size,
                             timeout=_dt.timedelta(seconds=timeout))
@@ -90,8 +97,7 @@ def launch(fn: Callable, world_size: int, args: tuple = (), *, timeout: float = 
     read) is set, so the workers end at an agreed step. threads: torch threads per worker (default:
     this machine's cores divided among the workers, at least 1).
     """
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"world_size must be a positive integer; got {world_size!r}")
+    check_world_size(world_size)
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // world_size)

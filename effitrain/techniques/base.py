@@ -225,6 +225,9 @@ class Technique:
     # events a partner may not override (e.g. a technique that runs its own step refuses partners that
     # change the loss or the gradients, which it would silently skip); see `refusal`
     refuses_events: ClassVar[tuple[str, ...]] = ()
+    # True for a technique whose own step keeps several processes in step by its own collectives
+    # (with world_size > 1 the trainer then wraps no DDP module around the model; see effitrain.parallel)
+    syncs_processes: ClassVar[bool] = False
 
     def __init__(self, params: Any = None, **kwargs: Any):
         if params is None:

@@ -12,6 +12,11 @@ The averaging (`sma_average`) and the replica step (`ReplicaStep`) are plain cod
     on_step       the trainer's step becomes a `ReplicaStep`: `vmap(functional_call)` runs the k
                   replicas as one batched forward/backward, then the optimizer, then the averaging
 
+Across processes (`et.train(cfg, [sma], world_size=N)`, `effitrain train --nproc N`, torchrun) each
+process holds k replicas and the corrections Σ_j c_j are all-reduced, so every process keeps the same
+z: N processes of k replicas train exactly as one process of N·k replicas (no DDP wrapper: the
+averaging is the synchronisation).
+
 The trainer's model stays the central model z: it is what is evaluated, checkpointed and returned.
 FLOPs are counted as for every run, one replica-batch at a time on z (the same work per row).
 `replica_throughput` and `auto_replicas` measure samples/s against k (Crossbow's tuning of k).
@@ -22,7 +27,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,18 +43,44 @@ from effitrain.train.step import StepResult, TrainStep, make_optimizer
 # -- the averaging --------------------------------------------------------------------------------------
 @torch.no_grad()
 def sma_average(replicas: dict[str, torch.Tensor], central: dict[str, torch.Tensor],
-                previous: dict[str, torch.Tensor], alpha: float, momentum: float) -> None:
+                previous: dict[str, torch.Tensor], alpha: float, momentum: float,
+                all_reduce: Callable[[torch.Tensor], None] | None = None) -> None:
     """One SMA correction, in place: c_j = α(w_j − z); w_j ← w_j − c_j; z ← z + Σ_j c_j + μ(z − z_prev).
 
     `replicas[name]` is (k, …) (replica j = row j), `central[name]` and `previous[name]` are z and z
-    before the last correction (updated here)."""
+    before the last correction (updated here). With replicas in several processes, `all_reduce` sums
+    a tensor over them in place (one call, all corrections flattened): Σ_j runs over every replica of
+    every process, so every process keeps the same z."""
+    sums = {}
     for name, w in replicas.items():
-        z, z_prev = central[name], previous[name]
-        c = alpha * (w - z.unsqueeze(0))
+        c = alpha * (w - central[name].unsqueeze(0))
         w.sub_(c)
-        new = z + c.sum(0) + momentum * (z - z_prev)
+        sums[name] = c.sum(0)
+    if all_reduce is not None:
+        flat = torch.cat([t.flatten() for t in sums.values()])
+        all_reduce(flat)
+        sums = dict(zip(sums, (part.view_as(t) for part, t in
+                               zip(flat.split([t.numel() for t in sums.values()]), sums.values()))))
+    for name, z in central.items():
+        z_prev = previous[name]
+        new = z + sums[name] + momentum * (z - z_prev)
         z_prev.copy_(z)
         z.copy_(new)
+
+
+def process_group() -> tuple[int, int]:
+    """(rank, world size) of the torch.distributed group this process is in; (0, 1) outside one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_reduce(t: torch.Tensor) -> None:
+    import torch.distributed as dist
+
+    dist.all_reduce(t)
 
 
 def tied_names(model: torch.nn.Module) -> dict[str, str]:
@@ -110,10 +141,11 @@ class ReplicaStep(TrainStep):
         self.vmapped_no_mask = vmap(forward, in_dims=(0, 0, 0, 0, None), randomness="different")
 
     def accumulate(self, batches: Sequence[MaskedBatch], ctx: StepContext) -> StepResult:
-        k = self.sma.k
-        if len(batches) % k:
-            raise ConfigError(f"sma: a step of {len(batches)} micro-batches does not split over {k} replicas")
-        groups = [list(batches[i:i + k]) for i in range(0, len(batches), k)]
+        k, (rank, N) = self.sma.k, process_group()
+        width = k * N  # every replica of every process; this process's are rank·k … rank·k + k − 1
+        if len(batches) % width:
+            raise ConfigError(f"sma: a step of {len(batches)} micro-batches does not split over {width} replicas")
+        groups = [list(batches[i + rank * k:i + (rank + 1) * k]) for i in range(0, len(batches), width)]
         totals = torch.zeros(k)
         for g in groups:
             totals += torch.tensor([float(b.labels.numel()) for b in g])
@@ -130,8 +162,11 @@ class ReplicaStep(TrainStep):
             per_replica = (ce * weight).sum(1) / totals  # (k,): this group's part of each replica's mean
             per_replica.sum().backward()
             losses += per_replica.detach()
-        tokens = sum(b.num_tokens for b in batches)
-        return StepResult(float(losses.mean()), tokens, int(sum(b.labels.numel() for b in batches)))
+        total = losses.sum().double().cpu()
+        if N > 1:
+            _all_reduce(total)
+        tokens = sum(b.num_tokens for b in batches)  # the step's global work, as DDP logs it
+        return StepResult(float(total) / width, tokens, int(sum(b.labels.numel() for b in batches)))
 
     def update(self, result: StepResult, ctx: StepContext) -> StepResult:
         if not result.finite:
@@ -184,9 +219,13 @@ class SMATechnique(Technique):
 
     **Math.** For replica $j$ with weights $w_j$ after its optimizer step:
     $c_j = \\alpha (w_j - z)$, $w_j \\leftarrow w_j - c_j$, and
-    $z \\leftarrow z + \\sum_j c_j + \\mu (z - z_{prev})$ with $\\alpha = \\text{pull}/k$. With pull 1
-    and μ = 0, z becomes the replicas' mean each step. With pull 0 the replicas never meet z (and z
-    never moves). At k = 1 and pull 1 the replica and z swap each step: use pull ≤ 0.5 at k = 1.
+    $z \\leftarrow z + \\sum_j c_j + \\mu (z - z_{prev})$ with $\\alpha = \\text{pull}/k$ (k: every
+    replica, in every process). With pull 1 and μ = 0, z becomes the replicas' mean each step. With
+    pull 0 the replicas never meet z (and z never moves). At k = 1 and pull 1 the replica and z swap each step: use pull ≤ 0.5 at k = 1.
+
+    **Across processes.** With `world_size=N` each process trains k replicas (N·k in all, α =
+    pull/(N·k)) and the sum of the corrections is all-reduced: the same curve as one process with
+    N·k replicas. Only one-process runs resume from a checkpoint.
 
     **Settings.** `replicas` k (a step has k × the micro-batches, k·b rows: compare with plain
     training at batch k·b, same samples per step); `pull` α·k in [0, 1]; `momentum` μ (Crossbow: 0.9).
@@ -202,6 +241,7 @@ class SMATechnique(Technique):
     paper = "Koliousis et al., Crossbow, VLDB 2019"
     claims = ("optimizer", "step")
     refuses_events = SMA_REFUSED_EVENTS
+    syncs_processes = True  # under world_size > 1 the corrections are all-reduced (no DDP wrapper)
 
     def __init__(self, params: Any = None, **kwargs: Any):
         super().__init__(params, **kwargs)
@@ -215,11 +255,16 @@ class SMATechnique(Technique):
         return self.params.replicas
 
     @property
+    def processes(self) -> int:
+        return process_group()[1]
+
+    @property
     def alpha(self) -> float:
-        return self.params.pull / self.k
+        return self.params.pull / (self.k * self.processes)
 
     def plan_step(self, plan: StepPlan, ctx: StepContext) -> StepPlan:
-        return replace(plan, micro_batches=plan.micro_batches * self.k, replicas=plan.replicas * self.k)
+        n = self.k * self.processes  # every process draws the whole step; each trains its k replicas' part
+        return replace(plan, micro_batches=plan.micro_batches * n, replicas=plan.replicas * n)
 
     def on_optimizer(self, model: torch.nn.Module, param_groups: list[dict],
                      ctx: StepContext) -> torch.optim.Optimizer:
@@ -243,20 +288,31 @@ class SMATechnique(Technique):
         return ReplicaStep(step, self)
 
     def average(self) -> None:
-        sma_average(self.replicas, self.central, self.previous, self.alpha, self.params.momentum)
+        N = self.processes
+        reduce = _all_reduce if N > 1 else None
+        sma_average(self.replicas, self.central, self.previous, self.alpha, self.params.momentum, reduce)
         with torch.no_grad():  # how far the replicas sit from z after the pull (root mean square over weights)
             sq = sum(float((w - z.unsqueeze(0)).float().pow(2).sum()) for w, z in
                      ((self.replicas[n], self.central[n]) for n in self.replicas))
-            count = sum(w.numel() for w in self.replicas.values())
-        self.stats["replicas"] = self.k
+            spread = torch.tensor([sq, float(sum(w.numel() for w in self.replicas.values()))], dtype=torch.float64)
+            if reduce is not None:
+                reduce(spread)
+            sq, count = float(spread[0]), float(spread[1])
+        self.stats["replicas"] = self.k * N
+        self.stats["processes"] = N
         self.stats["averaging_steps"] = self.stats.get("averaging_steps", 0) + 1
         self.stats["replica_spread"] = math.sqrt(sq / max(count, 1))
 
     def state_dict(self) -> dict[str, Any]:
         return {"replicas": {n: t.detach().clone() for n, t in self.replicas.items()},
-                "previous": {n: t.clone() for n, t in self.previous.items()}}
+                "previous": {n: t.clone() for n, t in self.previous.items()}, "process": list(process_group())}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved, here = tuple(state.get("process", (0, 1))), process_group()
+        if saved != here:  # a checkpoint (written by rank 0) holds rank 0's replicas only
+            raise ConfigError(f"sma: this state holds the replicas of rank {saved[0]} of {saved[1]} process(es), "
+                              f"not of rank {here[0]} of {here[1]}: only one-process sma runs resume from a "
+                              "checkpoint (the central model is in every checkpoint)")
         with torch.no_grad():
             for n, t in state.get("replicas", {}).items():
                 self.replicas[n].copy_(t)

@@ -164,12 +164,14 @@ class Trainer:
                     warnings.warn(self.run.message, RuntimeWarning, stacklevel=2)
                     break
                 self._sync()
-                self.pos.add(result.tokens, self._agree(time.perf_counter() - t0 - paused), flops, analytic)
+                local = time.perf_counter() - t0 - paused
+                self.pos.add(result.tokens, local, flops, analytic)
                 t1 = time.perf_counter()
                 for t in self.techniques:
                     t.after_step(self.model, self._ctx())  # sees the position after the step
                 self._sync()
-                self.pos.seconds += self._agree(time.perf_counter() - t1)
+                local_total = local + time.perf_counter() - t1
+                self.pos.seconds += self._agree(local_total) - local_total  # one agreement per step
                 self._log(result, plan)
                 if self._fraction() >= (self.pos.evals_done + 1) / self.config.run.evals - 1e-12:
                     self._evaluate()
@@ -378,11 +380,15 @@ class Trainer:
         metrics = evaluate(self._eval_model(), self.data.val, self.device, autocast_for(self.config, self.device))
         for t in self.techniques:
             metrics = t.on_eval(metrics, ctx)
-        self.pos.evals_done = min(self.config.run.evals, int(math.floor(ctx.fraction * self.config.run.evals + 1e-9)))
+        self._count_evals(ctx.fraction)
         p = self.pos
         row = self.run.history.log_eval(step=p.step, tokens=p.tokens, seconds=p.seconds, flops=p.flops, **metrics,
                                         **({"at_stop": True} if at_stop else {}))
         self._emit("eval", row)
+
+    def _count_evals(self, fraction: float) -> None:
+        """The evaluations due by this budget fraction are done (the next one is due at the next 1/evals)."""
+        self.pos.evals_done = min(self.config.run.evals, int(math.floor(fraction * self.config.run.evals + 1e-9)))
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
