@@ -48,7 +48,7 @@ import effitrain as et
 from IPython.display import display
 from effitrain.lab import LivePlot, Panel, compare, styled
 from effitrain.techniques.ouroboros import group_seconds, pipeline_time
-from effitrain.techniques.sma import auto_replicas, replica_throughput
+from effitrain.techniques.sma import auto_replicas, crossbow_settings, replica_throughput
 
 # %%
 PROFILE = et.default_profile()
@@ -121,13 +121,9 @@ print(f"largest train-loss difference over {len(one.history.steps)} steps: {gap:
 
 # %%
 b, k = 8, 4
-eta = cfg.optim.lr / 2
-samples = cfg.replace(budget=f"{S['steps'] * k * b * cfg.data.seq_len}tokens", lr=eta)
-settings = {f"batch {b}": (samples.replace(batch_size=b), []),
-            f"SMA {k} × {b}": (samples.replace(batch_size=b), [("sma", {"replicas": k})]),
-            f"batch {k * b}, lr η": (samples.replace(batch_size=k * b), []),
-            f"batch {k * b}, lr {k}η, warm-up": (samples.replace(batch_size=k * b, lr=k * eta, warmup=0.1), [])}
-print(f"budget {samples.budget} (= {S['steps']} steps of {k * b} rows), η = {eta:g}")
+settings, base_label = crossbow_settings(cfg, batch=b, replicas=k, steps=S["steps"])
+base_cfg = settings[base_label][0]
+print(f"budget {base_cfg.budget} (= {S['steps']} steps of {k * b} rows), η = {base_cfg.optim.lr:g}")
 
 # %%
 def train_group(name, config, techniques=(), plots=()):  # techniques: [(name, {params})]
@@ -149,7 +145,6 @@ crossbow = {name: train_group(name, c, t, plots=(by_samples,)) for name, (c, t) 
 
 # %%
 all_crossbow = [r for runs in crossbow.values() for r in runs]
-base_label = f"batch {k * b}, lr η"
 display(styled(compare(all_crossbow, baseline=base_label, speedup_by="tokens")))
 styled(compare(all_crossbow, baseline=base_label, speedup_by="seconds"))
 

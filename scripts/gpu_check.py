@@ -34,7 +34,7 @@ import torch
 
 import effitrain as et
 from effitrain.techniques.ouroboros import group_seconds, pipeline_time
-from effitrain.techniques.sma import auto_replicas, replica_throughput
+from effitrain.techniques.sma import auto_replicas, crossbow_settings, replica_throughput
 
 SECTIONS = ("peak", "replicas", "pipeline", "bench", "crossbow")
 
@@ -97,12 +97,7 @@ def crossbow(q: bool) -> dict:
     steps, seeds, b, k = (6, 2, 4, 2) if q else (300, 3, 8, 4)
     cfg = et.profile_config("cpu", evals=6, precision="bf16")
     data = et.prepare_data(cfg.data)
-    eta = cfg.optim.lr / 2
-    samples = cfg.replace(budget=f"{steps * k * b * cfg.data.seq_len}tokens", lr=eta)
-    settings = {f"batch {b}": (samples.replace(batch_size=b), []),
-                f"SMA {k} × {b}": (samples.replace(batch_size=b), [("sma", {"replicas": k})]),
-                f"batch {k * b}, lr η": (samples.replace(batch_size=k * b), []),
-                f"batch {k * b}, lr {k}η, warm-up": (samples.replace(batch_size=k * b, lr=k * eta, warmup=0.1), [])}
+    settings, base = crossbow_settings(cfg, batch=b, replicas=k, steps=steps)
     runs, lines = [], []
     for name, (c, techniques) in settings.items():
         for s in range(seeds):
@@ -117,7 +112,6 @@ def crossbow(q: bool) -> dict:
     except ImportError as e:
         out["compare"] = f"not computed here ({e}); rebuild the runs with et.Run.from_dict and compare them"
         return out
-    base = f"batch {k * b}, lr η"
     out["by tokens"] = _table(compare(runs, baseline=base, speedup_by="tokens"))
     out["by seconds"] = _table(compare(runs, baseline=base, speedup_by="seconds"))
     return out

@@ -175,3 +175,15 @@ def test_a_state_from_another_process_is_refused_in_one_line():
 
     with pytest.raises(et.ConfigError, match=r"replicas of rank 0 of 2 process\(es\), not of rank 0 of 1"):
         SMATechnique(replicas=2).load_state_dict({"replicas": {}, "previous": {}, "process": [0, 2]})
+
+
+def test_crossbow_settings_train_on_equal_samples(smoke):
+    from effitrain.techniques.sma import crossbow_settings
+
+    cfg, _ = smoke
+    settings, base = crossbow_settings(cfg, batch=8, replicas=4, steps=10)
+    assert list(settings) == ["batch 8", "SMA 4 × 8", base, "batch 32, lr 4η, warm-up"] and base == "batch 32, lr η"
+    assert {str(c.budget) for c, _ in settings.values()} == {str(settings[base][0].budget)}
+    assert settings[base][0].budget.amount == 10 * 32 * cfg.data.seq_len
+    assert settings["SMA 4 × 8"][1] == [("sma", {"replicas": 4})]
+    assert settings["batch 32, lr 4η, warm-up"][0].optim.lr == pytest.approx(4 * settings[base][0].optim.lr)

@@ -189,7 +189,7 @@ class LivePlot:
 
     # -- view --------------------------------------------------------------------------------------
     def set_x(self, x: str) -> None:
-        """Plot against "step", "seconds" (training time) , "flops" or "tokens" (samples × sequence length)."""
+        """Plot against "step", "seconds" (training time), "flops" or "tokens" (samples × sequence length)."""
         _check_x(x)
         with self._lock:
             self.x = x

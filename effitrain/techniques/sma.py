@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
@@ -59,8 +60,8 @@ def sma_average(replicas: dict[str, torch.Tensor], central: dict[str, torch.Tens
     if all_reduce is not None:
         flat = torch.cat([t.flatten() for t in sums.values()])
         all_reduce(flat)
-        sums = dict(zip(sums, (part.view_as(t) for part, t in
-                               zip(flat.split([t.numel() for t in sums.values()]), sums.values()))))
+        for (name, t), part in zip(list(sums.items()), flat.split([t.numel() for t in sums.values()])):
+            sums[name] = part.view_as(t)
     for name, z in central.items():
         z_prev = previous[name]
         new = z + sums[name] + momentum * (z - z_prev)
@@ -70,17 +71,9 @@ def sma_average(replicas: dict[str, torch.Tensor], central: dict[str, torch.Tens
 
 def process_group() -> tuple[int, int]:
     """(rank, world size) of the torch.distributed group this process is in; (0, 1) outside one."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def _all_reduce(t: torch.Tensor) -> None:
-    import torch.distributed as dist
-
-    dist.all_reduce(t)
 
 
 def tied_names(model: torch.nn.Module) -> dict[str, str]:
@@ -164,7 +157,7 @@ class ReplicaStep(TrainStep):
             losses += per_replica.detach()
         total = losses.sum().double().cpu()
         if N > 1:
-            _all_reduce(total)
+            dist.all_reduce(total)
         tokens = sum(b.num_tokens for b in batches)  # the step's global work, as DDP logs it
         return StepResult(float(total) / width, tokens, int(sum(b.labels.numel() for b in batches)))
 
@@ -221,7 +214,8 @@ class SMATechnique(Technique):
     $c_j = \\alpha (w_j - z)$, $w_j \\leftarrow w_j - c_j$, and
     $z \\leftarrow z + \\sum_j c_j + \\mu (z - z_{prev})$ with $\\alpha = \\text{pull}/k$ (k: every
     replica, in every process). With pull 1 and μ = 0, z becomes the replicas' mean each step. With
-    pull 0 the replicas never meet z (and z never moves). At k = 1 and pull 1 the replica and z swap each step: use pull ≤ 0.5 at k = 1.
+    pull 0 the replicas never meet z (and z never moves). At k = 1 and pull 1 the replica and z swap
+    each step: use pull ≤ 0.5 at k = 1.
 
     **Across processes.** With `world_size=N` each process trains k replicas (N·k in all, α =
     pull/(N·k)) and the sum of the corrections is all-reduced: the same curve as one process with
@@ -289,7 +283,7 @@ class SMATechnique(Technique):
 
     def average(self) -> None:
         N = self.processes
-        reduce = _all_reduce if N > 1 else None
+        reduce = dist.all_reduce if N > 1 else None
         sma_average(self.replicas, self.central, self.previous, self.alpha, self.params.momentum, reduce)
         with torch.no_grad():  # how far the replicas sit from z after the pull (root mean square over weights)
             sq = sum(float((w - z.unsqueeze(0)).float().pow(2).sum()) for w, z in
@@ -318,6 +312,23 @@ class SMATechnique(Technique):
                 self.replicas[n].copy_(t)
             for n, t in state.get("previous", {}).items():
                 self.previous[n].copy_(t)
+
+
+# -- the comparison of lesson 08 -----------------------------------------------------------------------
+def crossbow_settings(config: Config, batch: int = 8, replicas: int = 4, steps: int = 300,
+                      lr: float | None = None) -> tuple[dict[str, tuple[Config, list]], str]:
+    """Crossbow's comparison at equal samples (`steps` steps of k·b rows, as a token budget): batch b;
+    SMA with k replicas of b; batch k·b at lr η; batch k·b at lr k·η with a 10% warm-up (the linear
+    scaling rule). η = `lr`, default half the config's. Returns ({label: (config, [(technique,
+    params)])}, the baseline's label, "batch k·b, lr η")."""
+    b, k = batch, replicas
+    eta = config.optim.lr / 2 if lr is None else lr
+    samples = config.replace(budget=f"{steps * k * b * config.data.seq_len}tokens", lr=eta)
+    baseline = f"batch {k * b}, lr η"
+    return {f"batch {b}": (samples.replace(batch_size=b), []),
+            f"SMA {k} × {b}": (samples.replace(batch_size=b), [("sma", {"replicas": k})]),
+            baseline: (samples.replace(batch_size=k * b), []),
+            f"batch {k * b}, lr {k}η, warm-up": (samples.replace(batch_size=k * b, lr=k * eta, warmup=0.1), [])}, baseline
 
 
 # -- samples/s against k --------------------------------------------------------------------------------
