@@ -70,7 +70,8 @@ def _build_parser() -> _Parser:
                         "EFFITRAIN_RUN_CACHE=0 turns the cache off")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--nproc", type=int, default=1, help="data parallel over N spawned processes (gloo on CPU, "
-                   "NCCL on GPUs); under torchrun the group comes from the environment instead")
+                   "NCCL on GPUs; with --technique ouroboros:groups=N a pipeline, one process per group); "
+                   "under torchrun the group comes from the environment instead")
     t.add_argument("--json", action="store_true", help="end with the summary as one line of JSON")
 
     b = sub.add_parser("bench", help="training-step throughput, FLOPs and MFU on this device",

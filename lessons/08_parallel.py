@@ -38,12 +38,13 @@
 #
 # | profile | model | runs | steps × batch | whole notebook |
 # |---|---|---|---|---|
-# | `smoke` (CI) | tiny, 2 layers (4 for Ouroboros) | 1 + 2-process run, 4 × 2 Crossbow, 3 × 2 Ouroboros | 12 × 32 | 37 s measured (nbmake, 2-core CPU, 2026-12-03) |
-# | `cpu` (laptop) | tiny, 2 layers (4 for Ouroboros) | 1 + 2-process run, 4 × 3 Crossbow, 3 × 3 Ouroboros | 300 × 32 rows | 7.4 min measured from a cold cache (2-core CPU, 2026-12-04) |
+# | `smoke` (CI) | tiny, 2 layers (4 for Ouroboros) | 1 + 2-process run, 4 × 2 Crossbow, 3 × 2 Ouroboros, a 2-process pipeline | 12 × 32 | 42 s measured (nbmake, 2-core CPU, 2026-12-04) |
+# | `cpu` (laptop) | tiny, 2 layers (4 for Ouroboros) | 1 + 2-process run, 4 × 3 Crossbow, 3 × 3 Ouroboros, pipelines of 2 and 4 processes | 300 × 32 rows | 7.0 min measured from a cold run cache (2-core CPU, 2026-12-04, with the pipeline check in bf16; fp32 adds about 6 s) |
 # | `gpu` (one GPU) | base, 12 layers | the same, 3 seeds | 2,000 × 32 rows | not measured yet |
 
 # %%
 import pandas as pd
+import torch
 import effitrain as et
 from IPython.display import display
 from effitrain.lab import LivePlot, Panel, compare, styled
@@ -52,10 +53,13 @@ from effitrain.techniques.sma import auto_replicas, crossbow_settings, replica_t
 
 # %%
 PROFILE = et.default_profile()
-S = {"smoke": dict(ddp_steps=6, steps=12, seeds=2, evals=2, rounds=1, bench_steps=2, replicas=(1, 2, 4)),
-     "cpu": dict(ddp_steps=60, steps=300, seeds=3, evals=6, rounds=3, bench_steps=5, replicas=(1, 2, 4, 8)),
+S = {"smoke": dict(ddp_steps=6, steps=12, seeds=2, evals=2, rounds=1, bench_steps=2, replicas=(1, 2, 4),
+                   pipeline_groups=(2,)),
+     "cpu": dict(ddp_steps=60, steps=300, seeds=3, evals=6, rounds=3, bench_steps=5, replicas=(1, 2, 4, 8),
+                 pipeline_groups=(2, 4)),
      "gpu": dict(ddp_steps=200, steps=2000, seeds=3, evals=10, rounds=3, bench_steps=20,
-                 replicas=(1, 2, 4, 8, 16))}[PROFILE]
+                 replicas=(1, 2, 4, 8, 16), pipeline_groups=tuple(K for K in (2, 4) if K <= torch.cuda.device_count()))
+     }[PROFILE]
 cfg = et.profile_config(PROFILE, budget=f"{S['steps']}steps", evals=S["evals"])
 data = et.prepare_data(cfg.data)
 print(f"profile {PROFILE}: {cfg.model.preset} BERT, {cfg.model.layers} layers, {cfg.run.batch_size} × "
@@ -192,8 +196,10 @@ styled(compare([r for runs in ouro.values() for r in runs], baseline="K = 1", sp
 # this machine; `pipeline_time` turns them into a step time. One device runs the groups in turn,
 # $\sum_k (F_k + B_k)$. K devices without backward locking run concurrently, so a step takes the
 # slowest group's $F_k + B_k$ plus sending one activation forward and its gradient back (not
-# overlapped here), and the first K − 1 steps fill the pipeline. Bandwidth: 25 GB/s (PCIe 4.0) and
-# 250 GB/s (NVLink-class).
+# overlapped here), and the first K − 1 steps fill the pipeline. If every step ends at a barrier
+# (as the pipeline below does, to clip by the global gradient norm), device k cannot finish before
+# the forward has come down the chain to it: $\max_k (F_0 + \dots + F_k + B_k)$ plus the transfers
+# (`barrier_s_per_step`). Bandwidth: 25 GB/s (PCIe 4.0) and 250 GB/s (NVLink-class).
 
 # %%
 rows = []
@@ -203,8 +209,38 @@ for K in (2, 4):
         t = pipeline_time(measured, steps=S["steps"], bandwidth=bw)
         rows.append({"K": K, "GB/s": bw / 1e9, "per-group F+B (ms)": [round(1e3 * (g["forward_s"] + g["backward_s"]), 1)
                      for g in measured], **{key: t[key] for key in ("one_device_s_per_step", "k_devices_s_per_step",
-                                                                   "communication_s", "speedup")}})
+                                                                   "barrier_s_per_step", "communication_s",
+                                                                   "speedup", "barrier_speedup")}})
 pd.DataFrame(rows).round(4)
+
+# %% [markdown]
+# **The pipeline, for real.** With `world_size=K` the same technique runs one process per group:
+# rank 0 embeds the batch and sends its activation on with `torch.distributed` point-to-point
+# messages; each rank runs its forward on a copy of its weights taken at that step (so the graph
+# it keeps for the delayed backward sees the weights of then), backpropagates the gradient the rank
+# above sent one step earlier, and sends its input's gradient down. The two copies of the tied
+# embedding (first and last rank) sum their gradient parts; one all-reduce per step gives the
+# global gradient norm for clipping and the loss. That all-reduce is a barrier, so the forward
+# chain stays inside the step (`barrier_s_per_step` above). The schedule is written down in
+# `effitrain.parallel.pipeline`. The curve must equal the one-process arithmetic; the rank table
+# says where each process spent its step (busy, or waiting for a message or the barrier). This
+# check runs in fp32: under bf16 autocast the one-ulp differences of the tied embedding's two
+# gradient parts flip bf16 roundings now and then, and over 60 steps the curves drift apart by
+# about 1e-2 (measured), as any two bf16 runs that differ in the last bit do.
+
+# %%
+pipe_cfg = deep.replace(budget=f"{S['ddp_steps']}steps", evals=2, log_every=1, precision="fp32")  # see below
+ms = lambda r: 1e3 * r.history.steps[-1]["seconds"] / len(r.history.steps)  # noqa: E731
+for K in S["pipeline_groups"]:
+    inproc = et.train(pipe_cfg, [et.technique("ouroboros", groups=K)], data=data, name=f"K = {K}, 1 process",
+                      progress=False)
+    piped = et.train(pipe_cfg, [et.technique("ouroboros", groups=K)], world_size=K, name=f"K = {K}, {K} processes",
+                     progress=False)
+    gap = max(abs(a["train_loss"] - b["train_loss"]) for a, b in zip(inproc.history.steps, piped.history.steps))
+    print(f"K = {K}: largest train-loss gap {gap:.1e}; {ms(inproc):.0f} ms/step in 1 process, "
+          f"{ms(piped):.0f} ms/step in {K} processes")
+    ranks = pd.DataFrame(piped.extra["pipeline_ranks"]).set_index("rank")
+    display((1e3 * ranks.filter(like="_s") / len(piped.history.steps)).round(1).add_suffix(" (ms/step)"))
 
 # %% [markdown]
 # ## 4. What needs several GPUs
@@ -216,8 +252,10 @@ pd.DataFrame(rows).round(4)
 #   of 8 is far from full, a CPU core much less so ("What this measured" has both). Crossbow's 4×
 #   came from 8 GPUs; `et.train(cfg, [sma], world_size=N)` runs k replicas in each of N processes,
 #   the corrections all-reduced, and trains exactly as one process with N·k replicas.
-# - **Ouroboros**: the loss against steps is exact here; its speed-up exists only with K devices,
-#   and the time model above is a prediction from measured per-group seconds, not a measurement.
+# - **Ouroboros**: the loss against steps is exact here, in one process and in the real pipeline
+#   of K processes. Its speed-up needs K devices: on this CPU the K processes share the cores that
+#   one process already used (measured above), and the time model is a prediction from measured
+#   per-group seconds, not a measurement. On K GPUs the same call runs one rank per GPU over NCCL.
 
 # %% [markdown]
 # ## 5. Your turn: the panel
@@ -232,7 +270,7 @@ panel
 # %% [markdown]
 # ## What this measured
 # On the `cpu` profile (2-core EPYC with AVX-512 bf16, bf16 autocast, 3 seeds, 2026-12-04; cold
-# cache, 7.4 min), and the same Crossbow comparison on a lent NVIDIA H200 (`scripts/gpu_check.py`,
+# cache, 7.0 min), and the same Crossbow comparison on a lent NVIDIA H200 (`scripts/gpu_check.py`,
 # results in `docs/measurements/`). The unigram line is 6.316; the target of the Crossbow tables is
 # the worst final of "batch 32, lr η", 5.806, half a nat below it.
 #
@@ -292,10 +330,25 @@ panel
 # layers, batch 32) K = 2 would give 1.87× and K = 4 3.43× per step; on the H200 (base, 12 layers,
 # batch 32, bf16) 1.83× (K = 2) and 3.23× (K = 4) at 25 GB/s, 1.97× and 3.66× at 450 GB/s.
 # Those are predictions for devices that run concurrently, not measurements: the speed-up per
-# step is real only if the loss per step holds, which it did not here.
+# step is real only if the loss per step holds, which it did not here. With the barrier that the
+# real pipeline keeps (global clipping), the model predicts less: 1.54× (K = 2) and 2.13× (K = 4).
 #
-# **GPU-only results not measured here**: DDP over several GPUs (one was lent), and an Ouroboros
-# pipeline with one process per device.
+# **The real pipeline** (4 layers, 60 steps, fp32; one process per group, gloo on this CPU):
+#
+# | K | largest train-loss gap to one process | final val loss, 1 process / K processes | ms per step, 1 process (2 threads) | ms per step, K processes (1 thread each) | waiting, per rank (ms/step) |
+# |---|---|---|---|---|---|
+# | 2 | 4.3e-6 | 6.294 / 6.294 | 87 | 131 | 44, 43 |
+# | 4 | 9.5e-7 | 6.330 / 6.330 | 85 | 135 | 69, 69, 68, 71 |
+#
+# The pipeline computes the one-process arithmetic (the tests hold it to 1e-5 in fp32; under bf16
+# it drifts to about 1e-2 over 60 steps, as bf16 runs that differ in the last bit do). It is
+# slower here, as it must be: two cores shared by K single-threaded processes, each busy for
+# 45–85 ms of its step and waiting for a message or the barrier for the rest. The per-rank busy
+# time is what a device per group would overlap.
+#
+# **GPU-only results not measured here**: DDP over several GPUs (at most one was lent), and the
+# Ouroboros pipeline with one GPU per group (the same call runs one rank per GPU over NCCL; with
+# fewer GPUs than groups it is refused in one line).
 #
 # ## Summary
 # - Data parallel changes where the rows of a step are computed, not the step: the same curve.
@@ -313,3 +366,5 @@ panel
 # 4. Run section 1 with `world_size=2` and a seconds budget: both ranks stop at the same step.
 # 5. Train `sma` with 2 replicas in each of 2 processes (`world_size=2`) and with 4 replicas in one:
 #    compare the curves.
+# 6. Run the pipeline check of section 3 in bf16 (`precision="bf16"`): how far apart do the one-process
+#    and the K-process curves end, and after how many steps do they first differ by 1e-4?

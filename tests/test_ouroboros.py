@@ -119,4 +119,9 @@ def test_pipeline_time_model():
     assert t["one_device_s_per_step"] == 8.0 and t["communication_s"] == 2.0
     assert t["k_devices_s_per_step"] == 7.0 and t["bubble_steps"] == 1
     assert t["speedup"] == pytest.approx(9 * 8.0 / (10 * 7.0))
+    # with a barrier per step the forward chain stays in it: max(F0 + B0, F0 + send + F1 + B1) = max(3, 7)
+    assert t["barrier_s_per_step"] == 7.0 and t["barrier_speedup"] == pytest.approx(9 * 8.0 / (10 * 7.0))
+    slow_top = [dict(rows[0], forward_s=3.0, backward_s=1.0), dict(rows[1], forward_s=0.5, backward_s=1.0)]
+    t = pipeline_time(slow_top, steps=9, bandwidth=100.0)  # max(3 + 1, 3 + 1 + 0.5 + 1) = 5.5 against max(4, 1.5) + 2
+    assert (t["barrier_s_per_step"], t["k_devices_s_per_step"]) == (5.5, 6.0)
     assert pipeline_time(rows[:1], steps=5)["speedup"] == pytest.approx(1.0)

@@ -136,3 +136,55 @@ def test_sma_replicas_across_processes_equal_one_process_with_all_of_them(smoke)
     assert max(float((sd1[k] - sd2[k]).abs().max()) for k in sd1) < 1e-5
     # the replicas sit apart from z (each trained on its own rows), by the same amount in both
     assert s1["replica_spread"] > 0 and s2["replica_spread"] == pytest.approx(s1["replica_spread"], rel=1e-3)
+
+
+# -- Ouroboros as a real pipeline: one process per group, point-to-point messages -----------------------
+def test_an_ouroboros_pipeline_of_two_processes_equals_the_one_process_arithmetic(smoke):
+    cfg = _cfg(smoke, steps=6).replace(grad_accum=2)  # two micro-batches: two messages each way per step
+    ouro = lambda: [et.technique("ouroboros", groups=2)]  # noqa: E731
+    one = et.train(cfg, ouro(), progress=False)
+    two = et.train(cfg, ouro(), world_size=2, progress=False)
+    assert two.status == "completed" and two.extra["pipeline"] and "synchronised_by" in two.extra
+    assert two.extra["techniques"]["ouroboros"]["stale_steps"] == one.extra["techniques"]["ouroboros"]["stale_steps"]
+    for a, b in zip(one.history.steps, two.history.steps, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], abs=1e-5)
+        assert (b["tokens"], b["flops"]) == (a["tokens"], a["flops"])
+    for a, b in zip(one.history.evals, two.history.evals, strict=True):
+        assert b["val_loss"] == pytest.approx(a["val_loss"], abs=1e-5)
+    sd1, sd2 = one.model.state_dict(), two.model.state_dict()  # rank 0 gathered every group's weights
+    assert max(float((sd1[k] - sd2[k]).abs().max()) for k in sd1) < 1e-5
+    ranks = two.extra["pipeline_ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1] and all(r["forward_s"] > 0 and r["backward_s"] > 0 for r in ranks)
+    # the plain run differs: the delay is real in both
+    plain = et.train(cfg, progress=False)
+    assert plain.history.steps[-1]["train_loss"] != pytest.approx(two.history.steps[-1]["train_loss"], abs=1e-4)
+
+
+def test_an_ouroboros_pipeline_stops_every_rank_at_the_same_step(smoke):
+    cfg, _ = smoke
+    run = et.train(cfg.replace(budget="2seconds", evals=1, log_every=1), [et.technique("ouroboros", groups=2)],
+                   world_size=2, progress=False, timeout=20)
+    assert run.status == "completed" and run.history.steps[-1]["seconds"] >= 2.0
+    assert run.history.evals[-1]["step"] == run.history.steps[-1]["step"]
+
+
+def test_a_killed_pipeline_rank_ends_the_other_within_the_timeout(smoke):
+    timeout = 8.0
+    t0 = time.monotonic()
+    with pytest.raises(WorkerError, match="rank 1 of 2 was killed by signal 9"):
+        et.train(_cfg(smoke, 20), [et.technique("ouroboros", groups=2), Fault(how="kill")], world_size=2,
+                 progress=False, timeout=timeout)
+    assert time.monotonic() - t0 < 20 + timeout
+
+
+def test_what_the_ouroboros_pipeline_refuses(smoke, tmp_path):
+    cfg = _cfg(smoke)
+    ouro = et.technique("ouroboros", groups=2)
+    with pytest.raises(ConfigError, match=r"world_size must equal ouroboros.groups=4 \(or be 1"):
+        et.train(cfg.replace(layers=4), [et.technique("ouroboros", groups=4)], world_size=2, progress=False)
+    with pytest.raises(ConfigError, match="ouroboros over processes and checkpoint/resume cannot train together"):
+        et.train(cfg, [ouro], world_size=2, progress=False, checkpoint=str(tmp_path / "ck.pt"))
+    with pytest.raises(ConfigError, match="ouroboros over 2 processes and standardization_loss cannot train together"):
+        et.train(cfg, [ouro, et.technique("standardization_loss")], world_size=2, progress=False)
+    with pytest.raises(ConfigError, match="ouroboros over processes and run.compile cannot train together"):
+        et.train(cfg.replace(compile=True), [ouro], world_size=2, progress=False)

@@ -300,19 +300,24 @@ class Encoder(nn.Module):
         """ids (B, T), or `embeds` (B, T, H): token vectors used in place of `tok(ids)` (e.g. learned ones)."""
         with region("effitrain/embeddings"):
             x = self.embed(ids, embeds=embeds)  # (B, T, H)
-            T = x.shape[1]
+        args, extra = self.block_args(x.shape[1], attention_mask, x.device)
+        for block in self.blocks:
+            x = block(x, *args, **extra)
+        return self.ln_final(x)
+
+    def block_args(self, T: int, attention_mask: torch.Tensor | None,
+                   device: torch.device) -> tuple[tuple, dict]:
+        """What every block takes besides x: ((mask, rotary), extra) for sequences of length T."""
         # SDPA takes a boolean mask where True = may attend; (B, 1, 1, T) broadcasts over heads and queries
         mask = None if attention_mask is None else attention_mask[:, None, None, :]
         rotary = None
         if self.position == "alibi":  # one float mask: the distance bias, and −inf where a key is padding
-            bias = alibi_bias(self.cfg.heads, T, x.device)[None]  # (1, h, T, T)
+            bias = alibi_bias(self.cfg.heads, T, device)[None]  # (1, h, T, T)
             mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))  # (B, h, T, T)
         elif self.position == "rotary":
-            rotary = rotary_tables(T, self.cfg.hidden // self.cfg.heads, x.device)
+            rotary = rotary_tables(T, self.cfg.hidden // self.cfg.heads, device)
         extra = {"keep": attention_mask} if self.cfg.groupbert else {}  # the convolution's padding mask
-        for block in self.blocks:
-            x = block(x, mask, rotary, **extra)
-        return self.ln_final(x)
+        return (mask, rotary), extra
 
 
 class MLMHead(nn.Module):
@@ -351,7 +356,10 @@ class BertForMLM(nn.Module):
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.encoder(ids, attention_mask)  # (B, T, H)
+        return self.predict(self.encoder(ids, attention_mask), positions)
+
+    def predict(self, h: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The head on the encoder's output h (B, T, H): (M, V) logits at the flat `positions`."""
         with region("effitrain/head"):
             if not self.cfg.sparse_head:  # BERT's dense head: logits at every position, the loss reads M of them
                 return self.head(h.flatten(0, 1)).index_select(0, positions)  # (B·T, V) → (M, V)

@@ -20,6 +20,9 @@ A technique that keeps the processes in step itself (`syncs_processes`: Crossbow
 averaging all-reduces the replicas' corrections) trains without the DDP module: each rank takes its
 replicas' micro-batches of the global step, and N processes of k replicas equal one of N·k.
 
+`ouroboros` with world_size = its groups is not data parallel: it trains as a pipeline, one process
+per group (`effitrain.parallel.pipeline`).
+
 What composes: techniques that act on the data (pruning, curriculum, sequence-length warmup,
 selective backprop's scoring) train under DDP unchanged, since every rank sees the same global
 batch. Techniques that change the model, the loss, the backward, the gradients or the optimizer
@@ -159,11 +162,18 @@ class DistributedTrainer(Trainer):
             super()._save()
 
 
+def trainer_class(techniques: Sequence[Technique]) -> type:
+    """DistributedTrainer, or the Ouroboros pipeline's trainer when ouroboros is among the techniques."""
+    from effitrain.parallel.pipeline import PipelineTrainer, pipelined
+
+    return PipelineTrainer if pipelined(techniques) is not None else DistributedTrainer
+
+
 def _rank_main(rank: int, world_size: int, config: Config, techniques: list, kwargs: dict, shared_stop: Any) -> Any:
     if config.run.resolved_device().type == "cuda":
         torch.cuda.set_device(rank % torch.cuda.device_count())
     callbacks = [lambda kind, row, run: emit(kind, {"row": row, "extra": dict(run.extra)})] if rank == 0 else []
-    run = DistributedTrainer(config, techniques, shared_stop=shared_stop, callbacks=callbacks, **kwargs).fit()
+    run = trainer_class(techniques)(config, techniques, shared_stop=shared_stop, callbacks=callbacks, **kwargs).fit()
     if rank != 0:
         return None
     run.model = run.model.cpu() if run.model is not None else None
@@ -180,6 +190,10 @@ def train_distributed(config: Config, techniques: Iterable[Technique] = (), *, w
     """
     check_world_size(world_size)
     techniques = list(techniques)
+    from effitrain.parallel.pipeline import check_pipeline, pipelined
+
+    if pipelined(techniques) is not None:  # one process per group, not data parallel
+        check_pipeline(techniques, world_size, config, bool(kwargs.get("checkpoint") or kwargs.get("resume")))
     check_techniques(techniques, world_size)
     if not own_sync(techniques):
         check_split(config.run.batch_size, world_size)
@@ -224,7 +238,8 @@ def torchrun_main(config: Config, techniques: Iterable[Technique] = (), timeout:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend_for(device), timeout=_dt.timedelta(seconds=timeout))
     try:
-        run = DistributedTrainer(config, techniques, **kwargs).fit()
+        techniques = list(techniques)
+        run = trainer_class(techniques)(config, techniques, **kwargs).fit()
         return run if dist.get_rank() == 0 else None
     finally:
         dist.destroy_process_group()

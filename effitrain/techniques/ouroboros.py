@@ -3,12 +3,14 @@ consecutive blocks, and group k updates with a gradient that is K − 1 − k st
 
     run = et.train(cfg, [et.technique("ouroboros", groups=2)])
 
-This is the exact delayed-gradient arithmetic in one process, so its convergence can be studied on a
-CPU: every step computes the full gradient at the current weights, each group's part goes into a
+In one process this is the exact delayed-gradient arithmetic, so its convergence can be studied on
+a CPU: every step computes the full gradient at the current weights, each group's part goes into a
 queue, and the optimizer gets the part that is `delay` steps old (`DelayedGradients`). On K devices
 that is what a pipeline computes when device k runs its backward with the error signal the device
 above it sent one step earlier, instead of waiting for it (Ouroboros, after decoupled parallel
-backprop). `ouroboros_groups` writes down the grouping, `pipeline_time` the time per step a K-device
+backprop); `et.train(cfg, [ouroboros], world_size=K)` runs that pipeline, one process per group,
+over torch.distributed point-to-point messages (`effitrain.parallel.pipeline`, its schedule written
+down there), and gives the same curve. `ouroboros_groups` writes down the grouping, `pipeline_time` the time per step a K-device
 pipeline would take from measured per-group seconds (`group_seconds`).
 
 The hook is `OuroborosTechnique` (registered as ``ouroboros``):
@@ -80,6 +82,12 @@ class DelayedGradients:
                 self.queues[key] = collections.deque(items)
 
 
+def _processes() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def ouroboros_groups(model: nn.Module, groups: int) -> dict[str, int]:
     """{parameter name: group} for a BertForMLM-style model: the embedding stage in group 0, the L
     encoder blocks split into `groups` runs of consecutive blocks (as even as they go: block i goes
@@ -112,6 +120,28 @@ def ouroboros_groups(model: nn.Module, groups: int) -> dict[str, int]:
     return where
 
 
+def blocks_of(group: int, groups: int, layers: int) -> list[int]:
+    """The encoder blocks of `group` when `layers` blocks are split into `groups` (block i → ⌊i·K/L⌋)."""
+    return [i for i in range(layers) if i * groups // layers == group]
+
+
+def group_forward(model: nn.Module, group: int, groups: int, batch: Any, x: torch.Tensor | None = None) -> torch.Tensor:
+    """Group `group`'s part of a BertForMLM's forward on a masked batch: the first group embeds the
+    batch's ids (x is None there), every group runs its blocks on x, the last ends with the final
+    norm, the head and the batch's mean MLM loss (a scalar); the others return the (B, T, H)
+    activation the next group takes. All groups in turn compute what `mlm_loss_inputs` does."""
+    enc = model.encoder
+    if group == 0:
+        x = enc.embed(batch.input_ids)
+    args, extra = enc.block_args(x.shape[1], batch.attention_mask, x.device)
+    for i in blocks_of(group, groups, len(enc.blocks)):
+        x = enc.blocks[i](x, *args, **extra)
+    if group < groups - 1:
+        return x
+    logits = model.predict(enc.ln_final(x), batch.positions)
+    return F.cross_entropy(logits.float(), batch.labels, reduction="none").mean()
+
+
 # -- the hook -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class OuroborosParams:
@@ -140,9 +170,10 @@ class OuroborosTechnique(Technique):
     here): the gradient of the batch seen $d_k$ steps ago, at the weights of that step. For the
     first $d_k$ steps group $k$ has no gradient yet and does not move.
 
-    **Settings.** `groups` K from 1 (plain training) to the number of blocks. This is the delayed
-    arithmetic in one process, no faster by itself; `pipeline_time` gives the time per step K devices
-    would take from measured per-group seconds. Refused with fp16 (a scaled gradient would be
+    **Settings.** `groups` K from 1 (plain training) to the number of blocks. In one process this is
+    the delayed arithmetic, no faster by itself; with `world_size=K` it is a real pipeline, one
+    process per group (`effitrain.parallel.pipeline`). `pipeline_time` gives the time per step K
+    devices would take from measured per-group seconds. Refused with fp16 (a scaled gradient would be
     delayed into a step with another scale) and with techniques that change the model's structure.
 
     **Paper.** Yang, Huo, Wang, Carin, "Ouroboros: On Accelerating Training of Transformer-Based
@@ -154,13 +185,14 @@ class OuroborosTechnique(Technique):
     paper = "Yang et al., Ouroboros, NeurIPS 2019"
     identity_params = {"groups": 1}
     after = ("lowprec_accumulation",)  # delay the gradient of the whole step, once it is complete
+    syncs_processes = True  # with world_size = groups: a pipeline of its own messages (no DDP wrapper)
     conflicts = {"electra": "ouroboros splits one BertForMLM into groups, and ELECTRA trains two models"}
 
     def __init__(self, params: Any = None, **kwargs: Any):
         super().__init__(params, **kwargs)
         self.delayed: DelayedGradients | None = None
         self.embedding_grad: torch.Tensor | None = None
-        self.counting = False
+        self.counting = self.pipeline = False
 
     def on_model(self, model: nn.Module, ctx: StepContext) -> nn.Module:
         if ctx.config.run.precision == "fp16":
@@ -169,18 +201,19 @@ class OuroborosTechnique(Technique):
         K = self.params.groups
         where = ouroboros_groups(model, K)
         named = dict(model.named_parameters())
-        slots = [(key, named[key.split("@")[0]], K - 1 - g) for key, g in where.items()]
-        self.delayed = DelayedGradients(slots)
-        self.split = EMBEDDING_PART in where
-        if self.split:
-            model.encoder.tok.register_forward_hook(self._embedding_hook)
+        self.pipeline = _processes() > 1  # one process per group: its step (`on_step`) does the delaying
+        if not self.pipeline:
+            slots = [(key, named[key.split("@")[0]], K - 1 - g) for key, g in where.items()]
+            self.delayed = DelayedGradients(slots)
+            self.split = EMBEDDING_PART in where
+            if self.split:
+                model.encoder.tok.register_forward_hook(self._embedding_hook)
         sizes = [0] * K
         for key, g in where.items():
             if key != DECODER_PART:
                 sizes[g] += named[key.split("@")[0]].numel()
         self.stats.update(groups=K, delays=[K - 1 - g for g in range(K)], parameters_per_group=sizes,
-                          blocks_per_group=[sum(1 for i in range(len(model.encoder.blocks))
-                                                if i * K // len(model.encoder.blocks) == g) for g in range(K)])
+                          blocks_per_group=[len(blocks_of(g, K, len(model.encoder.blocks))) for g in range(K)])
         return model
 
     def _embedding_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
@@ -202,6 +235,14 @@ class OuroborosTechnique(Technique):
     def loss(self, out: LossInputs, ctx: StepContext) -> torch.Tensor | None:
         self.counting = ctx.counting  # the tensor hook above fires in this micro-batch's backward
         return None
+
+    def on_step(self, step: Any, ctx: StepContext) -> Any:
+        if not self.pipeline:
+            return step
+        from effitrain.parallel.pipeline import PipelineStep
+        import torch.distributed as dist
+
+        return PipelineStep(step, dist.get_rank(), dist.get_world_size())
 
     def before_update(self, model: nn.Module, optimizer: torch.optim.Optimizer, ctx: StepContext) -> None:
         parts = {}
@@ -231,7 +272,6 @@ def group_seconds(config: Config, groups: int, *, vocab_size: int | None = None,
     into the next group: one (B, T, H) tensor)."""
     from effitrain.bench import synthetic_batches
     from effitrain.model import BertForMLM
-    from effitrain.model.bert import rotary_tables
     from effitrain.train.step import autocast_for
 
     device = config.run.resolved_device()
@@ -243,23 +283,10 @@ def group_seconds(config: Config, groups: int, *, vocab_size: int | None = None,
         raise ConfigError(f"group_seconds: groups must be in [1, {L}]; got {groups!r}")
     batch = synthetic_batches(config, 1, vocab, seed + 1, device)[0]
     autocast = autocast_for(config, device)
-    cfg = config.model
-    T = batch.input_ids.shape[1]
-    rotary = rotary_tables(T, cfg.hidden // cfg.heads, device) if cfg.position == "rotary" else None
-    mask = None if batch.attention_mask is None else batch.attention_mask[:, None, None, :]
-    extra = {"keep": batch.attention_mask} if cfg.groupbert else {}
 
     def stage(g: int, x: torch.Tensor | None) -> torch.Tensor:
         with autocast():
-            if g == 0:
-                x = model.encoder.embed(batch.input_ids)
-            for i in range(L):
-                if i * groups // L == g:
-                    x = model.encoder.blocks[i](x, mask, rotary, **extra)
-            if g == groups - 1:
-                h = model.encoder.ln_final(x).flatten(0, 1).index_select(0, batch.positions)
-                return F.cross_entropy(model.head(h).float(), batch.labels)
-        return x
+            return group_forward(model, g, groups, batch, x)
 
     def sync() -> None:
         if device.type == "cuda":
@@ -285,7 +312,7 @@ def group_seconds(config: Config, groups: int, *, vocab_size: int | None = None,
                 fwd.append(t1 - t0)
                 bwd.append(t2 - t1)
         inputs = out.detach() if out.dim() else None
-        rows.append({"group": g, "blocks": sum(1 for i in range(L) if i * groups // L == g),
+        rows.append({"group": g, "blocks": len(blocks_of(g, groups, L)),
                      "forward_s": sorted(fwd)[len(fwd) // 2], "backward_s": sorted(bwd)[len(bwd) // 2],
                      "activation_bytes": 0 if inputs is None else inputs.numel() * inputs.element_size()})
     return rows
@@ -297,12 +324,26 @@ def pipeline_time(rows: Sequence[dict[str, float]], steps: int, bandwidth: float
     One device runs every group in turn: Σ_k (F_k + B_k) per step. K devices without backward locking
     run concurrently, so a step takes the slowest device's F_k + B_k plus, not overlapped, sending its
     activation forward and receiving the gradient back (2 · activation bytes / bandwidth; 25 GB/s is
-    PCIe 4.0 x16, NVLink is ~10× that). The first K − 1 steps fill the pipeline. Returns seconds per
-    step for one and K devices, the total for `steps` steps each way, and the speed-up."""
+    PCIe 4.0 x16, NVLink is ~10× that). The first K − 1 steps fill the pipeline.
+
+    With a barrier in every step (the real pipeline of `effitrain.parallel.pipeline` has one: the
+    global gradient norm for clipping), device k cannot finish a step before the forward has come
+    down the chain to it: the step takes max_k (F_0 + … + F_k + the k activations' transfers + B_k).
+
+    Returns seconds per step for one and K devices (without and with the barrier), the total for
+    `steps` steps each way, and both speed-ups."""
     K = len(rows)
     one = sum(r["forward_s"] + r["backward_s"] for r in rows)
-    comm = max((2 * r["activation_bytes"] / bandwidth for r in rows), default=0.0) if K > 1 else 0.0
+    sends = [r["activation_bytes"] / bandwidth for r in rows] if K > 1 else [0.0] * K
+    comm = 2 * max(sends, default=0.0)
     per = max(r["forward_s"] + r["backward_s"] for r in rows) + comm
-    total_one, total_k = steps * one, (steps + K - 1) * per
+    chain, barrier = 0.0, 0.0
+    for k, r in enumerate(rows):
+        chain += r["forward_s"] + (sends[k - 1] if k else 0.0)
+        barrier = max(barrier, chain + r["backward_s"])
+    fill = steps + K - 1
+    total_one, total_k, total_barrier = steps * one, fill * per, fill * barrier
     return {"groups": K, "one_device_s_per_step": one, "k_devices_s_per_step": per, "communication_s": comm,
-            "bubble_steps": K - 1, "speedup": total_one / total_k if total_k > 0 else float("nan")}
+            "barrier_s_per_step": barrier, "bubble_steps": K - 1,
+            "speedup": total_one / total_k if total_k > 0 else float("nan"),
+            "barrier_speedup": total_one / total_barrier if total_barrier > 0 else float("nan")}
