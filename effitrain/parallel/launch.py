@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-__all__ = ["WorkerError", "launch", "emit", "init_group", "backend_for"]
+__all__ = ["WorkerError", "launch", "emit", "init_group", "backend_for", "process_group"]
 
 _events: Any = None  # the queue to the parent, in a worker process
 
@@ -42,6 +42,13 @@ class WorkerError(RuntimeError):
 
 def backend_for(device: str | torch.device) -> str:
     return "nccl" if torch.device(device).type == "cuda" else "gloo"
+
+
+def process_group() -> tuple[int, int]:
+    """(rank, world size) of the torch.distributed group this process is in; (0, 1) outside one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def check_world_size(world_size: Any) -> None:

@@ -183,24 +183,18 @@ class PipelineStep(TrainStep):
             tok = self.model.encoder.tok.weight
             tok.grad = tok.grad if tok.grad is not None else torch.zeros_like(tok)
             dist.all_reduce(tok.grad, group=self.tied_group)
-        grads = [p.grad for n, p in zip(self.own, self.live) if p.grad is not None and self.owner[n] == g]
-        local = torch.stack([torch.linalg.vector_norm(x.float()) for x in grads]).double().pow(2).sum() if grads \
-            else torch.zeros((), dtype=torch.float64, device=self.device)
-        shared = torch.stack([local.to(self.device), torch.tensor(loss if g == K - 1 else 0.0, dtype=torch.float64,
-                                                                   device=self.device)])
+        owned = [p.grad for n, p in zip(self.own, self.live) if p.grad is not None and self.owner[n] == g]
+        local = float(torch.nn.utils.get_total_norm(owned)) if owned else 0.0  # the tied weight counted once
+        shared = torch.tensor([local ** 2, loss if g == K - 1 else 0.0], dtype=torch.float64, device=self.device)
         dist.all_reduce(shared)  # 4. the global gradient norm and the loss
         self.seconds["waiting"] += time.perf_counter() - t0
         norm, loss = math.sqrt(float(shared[0])), float(shared[1])
         result = StepResult(loss, sum(b.num_tokens for b in batches), sum(predicted))
         t0 = time.perf_counter()
         if result.finite:
-            clip = self.config.optim.grad_clip
-            if clip > 0:  # as clip_grad_norm_: coefficient max_norm / (norm + 1e-6), at most 1
-                coef = torch.tensor(clip, dtype=torch.float32) / (torch.tensor(norm, dtype=torch.float32) + 1e-6)
-                coef = coef.clamp(max=1.0).to(self.device)
-                for p in self.live:
-                    if p.grad is not None:
-                        p.grad.mul_(coef)
+            if self.config.optim.grad_clip > 0:  # clip_grad_norm_'s arithmetic, with the norm of every group
+                torch.nn.utils.clip_grads_with_norm_(self.live, self.config.optim.grad_clip,
+                                                     torch.tensor(norm, dtype=torch.float32, device=self.device))
             with torch.profiler.record_function("effitrain/optimizer"):
                 self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -223,8 +217,9 @@ class PipelineTrainer(DistributedTrainer):
     """A `Trainer` for rank g of a K-process Ouroboros pipeline (the process group is initialised)."""
 
     def __init__(self, config: Config, techniques: Any = (), **kwargs: Any):
+        techniques = list(techniques)
+        check_pipeline(techniques, dist.get_world_size(), config, bool(kwargs.get("checkpoint") or kwargs.get("resume")))
         super().__init__(config, techniques, **kwargs)
-        check_pipeline(self.techniques, self.world_size, config, bool(kwargs.get("checkpoint") or kwargs.get("resume")))
         self._gathered_at = -1
         self.run.extra.update(pipeline=True, schedule=SCHEDULE)
 

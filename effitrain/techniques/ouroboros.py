@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from effitrain.config import Config, ConfigError
+from effitrain.parallel.launch import process_group
 from effitrain.techniques.base import LossInputs, StepContext, Technique, param, register
 
 TIED = "encoder.tok.weight"  # one tensor, two places: the embedding (first group) and the decoder (last)
@@ -80,12 +81,6 @@ class DelayedGradients:
         for key, items in state.items():
             if key in self.queues:
                 self.queues[key] = collections.deque(items)
-
-
-def _processes() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def ouroboros_groups(model: nn.Module, groups: int) -> dict[str, int]:
@@ -201,7 +196,7 @@ class OuroborosTechnique(Technique):
         K = self.params.groups
         where = ouroboros_groups(model, K)
         named = dict(model.named_parameters())
-        self.pipeline = _processes() > 1  # one process per group: its step (`on_step`) does the delaying
+        self.pipeline = process_group()[1] > 1  # one process per group: its step (`on_step`) does the delaying
         if not self.pipeline:
             slots = [(key, named[key.split("@")[0]], K - 1 - g) for key, g in where.items()]
             self.delayed = DelayedGradients(slots)
@@ -240,9 +235,8 @@ class OuroborosTechnique(Technique):
         if not self.pipeline:
             return step
         from effitrain.parallel.pipeline import PipelineStep
-        import torch.distributed as dist
 
-        return PipelineStep(step, dist.get_rank(), dist.get_world_size())
+        return PipelineStep(step, *process_group())
 
     def before_update(self, model: nn.Module, optimizer: torch.optim.Optimizer, ctx: StepContext) -> None:
         parts = {}

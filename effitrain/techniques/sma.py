@@ -37,6 +37,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from effitrain.config import Config, ConfigError
 from effitrain.data import MaskedBatch
 from effitrain.model.bert import SelfAttention, math_attention
+from effitrain.parallel.launch import process_group
 from effitrain.techniques.base import StepContext, StepPlan, Technique, param, register
 from effitrain.train.step import StepResult, TrainStep, make_optimizer
 
@@ -67,13 +68,6 @@ def sma_average(replicas: dict[str, torch.Tensor], central: dict[str, torch.Tens
         new = z + sums[name] + momentum * (z - z_prev)
         z_prev.copy_(z)
         z.copy_(new)
-
-
-def process_group() -> tuple[int, int]:
-    """(rank, world size) of the torch.distributed group this process is in; (0, 1) outside one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def tied_names(model: torch.nn.Module) -> dict[str, str]:
