@@ -3,7 +3,7 @@
 # sees it (--system-site-packages); otherwise $(TORCH) is installed first.
 VENV   ?= .venv
 PYTHON ?= python3
-TORCH  ?= torch>=2.4
+TORCH  ?= torch>=2.6
 PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip install --quiet
 
