@@ -6,8 +6,8 @@ import torch
 
 import effitrain as et
 from effitrain.config import ConfigError, ModelConfig
-from effitrain.model import BertForMLM
-from effitrain.techniques.standardization import block_inputs, standardization_penalty, token_standardization
+from effitrain.model import BertForMLM, count_parameters
+from effitrain.techniques.standardization import residual_scale, residual_states, standardization_penalty, token_standardization
 from effitrain.train.step import capture_hidden_states
 from effitrain.train.trainer import evaluate
 
@@ -35,20 +35,38 @@ def test_penalty_is_zero_for_standardized_activations_and_positive_otherwise():
     assert float(standardization_penalty([noisy])) > 100
 
 
-def test_block_inputs_are_the_embedding_output_and_each_block_output_but_the_last():
+def test_residual_states_are_every_block_input_and_the_encoder_output():
     torch.manual_seed(0)
     model = BertForMLM(ModelConfig(preset="tiny", dropout=0.0, norm="none", layers=3), 300)
     ids = torch.randint(5, 300, (2, 10))
     seen = []
     handles = [b.register_forward_pre_hook(lambda _m, args: seen.append(args[0])) for b in model.encoder.blocks]
+    handles.append(model.encoder.register_forward_hook(lambda _m, _args, out: seen.append(out)))
     with capture_hidden_states(model) as outputs:
         model(ids, torch.arange(4))
     for h in handles:
         h.remove()
-    inputs = block_inputs(model, ids, outputs)
-    assert len(inputs) == len(seen) == 3
-    for ours, real in zip(inputs, seen):
+    states = residual_states(model, ids, outputs)
+    assert len(states) == len(seen) == 4  # 3 block inputs, then what the MLM head reads
+    for ours, real in zip(states, seen):
         torch.testing.assert_close(ours, real)
+
+
+@pytest.mark.parametrize("position", ["rotary", "learned"])
+@torch.no_grad()
+def test_norm_none_starts_its_residual_stream_at_unit_scale_as_layernorm_would(position):
+    """No LayerNorm after the embeddings: a constant 1 / init_std brings the token vectors to about unit
+    scale instead (√2 with learned positions added), with no parameter of its own."""
+    torch.manual_seed(0)
+    ids = torch.randint(5, 300, (4, 32))
+    free = BertForMLM(ModelConfig(preset="tiny", dropout=0.0, norm="none", position=position), 300)
+    pre = BertForMLM(ModelConfig(preset="tiny", dropout=0.0, norm="pre", position=position), 300)
+    vectors = free.encoder.tok(ids) + (free.encoder.pos(torch.arange(32)) if position == "learned" else 0)
+    torch.testing.assert_close(free.encoder.embed(ids), vectors / free.cfg.init_std)
+    assert float(free.encoder.embed(ids).std(-1).mean()) == pytest.approx(2 ** 0.5 if position == "learned" else 1.0,
+                                                                          rel=0.1)
+    norms = sum(p.numel() for m in pre.encoder.modules() if isinstance(m, torch.nn.LayerNorm) for p in m.parameters())
+    assert count_parameters(free) == count_parameters(pre) - norms
 
 
 def test_norm_none_has_no_layernorm_in_the_encoder():
@@ -95,9 +113,47 @@ def test_the_term_is_logged_added_to_the_training_loss_and_pulls_towards_standar
     # step 1 starts from the same weights and batch: the losses differ by exactly λ·S
     assert default[0]["train_loss"] - base[0]["train_loss"] == pytest.approx(1e-2 * default[0]["term_std"], rel=1e-3)
     assert strong[0]["train_loss"] - base[0]["train_loss"] == pytest.approx(1.0 * strong[0]["term_std"], rel=1e-3)
-    assert strong[-1]["term_std"] < 0.8 * strong[0]["term_std"]  # λ = 1 standardises the block inputs
     assert strong[-1]["term_std"] < default[-1]["term_std"]
     assert runs["default"].extra["techniques"]["standardization_loss"]["std_batches"] == 20
+
+
+def stream_penalty(model, data) -> float:
+    """S of `model`'s residual stream on the first validation batch."""
+    batch = data.val[0]
+    with torch.no_grad(), capture_hidden_states(model) as outputs:
+        model(batch.input_ids, batch.positions, batch.attention_mask)
+        return float(standardization_penalty(residual_states(model, batch.input_ids, outputs), batch.attention_mask))
+
+
+def test_the_stronger_the_weight_the_more_standardised_the_trained_stream(runs, smoke):
+    _, data = smoke
+    none, default, strong = (stream_penalty(runs[k].model, data) for k in ("baseline", "default", "strong"))
+    assert strong < 0.5 * default and default < 0.8 * none, (none, default, strong)
+
+
+def test_at_a_high_learning_rate_the_loss_stops_the_stream_blowing_up(smoke):
+    """lr 1e-2, 20 steps, no LayerNorm: without the loss the residual stream grows by orders of
+    magnitude (S ~ 1e7 measured); with the default λ it stays within a few units of standardised."""
+    cfg, data = smoke
+    cfg = cfg.replace(norm="none", lr=1e-2, budget="20steps", evals=1)
+    free = stream_penalty(et.train(cfg, data=data, progress=False).model, data)
+    held = stream_penalty(et.train(cfg, [et.technique("standardization_loss")], data=data, progress=False).model, data)
+    assert free > 1e3 and held < 20, (free, held)
+
+
+def test_residual_scale_reads_each_boundary_over_real_tokens(smoke):
+    _, data = smoke
+    torch.manual_seed(0)
+    model = BertForMLM(ModelConfig(preset="tiny", dropout=0.0, norm="none", layers=3, position="rotary"),
+                       data.vocab_size).train()
+    batch = data.val[0]
+    scale = residual_scale(model, batch)
+    assert len(scale) == 4 and model.training  # L + 1 boundaries; the model's mode is left as it was
+    assert scale[0] == pytest.approx(1.0, rel=0.1)  # the scaled embeddings
+    with torch.no_grad(), capture_hidden_states(model) as outputs:
+        model(batch.input_ids, batch.positions, batch.attention_mask)
+    last = outputs[-1].std(-1, unbiased=False)[batch.attention_mask]
+    assert scale[-1] == pytest.approx(float(last.mean()), rel=1e-5)
 
 
 @pytest.mark.parametrize("label", ["default", "strong"])

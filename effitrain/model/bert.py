@@ -10,7 +10,10 @@
     Block, pre-LN:          x = x + drop(Attn(LN(x)));       x = x + drop(FFN(LN(x)))
     Block, norm "none":     x = x + drop(Attn(x));           x = x + drop(FFN(x))
            (no LayerNorm anywhere in the encoder: not in the blocks, not after the embeddings, no final
-           LN; the MLM head keeps its own. For a norm-free model trained with a standardization loss,
+           LN; the MLM head keeps its own. The embedding LN's one job at initialisation, bringing token
+           vectors of std init_std to unit scale, is done by a constant factor 1 / init_std instead:
+           without it the residual stream starts 50× smaller than any normalised model's and attention
+           sees almost no signal. For a norm-free model trained with a standardization loss,
            `effitrain.techniques.standardization`)
     GroupBlock (model.groupbert, Chelombiev et al. 2021): four residual sublayers, each wrapped as above,
            Conv → GroupedFFN → Attn → GroupedFFN
@@ -280,19 +283,22 @@ class Encoder(nn.Module):
         self.position = cfg.position
         # learned: one vector per position; rotary and alibi have no position parameters
         self.pos = nn.Embedding(cfg.max_positions, cfg.hidden) if cfg.position == "learned" else None
-        self.ln_emb = layer_norm(cfg)  # norm "none": no LayerNorm after the embeddings either
+        self.ln_emb = layer_norm(cfg)  # norm "none": no LayerNorm after the embeddings either,
+        # only the unit scale it would give the token vectors at initialisation (a constant, not learned)
+        self.embed_scale = 1.0 / cfg.init_std if cfg.norm == "none" else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList((GroupBlock if cfg.groupbert else Block)(cfg) for _ in range(cfg.layers))
         self.ln_final = nn.LayerNorm(cfg.hidden, bias=cfg.bias) if cfg.norm == "pre" else nn.Identity()
 
     def embed(self, ids: torch.Tensor | None = None, *, embeds: torch.Tensor | None = None,
               dropout: bool = True) -> torch.Tensor:
-        """The embedding stage: tok(ids) (or `embeds`) + learned positions, LN, dropout → (B, T, H),
+        """The embedding stage: tok(ids) (or `embeds`) + learned positions, LN (norm "none": × 1 / init_std),
+        dropout → (B, T, H),
         the first block's input (`dropout=False`: before the dropout, no random draw)."""
         tok = self.tok(ids) if embeds is None else embeds  # (B, T, H)
         if self.pos is not None:
             tok = tok + self.pos(torch.arange(tok.shape[1], device=tok.device))
-        x = self.ln_emb(tok)
+        x = self.ln_emb(tok) if self.embed_scale is None else tok * self.embed_scale
         return self.drop(x) if dropout else x
 
     def forward(self, ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, *,

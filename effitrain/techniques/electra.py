@@ -171,14 +171,6 @@ def electra_flops(cfg: ModelConfig, vocab_size: int, width: float, batch: int, s
 
 
 # -- the modules ------------------------------------------------------------------------------------------
-def embed(encoder: Encoder, ids: torch.Tensor) -> torch.Tensor:
-    """The embedding stage of `encoder` (tokens + learned positions, LayerNorm, dropout): (B, T, H)."""
-    x = encoder.tok(ids)
-    if encoder.pos is not None:
-        x = x + encoder.pos(torch.arange(ids.shape[1], device=ids.device))
-    return encoder.drop(encoder.ln_emb(x))
-
-
 class Generator(nn.Module):
     """A small masked LM on the discriminator's embeddings: `forward(ids, positions, mask)` → (M, V).
 
@@ -193,10 +185,12 @@ class Generator(nn.Module):
         cfg = embeddings.cfg
         self.cfg, self.vocab_size = gen, vocab_size
         self.tok, self.pos, self.ln_emb, self.drop = embeddings.tok, embeddings.pos, embeddings.ln_emb, embeddings.drop
+        self.embed_scale = embeddings.embed_scale  # norm "none": the constant in place of ln_emb
         self.project = nn.Linear(cfg.hidden, gen.hidden, bias=cfg.bias) if gen.hidden != cfg.hidden else nn.Identity()
         self.encoder = Encoder(gen, vocab_size)
         self.encoder.tok = self.encoder.pos = None  # its inputs come from the shared embeddings
         self.encoder.ln_emb, self.encoder.drop = nn.Identity(), nn.Identity()
+        self.encoder.embed_scale = None
         self.head = MLMHead(cfg, vocab_size, in_hidden=gen.hidden)  # H_g → H, then the tied (V, H) decoder
         for m in (self.project, self.encoder, self.head):
             m.apply(lambda mod: _init(mod, gen.init_std))
@@ -205,7 +199,7 @@ class Generator(nn.Module):
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = embed(self, ids)  # (B, T, H): the shared embedding stage
+        x = Encoder.embed(self, ids)  # (B, T, H): the discriminator's embedding stage, on the shared modules
         h = self.encoder(embeds=self.project(x), attention_mask=attention_mask)  # (B, T, H_g)
         return self.head(h.flatten(0, 1).index_select(0, positions))  # (M, V)
 
