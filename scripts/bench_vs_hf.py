@@ -5,6 +5,7 @@
     python scripts/bench_vs_hf.py --precision bf16     # fp32, then bf16 autocast as a second comparison
     python scripts/bench_vs_hf.py --json               # last line of stdout: one JSON object
     python scripts/bench_vs_hf.py --no-plain           # only effitrain and HF
+    python scripts/bench_vs_hf.py --compile            # every side's forward torch.compile'd
 
 Both models: vocab 8192, hidden 256, 4 layers, 4 heads, FFN 1024, post-LN, GELU, tied decoder,
 dropout 0, random init; batches of 32 × 128 packed tokens with 15% masked (80/10/10), the same
@@ -64,11 +65,16 @@ SPARSE_NOTE = ("effitrain's MLM head computes logits only at the masked position
 
 
 # -- the two sides ---------------------------------------------------------------------------------
+def compiled(fn: Callable, cfg: et.Config) -> Callable:
+    """`torch.compile(fn)` when the comparison is compiled (--compile), else `fn`: every side alike."""
+    return torch.compile(fn) if cfg.run.compile else fn
+
+
 def effitrain_config(args: argparse.Namespace, precision: str) -> et.Config:
     return et.profile_config("cpu").replace(
         preset="mini", hidden=256, layers=4, heads=4, ffn=1024, norm="post", ffn_kind="gelu", dropout=0.0,
         vocab_size=args.vocab, seq_len=args.seq_len, mask_prob=0.15, batch_size=args.batch, grad_accum=1,
-        precision=precision, device=args.device, seed=args.seed, compile=False)
+        precision=precision, device=args.device, seed=args.seed, compile=args.compile)
 
 
 def hf_config(cfg: et.Config) -> BertConfig:
@@ -103,7 +109,7 @@ def build_effitrain(cfg: et.Config, batches: list[MaskedBatch], device: torch.de
     torch.manual_seed(cfg.run.seed)
     model = BertForMLM(cfg.model, cfg.data.vocab_size).to(device).train()
     optimizer = make_optimizer(model, cfg, device)
-    train_step = make_train_step(model, optimizer, cfg, device)
+    train_step = make_train_step(model, optimizer, cfg, device, step_model=compiled(model, cfg))
     autocast = autocast_for(cfg, device)
 
     def forward_backward() -> None:
@@ -127,7 +133,8 @@ def build_hf(cfg: et.Config, batches: list[MaskedBatch], device: torch.device) -
     inputs = [(b.input_ids, hf_labels(b)) for b in batches]
     autocast = autocast_for(cfg, device)
     # the same optimizer step as effitrain's side; no padding, so no attention mask, as effitrain
-    step = make_train_step(model, optimizer, cfg, device, loss_of=lambda b: model(input_ids=b[0], labels=b[1]).loss)
+    forward = compiled(model, cfg)
+    step = make_train_step(model, optimizer, cfg, device, loss_of=lambda b: forward(input_ids=b[0], labels=b[1]).loss)
 
     def train_step(i: int) -> torch.Tensor:
         return step(inputs[i % len(inputs)])
@@ -176,7 +183,7 @@ def build_plain(cfg: et.Config, batches: list[MaskedBatch], device: torch.device
     optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps,
                                   weight_decay=o.weight_decay)
     autocast = autocast_for(cfg, device)
-    step = make_train_step(model, optimizer, cfg, device, loss_of=model.loss)
+    step = make_train_step(model, optimizer, cfg, device, loss_of=compiled(model.loss, cfg))
 
     def forward_backward() -> None:
         with autocast():
@@ -288,12 +295,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="end with the results as one line of JSON")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile every side's forward (compiling happens in the warm-up, which then "
+                        "covers every distinct batch shape)")
     p.add_argument("--no-plain", dest="plain", action="store_false",
                    help="leave out the plain-PyTorch BERT (time only effitrain and HF)")
     args = p.parse_args(argv)
     for name in ("rounds", "steps"):
         if getattr(args, name) < 1:
             _die(f"--{name} must be >= 1; got {getattr(args, name)}")
+    if args.compile:  # each distinct batch (its own count of masked positions) compiles in the warm-up, not in a timed step
+        args.warmup = max(args.warmup, 2 * args.distinct_batches)
     if args.threads:
         torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
@@ -309,13 +321,13 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__, "transformers": transformers.__version__, "effitrain": et.__version__,
         "model": {"vocab": args.vocab, "hidden": 256, "layers": 4, "heads": 4, "ffn": 1024},
         "batch": args.batch, "seq_len": args.seq_len, "mask_prob": 0.15,
-        "rounds": args.rounds, "steps_per_round": args.steps, "warmup": args.warmup,
+        "rounds": args.rounds, "steps_per_round": args.steps, "warmup": args.warmup, "compile": args.compile,
     }
     print(f"device {header['device']}, torch {header['torch']}, transformers {header['transformers']}, "
           f"{header['date']}", flush=True)
     print(f"BERT vocab {args.vocab}, hidden 256, 4 layers, 4 heads, FFN 1024; batch {args.batch} × {args.seq_len}, "
           f"15% masked, dropout 0, AdamW; {args.rounds} rounds × {args.steps} timed steps each, alternating "
-          f"step by step, after {args.warmup} warm-up", flush=True)
+          f"step by step, after {args.warmup} warm-up" + (", every side compiled" if args.compile else ""), flush=True)
     print(f"note: {SPARSE_NOTE}", flush=True)
     comparisons = []
     for precision in precisions:

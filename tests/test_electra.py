@@ -242,6 +242,28 @@ def test_random_replacements_are_uniform_real_tokens_and_almost_all_replaced(smo
     assert run.summary()["flops_measured"] == pytest.approx(plain.summary()["flops_measured"], rel=1e-6)
 
 
+def test_unigram_replacements_follow_the_corpus_frequencies(smoke):
+    """The frequency-matched control: replacements drawn by unigram frequency, never a special token;
+    a frequent word is drawn about as often as it occurs, so the share replaced stays below the
+    uniform control's (a common word often replaces itself)."""
+    from effitrain.techniques.electra import unigram_tokens
+
+    cfg, data = smoke
+    g = torch.Generator().manual_seed(0)
+    toks = unigram_tokens(50000, data.unigram_counts, g)
+    assert int(toks.min()) >= len(SPECIAL_TOKENS)
+    p = data.unigram_counts.double().clone()
+    p[:len(SPECIAL_TOKENS)] = 0
+    p /= p.sum()
+    top = torch.topk(p, 5).indices
+    drawn = torch.bincount(toks, minlength=data.vocab_size).double()[top] / 50000
+    torch.testing.assert_close(drawn, p[top], rtol=0.1, atol=0.0)
+    run = et.train(small(cfg, 3), [et.technique("electra", replacements="unigram")], data=data, progress=False)
+    uniform = et.train(small(cfg, 3), [et.technique("electra", replacements="random")], data=data, progress=False)
+    assert run.history.evals[-1]["val_replaced_share"] < uniform.history.evals[-1]["val_replaced_share"]
+    assert run.summary()["flops_measured"] == pytest.approx(uniform.summary()["flops_measured"], rel=1e-6)
+
+
 def test_rtd_at_masked_positions_only_weights_exactly_those(smoke):
     from effitrain.techniques.electra import loss_weights, rtd_loss
 

@@ -38,7 +38,7 @@ from effitrain.techniques.base import LossInputs, StepContext, Technique, param,
 from effitrain.train.step import attention_recompute, autocast_for
 
 MASK_REPLACE = ("electra", "bert")
-REPLACEMENTS = ("generator", "random")  # where the replacements come from (random: a control)
+REPLACEMENTS = ("generator", "random", "unigram")  # where the replacements come from (random, unigram: controls)
 RTD_POSITIONS = ("all", "masked")  # where the discriminator's loss is taken (masked: a control)
 EVAL_SEED = 20200323  # fixed noise for the validation RTD metrics (the same draws at every evaluation)
 
@@ -100,6 +100,15 @@ def random_tokens(n: int, vocab_size: int, generator: torch.Generator, device: A
     the "no generator" control's replacements."""
     low = len(SPECIAL_TOKENS)
     return torch.randint(low, vocab_size, (n,), generator=generator).to(device)
+
+
+def unigram_tokens(n: int, counts: torch.Tensor, generator: torch.Generator, device: Any = None) -> torch.Tensor:
+    """(n,) tokens drawn from the training set's unigram frequencies `counts` (V,), special tokens
+    excluded: the "frequency-matched" control's replacements, as common as the words they replace and
+    chosen with no context at all (what a generator that never got past the unigram plateau would draw)."""
+    p = counts.double().clone()
+    p[:len(SPECIAL_TOKENS)] = 0
+    return torch.multinomial(p / p.sum(), n, replacement=True, generator=generator).to(device)
 
 
 def loss_weights(attention_mask: torch.Tensor | None, positions: torch.Tensor, shape: torch.Size,
@@ -374,7 +383,8 @@ class ElectraParams:
                                    "15% unchanged; 'bert' 80% [MASK] / 10% random / 10% unchanged")
     replacements: str = param("generator", choices=REPLACEMENTS,
                               help="what fills the masked positions for the discriminator: the generator's "
-                                   "samples, or uniformly random tokens (a control; the generator still trains)")
+                                   "samples; or, as controls (the generator still trains), uniformly random "
+                                   "tokens or tokens drawn by corpus frequency (unigram)")
     rtd_positions: str = param("all", choices=RTD_POSITIONS,
                                help="where the discriminator learns: every real token, or only the masked "
                                     "positions (a control: as few targets as a masked LM)")
@@ -416,7 +426,9 @@ class ElectraTechnique(Technique):
     **Settings.** generator_width 0.25, rtd_weight 50, mask_replace "electra" (the paper's small and
     base settings). Controls: generator_width 1.0 (a generator as strong as the discriminator makes
     the task too hard), replacements "random" (uniform tokens instead of the generator's samples:
-    an easy task; the generator still trains, so the FLOPs stay the same), rtd_positions "masked"
+    an easy task; the generator still trains, so the FLOPs stay the same), replacements "unigram"
+    (tokens drawn by corpus frequency: as common as the words they replace, so only context gives them
+    away; what a generator stuck on the unigram plateau would draw), rtd_positions "masked"
     (the discriminator learns only at the masked positions, as few targets as a masked LM). There is no setting that equals the baseline. *Losses are not comparable*:
     `train_loss` is the total $\\mathcal L_{MLM} + \\lambda\\mathcal L_{RTD}$, and `val_loss` is the
     **generator's** MLM loss on the trainer's fixed validation masks (the discriminator has no MLM
@@ -469,7 +481,7 @@ class ElectraTechnique(Technique):
         if model is None or out.input_ids is None:
             raise ConfigError("electra: run it through the trainer (its loss needs the Electra model and the input ids)")
         original = unmask(out.input_ids, out.positions, out.labels)
-        corrupted, replaced = replace_tokens(original, out.positions, self._replacements(out.logits, ctx.rng))
+        corrupted, replaced = replace_tokens(original, out.positions, self._replacements(out.logits, ctx.rng, ctx))
         logits = model.discriminator.rtd_logits(corrupted, out.attention_mask)
         rtd, accuracy, share = rtd_loss(logits, replaced, loss_weights(out.attention_mask, out.positions,
                                                                        original.shape, self.params.rtd_positions))
@@ -477,9 +489,14 @@ class ElectraTechnique(Technique):
         self.stats["rtd_batches"] = self.stats.get("rtd_batches", 0) + 1  # the effect, as measured
         return out.loss + self.params.rtd_weight * rtd
 
-    def _replacements(self, logits: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    def _replacements(self, logits: torch.Tensor, rng: torch.Generator, ctx: StepContext) -> torch.Tensor:
         if self.params.replacements == "random":
             return random_tokens(logits.shape[0], logits.shape[-1], rng, logits.device)
+        if self.params.replacements == "unigram":
+            if ctx.data is None:
+                raise ConfigError("electra.replacements 'unigram' needs the training data's unigram counts "
+                                  "(run it through the trainer)")
+            return unigram_tokens(logits.shape[0], ctx.data.unigram_counts, rng, logits.device)
         return sample_tokens(logits, rng)
 
     # -- evaluation
@@ -512,7 +529,7 @@ class ElectraTechnique(Technique):
             if self.params.mask_replace == "electra":
                 b = electra_masking(b, rng)
             with autocast():
-                original, _, replaced, rtd_logits = detect(m, b, rng, self._replacements)
+                original, _, replaced, rtd_logits = detect(m, b, rng, lambda lg, g: self._replacements(lg, g, ctx))
             # over every real token whatever rtd_positions trains on: the task, and comparable across settings
             loss, accuracy, share = rtd_loss(rtd_logits, replaced, b.attention_mask)
             n = float(b.num_tokens)
@@ -533,7 +550,7 @@ class ElectraTechnique(Technique):
             self.stats["rtd_batches"] = int(state["rtd_batches"])
 
 
-__all__ = ["generator_config", "unmask", "electra_masking", "sample_tokens", "random_tokens", "loss_weights",
+__all__ = ["generator_config", "unmask", "electra_masking", "sample_tokens", "random_tokens", "unigram_tokens", "loss_weights",
            "replace_tokens", "rtd_loss", "detect", "examples",
            "electra_flops_parts", "electra_flops", "Generator", "RTDHead", "Discriminator",
            "Electra", "ElectraParams", "ElectraTechnique"]
