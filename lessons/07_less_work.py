@@ -38,7 +38,7 @@
 #
 # | profile | model | runs | steps × batch | whole notebook |
 # |---|---|---|---|---|
-# | `smoke` (CI) | tiny, 3 layers | 8 settings × 2 seeds | 12 × 32 | 57 s measured (nbmake in CI, 2-core CPU, 2026-12-02) |
+# | `smoke` (CI) | tiny, 3 layers | 8 settings × 2 seeds | 12 × 32 | 44 s measured (nbmake in CI, 2-core CPU, 2026-12-06) |
 # | `cpu` (laptop) | tiny, 3 layers | 8 settings × 3 seeds | 300 × 32 (noisy corpus 200) | 9.4 min measured with every cache cold (2-core CPU, 2026-12-06) |
 # | `gpu` (one GPU) | base (12 layers) | 8 settings × 3 seeds | 2,000 × 128 | not measured yet |
 
