@@ -142,7 +142,7 @@ tables.format_work_table(gb_table)
 # stream); a kept block's outputs are divided by $p_l$, so the expected update is the full block's.
 # The expected share of blocks that run is $E = 1 - (1-\theta)\frac{L-1}{2L}$: for this lesson's $L = 3$ it
 # settles at 0.83, for BERT-base's 12 layers at 0.77, close to the paper's 25% saving. Evaluation uses every
-# block. Only pre-LN models: a post-LN model is refused (the paper found it unstable).
+# block. Only pre-LN (or norm-free) models: a post-LN model is refused (the paper found it unstable).
 
 # %%
 pld = train_group("layer drop", cfg, [("layer_drop", {})], plots=(by_flops, by_seconds))

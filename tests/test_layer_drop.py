@@ -157,6 +157,17 @@ def test_post_ln_is_refused_in_one_line(smoke):
     assert "\n" not in message and "layer_drop" in message and "model.norm" in message and "'post'" in message
 
 
+def test_a_norm_free_model_drops_blocks_too(smoke):
+    """norm "none": a block is x + f(x) as in pre-LN, so skipping it is allowed, and it saves work."""
+    cfg, data = smoke
+    cfg = deep(short(cfg, 8, norm="none"))
+    plain = et.train(cfg, data=data, progress=False)
+    drop = et.train(cfg, [et.technique("layer_drop", gamma=100.0)], data=data, progress=False)
+    assert drop.status == "completed"
+    assert drop.summary()["flops_measured"] < plain.summary()["flops_measured"]
+    assert min(r["term_kept_layer_fraction"] for r in drop.history.steps) < 1.0
+
+
 def test_identity_setting_is_the_baseline_exactly(smoke):
     cfg, data = smoke
     baseline = et.train(short(cfg, 4), data=data, progress=False)

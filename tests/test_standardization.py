@@ -7,7 +7,8 @@ import torch
 import effitrain as et
 from effitrain.config import ConfigError, ModelConfig
 from effitrain.model import BertForMLM, count_parameters
-from effitrain.techniques.standardization import residual_scale, residual_states, standardization_penalty, token_standardization
+from effitrain.techniques.standardization import (residual_scale, residual_states, residual_stream,
+                                                   standardization_penalty, token_standardization)
 from effitrain.train.step import capture_hidden_states
 from effitrain.train.trainer import evaluate
 
@@ -120,9 +121,7 @@ def test_the_term_is_logged_added_to_the_training_loss_and_pulls_towards_standar
 def stream_penalty(model, data) -> float:
     """S of `model`'s residual stream on the first validation batch."""
     batch = data.val[0]
-    with torch.no_grad(), capture_hidden_states(model) as outputs:
-        model(batch.input_ids, batch.positions, batch.attention_mask)
-        return float(standardization_penalty(residual_states(model, batch.input_ids, outputs), batch.attention_mask))
+    return float(standardization_penalty(residual_stream(model, batch), batch.attention_mask))
 
 
 def test_the_stronger_the_weight_the_more_standardised_the_trained_stream(runs, smoke):

@@ -69,7 +69,7 @@ class DropMask:
 
 
 class DroppableBlock(Block):
-    """A pre-LN `Block` whose training forward obeys the mask: a dropped block returns its input without
+    """A pre-LN (or norm-free) `Block` whose training forward obeys the mask: a dropped block returns its input without
     computing anything; a kept block with keep probability p scales each residual branch by 1/p (as
     DeepSpeed's PLD layer does), so the expected output is the full block's. In eval mode, or with no
     mask (outside a training step), it is exactly `Block.forward`."""
@@ -125,7 +125,7 @@ class LayerDropTechnique(Technique):
     step's FLOPs and seconds fall). A kept block's attention and FFN outputs are divided by $p_l$
     before they join the residual stream. The probabilities start at 1 (the full model) and fall along
     a schedule; evaluation (and everything outside a training step) uses every block, unscaled.
-    Pre-LN models only: a config with model.norm "post" is refused.
+    Pre-LN (or norm-free, model.norm "none") models only: a config with model.norm "post" is refused.
 
     **Why.** In a pre-LN Transformer each block adds a correction to a residual stream that always
     carries the input through, so the network still works when a block is missing, as stochastic depth
@@ -183,9 +183,10 @@ class LayerDropTechnique(Technique):
     # -- setup
     def on_model(self, model: nn.Module, ctx: StepContext) -> nn.Module:
         norm = ctx.config.model.norm
-        if norm != "pre":
-            raise ConfigError(f"layer_drop needs a pre-LN model (model.norm='pre'); this config has "
-                              f"model.norm={norm!r}: a skipped post-LN block would also skip its normalisation")
+        if norm == "post":  # pre-LN and norm-free blocks are x + f(x): skipping one leaves x, nothing else
+            raise ConfigError(f"layer_drop needs a pre-LN or norm-free model (model.norm='pre' or 'none'); this "
+                              f"config has model.norm={norm!r}: a skipped post-LN block would also skip its "
+                              f"normalisation")
         self.layers = len(make_droppable(model, self.mask))
         self.stats.update(layers=self.layers, steps=0, kept_blocks=0)
         return model

@@ -56,19 +56,24 @@ def residual_states(model: torch.nn.Module, input_ids: torch.Tensor, block_outpu
 
 
 @torch.no_grad()
-def residual_scale(model: torch.nn.Module, batch: MaskedBatch) -> list[float]:
-    """σ of the residual stream at each block boundary of `model` (`residual_states`, L + 1 of them) on
-    one masked batch: each token's std over the hidden units, averaged over the real tokens. A
-    LayerNorm'd or well standardised stream reads about 1; a blown-up one, orders of magnitude more."""
+def residual_stream(model: torch.nn.Module, batch: MaskedBatch) -> list[torch.Tensor]:
+    """`residual_states` of `model` on one masked batch: a no-grad forward in eval mode (the model's
+    mode is put back), L + 1 tensors (B, T, H)."""
     was_training = model.training
     model.eval()
     try:
         with capture_hidden_states(model) as outputs:
             model(batch.input_ids, batch.positions, batch.attention_mask)
-            states = residual_states(model, batch.input_ids, outputs)
+            return residual_states(model, batch.input_ids, outputs)
     finally:
         model.train(was_training)
-    sigma = [h.float().std(-1, unbiased=False) for h in states]  # (B, T) each
+
+
+def residual_scale(model: torch.nn.Module, batch: MaskedBatch) -> list[float]:
+    """σ of the residual stream at each block boundary of `model` (`residual_stream`) on one masked
+    batch: each token's std over the hidden units, averaged over the real tokens. A LayerNorm'd or
+    well standardised stream reads about 1; a blown-up one, orders of magnitude more."""
+    sigma = [h.float().std(-1, unbiased=False) for h in residual_stream(model, batch)]  # (B, T) each
     if batch.attention_mask is None:
         return [float(s.mean()) for s in sigma]
     real = batch.attention_mask.float()
@@ -153,5 +158,5 @@ class StandardizationTechnique(Technique):
             self.stats["std_batches"] = int(state["std_batches"])
 
 
-__all__ = ["token_standardization", "standardization_penalty", "residual_states", "residual_scale", "StandardizationParams",
+__all__ = ["token_standardization", "standardization_penalty", "residual_states", "residual_stream", "residual_scale", "StandardizationParams",
            "StandardizationTechnique"]
