@@ -246,15 +246,15 @@ def test_unigram_replacements_follow_the_corpus_frequencies(smoke):
     """The frequency-matched control: replacements drawn by unigram frequency, never a special token;
     a frequent word is drawn about as often as it occurs, so the share replaced stays below the
     uniform control's (a common word often replaces itself)."""
-    from effitrain.techniques.electra import unigram_tokens
+    from effitrain.techniques.electra import unigram_probs, unigram_tokens
 
     cfg, data = smoke
     g = torch.Generator().manual_seed(0)
-    toks = unigram_tokens(50000, data.unigram_counts, g)
+    p = unigram_probs(data.unigram_counts)
+    assert float(p[:len(SPECIAL_TOKENS)].sum()) == 0 and float(p.sum()) == pytest.approx(1.0)
+    assert torch.equal(p[len(SPECIAL_TOKENS):] > 0, data.unigram_counts[len(SPECIAL_TOKENS):] > 0)
+    toks = unigram_tokens(50000, p, g)
     assert int(toks.min()) >= len(SPECIAL_TOKENS)
-    p = data.unigram_counts.double().clone()
-    p[:len(SPECIAL_TOKENS)] = 0
-    p /= p.sum()
     top = torch.topk(p, 5).indices
     drawn = torch.bincount(toks, minlength=data.vocab_size).double()[top] / 50000
     torch.testing.assert_close(drawn, p[top], rtol=0.1, atol=0.0)

@@ -102,13 +102,18 @@ def random_tokens(n: int, vocab_size: int, generator: torch.Generator, device: A
     return torch.randint(low, vocab_size, (n,), generator=generator).to(device)
 
 
-def unigram_tokens(n: int, counts: torch.Tensor, generator: torch.Generator, device: Any = None) -> torch.Tensor:
-    """(n,) tokens drawn from the training set's unigram frequencies `counts` (V,), special tokens
-    excluded: the "frequency-matched" control's replacements, as common as the words they replace and
-    chosen with no context at all (what a generator that never got past the unigram plateau would draw)."""
+def unigram_probs(counts: torch.Tensor) -> torch.Tensor:
+    """(V,) the training set's unigram frequencies from its token `counts`, special tokens at 0."""
     p = counts.double().clone()
     p[:len(SPECIAL_TOKENS)] = 0
-    return torch.multinomial(p / p.sum(), n, replacement=True, generator=generator).to(device)
+    return p / p.sum()
+
+
+def unigram_tokens(n: int, probs: torch.Tensor, generator: torch.Generator, device: Any = None) -> torch.Tensor:
+    """(n,) tokens drawn from `unigram_probs`: the "frequency-matched" control's replacements, as common
+    as the words they replace and chosen with no context at all (what a generator that never got past
+    the unigram plateau would draw)."""
+    return torch.multinomial(probs, n, replacement=True, generator=generator).to(device)
 
 
 def loss_weights(attention_mask: torch.Tensor | None, positions: torch.Tensor, shape: torch.Size,
@@ -455,6 +460,7 @@ class ElectraTechnique(Technique):
     def __init__(self, params: Any = None, **kwargs: Any):
         super().__init__(params, **kwargs)
         self.model: Electra | None = None
+        self._unigram: torch.Tensor | None = None  # unigram_probs of the training data, once
 
     # -- setup
     def on_model(self, model: nn.Module, ctx: StepContext) -> nn.Module:
@@ -479,7 +485,8 @@ class ElectraTechnique(Technique):
         model = getattr(out.model, "_orig_mod", out.model)
         model = model if isinstance(model, Electra) else self.model
         if model is None or out.input_ids is None:
-            raise ConfigError("electra: run it through the trainer (its loss needs the Electra model and the input ids)")
+            raise ConfigError("electra: run it through the trainer (its loss needs the Electra model and the "
+                              "input ids)")
         original = unmask(out.input_ids, out.positions, out.labels)
         corrupted, replaced = replace_tokens(original, out.positions, self._replacements(out.logits, ctx.rng, ctx))
         logits = model.discriminator.rtd_logits(corrupted, out.attention_mask)
@@ -496,7 +503,9 @@ class ElectraTechnique(Technique):
             if ctx.data is None:
                 raise ConfigError("electra.replacements 'unigram' needs the training data's unigram counts "
                                   "(run it through the trainer)")
-            return unigram_tokens(logits.shape[0], ctx.data.unigram_counts, rng, logits.device)
+            if self._unigram is None:
+                self._unigram = unigram_probs(ctx.data.unigram_counts)
+            return unigram_tokens(logits.shape[0], self._unigram, rng, logits.device)
         return sample_tokens(logits, rng)
 
     # -- evaluation
@@ -550,7 +559,8 @@ class ElectraTechnique(Technique):
             self.stats["rtd_batches"] = int(state["rtd_batches"])
 
 
-__all__ = ["generator_config", "unmask", "electra_masking", "sample_tokens", "random_tokens", "unigram_tokens", "loss_weights",
+__all__ = ["generator_config", "unmask", "electra_masking", "sample_tokens", "random_tokens",
+           "unigram_probs", "unigram_tokens", "loss_weights",
            "replace_tokens", "rtd_loss", "detect", "examples",
            "electra_flops_parts", "electra_flops", "Generator", "RTDHead", "Discriminator",
            "Electra", "ElectraParams", "ElectraTechnique"]

@@ -44,7 +44,8 @@ def standardization_penalty(states: Sequence[torch.Tensor], keep: torch.Tensor |
     return total
 
 
-def residual_states(model: torch.nn.Module, input_ids: torch.Tensor, block_outputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+def residual_states(model: torch.nn.Module, input_ids: torch.Tensor,
+                    block_outputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """The residual stream at every block boundary: the embedding output (the first block's input,
     recomputed from the ids before the embedding dropout: a gather, an add and a scale, no matmul), then
     each block's output (the next block's input; the last one's is what the MLM head reads)."""
@@ -158,5 +159,5 @@ class StandardizationTechnique(Technique):
             self.stats["std_batches"] = int(state["std_batches"])
 
 
-__all__ = ["token_standardization", "standardization_penalty", "residual_states", "residual_stream", "residual_scale", "StandardizationParams",
-           "StandardizationTechnique"]
+__all__ = ["token_standardization", "standardization_penalty", "residual_states", "residual_stream", "residual_scale",
+           "StandardizationParams", "StandardizationTechnique"]
