@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The GPU measurements of lessons 06 and 08 in one call (a lent GPU's time is short).
+"""The GPU measurements of lessons 04, 06 and 08 in one call (a lent GPU's time is short).
 
     python scripts/gpu_check.py --out results/           # every section, in order of priority
     python scripts/gpu_check.py --only replicas,bench    # some sections
@@ -17,6 +17,10 @@ limit loses nothing already measured; an exception in one section is recorded an
              NVLink bandwidths
   bench      lesson 06 / issue 14: tokens/s and MFU of the base preset (seq 128, batch 128, bf16),
              eager and torch.compile'd, against the measured bf16 peak
+  electra    lesson 04 / issue 12 at the lesson's gpu shape (small preset, seq 128, batch 128, 2,000
+             MLM steps): one MLM run, ELECTRA at its measured FLOPs, each evaluation's unigram gap
+             (MLM) and RTD gap below the constant guess (the discriminator's plateau), then both
+             and a random init probed and fine-tuned (200 steps) on the era and party tasks
   crossbow   lesson 08's Crossbow comparison on this device: batch 8, SMA 4 × 8, batch 32 (lr η),
              batch 32 (lr 4η, warm-up) at equal samples, 3 seeds, compared by samples and by seconds
 """
@@ -36,7 +40,7 @@ import effitrain as et
 from effitrain.techniques.ouroboros import group_seconds, pipeline_time
 from effitrain.techniques.sma import auto_replicas, crossbow_settings, replica_throughput
 
-SECTIONS = ("peak", "replicas", "pipeline", "bench", "crossbow")
+SECTIONS = ("peak", "electra", "replicas", "pipeline", "bench", "crossbow")
 
 
 def _table(df) -> list[dict]:
@@ -90,6 +94,43 @@ def bench(q: bool) -> dict:
         r = bench_training_step(c, steps=2 if q else 30, warmup=1 if q else 5)
         out[name] = r.to_dict()
         print(r.format(), flush=True)
+    return out
+
+
+def electra(q: bool) -> dict:
+    from effitrain.model import BertForMLM
+    from effitrain.techniques.electra import rtd_gap
+    cfg = (et.profile_config("smoke", budget="20steps", evals=2) if q else
+           et.profile_config("gpu", preset="small", budget="2000steps", evals=10))
+    data = et.prepare_data(cfg.data)
+    unigram = data.unigram_val_loss()
+    mlm = et.train(cfg, data=data, name="MLM s0", progress=False)
+    print(mlm.summary_line(), flush=True)
+    flops = mlm.summary()["flops_measured"]
+    el = et.train(cfg.replace(budget=f"{flops:.6g}flops"), [et.technique("electra")], data=data,
+                  name="ELECTRA 100% s0", progress=False)
+    print(el.summary_line(), flush=True)
+    evals = el.history.evals
+    out = {"unigram_val_loss": unigram,
+           "mlm": {"line": mlm.summary_line(), "summary": mlm.summary(),
+                   "val_loss": [(e["step"], e["val_loss"]) for e in mlm.history.evals]},
+           "electra": {"line": el.summary_line(), "summary": el.summary(),
+                       "rtd_gap": [(e["step"], rtd_gap(e)) for e in evals],
+                       "rtd_accuracy": [(e["step"], e["val_rtd_accuracy"]) for e in evals],
+                       "all_original_accuracy": 1 - evals[-1]["val_replaced_share"],
+                       "generator_val_loss": [(e["step"], e["val_loss"]) for e in evals]}}
+    print(json.dumps({"unigram": unigram, "rtd_gap": out["electra"]["rtd_gap"]}), flush=True)
+    try:  # effitrain.lab needs the notebook packages (ipywidgets, plotly), which a GPU box may lack
+        from effitrain.lab import tables
+    except ImportError as e:
+        out["downstream"] = f"not computed here ({e})"
+        return out
+    names = ("sotu-era",) if q else ("sotu-era", "sotu-party")
+    tasks = [et.downstream_task(n, data, seq_len=32).subset(*((128, 64) if q else (None, None))) for n in names]
+    groups = {"MLM": [mlm], "ELECTRA 100%": [el], "random init": [BertForMLM(cfg.model, data.vocab_size)]}
+    out["downstream"] = _table(tables.downstream_groups(groups, tasks,
+                                                        settings={"finetune": {"steps": 5 if q else 200}}))
+    print(json.dumps(out["downstream"]), flush=True)
     return out
 
 
