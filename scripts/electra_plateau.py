@@ -4,8 +4,8 @@ The discriminator's plateau is the best constant guess (the binary entropy of th
 a discriminator that has learned only *how many* tokens are replaced sits on it. `rtd_gap` is how
 many nats its validation RTD loss is below that line. This script trains ELECTRA under one config
 (profile, `--set` changes, the technique's parameters) over seeds and prints, per run, the gap at
-every evaluation, the final RTD accuracy against "all original", and the generator's val loss
-against the unigram line, so settings can be compared by how soon the discriminator takes off:
+every evaluation, the final RTD accuracy against "all original", the gap that word-pair counts
+alone reach (`count_detector`), and the generator's val loss against the unigram line, so settings can be compared by how soon the discriminator takes off:
 
     python scripts/electra_plateau.py --profile cpu --steps 400 --seeds 0 1 2
     python scripts/electra_plateau.py --steps 400 --param generator_width=0.5 --set optim.warmup=0.5
@@ -24,7 +24,7 @@ from typing import Any
 
 import effitrain as et
 from effitrain.config import parse_assignment
-from effitrain.techniques.electra import rtd_gap
+from effitrain.techniques.electra import count_detector, rtd_gap
 
 
 def measure(cfg: et.Config, params: dict[str, Any]) -> dict[str, Any]:
@@ -38,7 +38,8 @@ def measure(cfg: et.Config, params: dict[str, Any]) -> dict[str, Any]:
             "rtd_accuracy": round(float(last["val_rtd_accuracy"]), 4),
             "all_original_accuracy": round(1 - float(last["val_replaced_share"]), 4),
             "generator_val_loss": round(float(last["val_loss"]), 3),
-            "unigram_val_loss": round(data.unigram_val_loss(), 3)}
+            "unigram_val_loss": round(data.unigram_val_loss(), 3),
+            "count_detector_gap": round(count_detector(data)["gap"], 4)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,8 @@ limit loses nothing already measured; an exception in one section is recorded an
              eager and torch.compile'd, against the measured bf16 peak
   electra    lesson 04 / issue 12 at the lesson's gpu shape (small preset, seq 128, batch 128, 2,000
              MLM steps): one MLM run, ELECTRA at its measured FLOPs, each evaluation's unigram gap
-             (MLM) and RTD gap below the constant guess (the discriminator's plateau), then both
+             (MLM) and RTD gap below the constant guess (the discriminator's plateau; `count_detector`
+             says what word-pair counts alone reach), then both
              and a random init probed and fine-tuned (200 steps) on the era and party tasks
   crossbow   lesson 08's Crossbow comparison on this device: batch 8, SMA 4 × 8, batch 32 (lr η),
              batch 32 (lr 4η, warm-up) at equal samples, 3 seeds, compared by samples and by seconds
@@ -99,7 +100,7 @@ def bench(q: bool) -> dict:
 
 def electra(q: bool) -> dict:
     from effitrain.model import BertForMLM
-    from effitrain.techniques.electra import rtd_gap
+    from effitrain.techniques.electra import count_detector, rtd_gap
     cfg = (et.profile_config("smoke", budget="20steps", evals=2) if q else
            et.profile_config("gpu", preset="small", budget="2000steps", evals=10))
     data = et.prepare_data(cfg.data)
@@ -111,7 +112,7 @@ def electra(q: bool) -> dict:
                   name="ELECTRA 100% s0", progress=False)
     print(el.summary_line(), flush=True)
     evals = el.history.evals
-    out = {"unigram_val_loss": unigram,
+    out = {"unigram_val_loss": unigram, "count_detector": count_detector(data),
            "mlm": {"line": mlm.summary_line(), "summary": mlm.summary(),
                    "val_loss": [(e["step"], e["val_loss"]) for e in mlm.history.evals]},
            "electra": {"line": el.summary_line(), "summary": el.summary(),

@@ -311,3 +311,39 @@ def test_examples_show_the_replacements_and_the_verdicts(smoke):
         assert verdict.count("✓") + verdict.count("missed") == replaced
     with pytest.raises(ValueError, match="generator"):
         examples(BertForMLM(cfg.model, data.vocab_size), data)
+
+
+def test_count_detector_finds_the_context_that_word_pairs_give_and_none_in_shuffled_text(smoke):
+    """The discriminator's context line: on real text the bigram counts spot unigram replacements well
+    above the constant guess; on the same tokens shuffled (no word-pair structure) they cannot."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from effitrain.config import ConfigError
+    from effitrain.data import MaskedBatch
+    from effitrain.techniques.electra import count_detector
+
+    _, data = smoke
+    out = count_detector(data)
+    assert out == count_detector(data)  # deterministic
+    assert out["gap"] > 0.1 and out["accuracy"] > out["all_original_accuracy"] + 0.03
+    assert abs(out["replaced_share"] - data.config.mask_prob) < 0.05  # a few samples equal the original
+    assert math.isclose(out["constant_loss"] - out["loss"], out["gap"])
+
+    def shuffled(ids: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        ids = ids.clone()
+        real = ids >= len(SPECIAL_TOKENS)
+        words = ids[real]
+        ids[real] = words[torch.randperm(len(words), generator=g)]
+        return ids
+
+    g = torch.Generator().manual_seed(0)
+    val = [unmask(b.input_ids, b.positions, b.labels) for b in data.val]
+    noise = SimpleNamespace(config=data.config, unigram_counts=data.unigram_counts,
+                            train=replace(data.train, ids=shuffled(data.train.ids, g)),
+                            val=[MaskedBatch(shuffled(v, g), b.attention_mask, b.positions[:0], b.labels[:0])
+                                 for v, b in zip(val, data.val)])
+    flat = count_detector(noise)
+    assert abs(flat["gap"]) < 0.02 < out["gap"] - 0.08
+    with pytest.raises(ConfigError, match="mask_prob"):
+        count_detector(data, mask_prob=1.5)

@@ -352,6 +352,97 @@ def rtd_gap(row: dict) -> float:
     return -(share * math.log(share) + (1 - share) * math.log(1 - share)) - float(row["val_rtd_loss"])
 
 
+def _pair_counts(ids: torch.Tensor, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(pair codes a·V+b sorted, their counts, row totals (V,)) of adjacent word pairs in (N, T) `ids`
+    (special tokens and [PAD] excluded), sparse: a V × V table would not fit for a large vocabulary."""
+    a, b = ids[:, :-1].reshape(-1), ids[:, 1:].reshape(-1)
+    ok = (a >= len(SPECIAL_TOKENS)) & (b >= len(SPECIAL_TOKENS))
+    codes, counts = torch.unique(a[ok] * vocab_size + b[ok], return_counts=True)
+    return codes, counts.double(), torch.bincount(a[ok], minlength=vocab_size).double()
+
+
+def _lookup(codes: torch.Tensor, counts: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    idx = torch.searchsorted(codes, query).clamp(max=max(len(codes) - 1, 0))
+    found = codes[idx] == query if len(codes) else torch.zeros_like(query, dtype=torch.bool)
+    return torch.where(found, counts[idx] if len(codes) else torch.zeros(()), torch.zeros((), dtype=torch.float64))
+
+
+def count_detector(data: Any, mask_prob: float | None = None, seed: int = 0, smoothing: float = 10.0,
+                   fit_share: float = 0.1) -> dict[str, float]:
+    """What word-pair counts alone tell a replaced-token detector: the discriminator's "context line".
+
+    The unigram line says what a masked LM gets with no context; this says what a detector gets
+    with the *least* context, the two neighbours. Replacements are drawn by corpus frequency
+    (`unigram_tokens`, what a generator on its plateau samples) at `mask_prob` of the real tokens
+    (default: the data's), neighbours included, so a neighbour may be a replacement too. The
+    detector: a logistic regression on the left and right pointwise mutual information of each
+    token with its (possibly replaced) neighbours, log P(b|a) − log q(b) and log P(c|b) − log q(c)
+    from the bigram counts of the training split (add-`smoothing` towards the unigram q), their
+    squares and product, and log q(b). The counts come from the training rows but a `fit_share`
+    of them, which fits the regression; it is scored on the validation rows, over tokens whose
+    two neighbours are words (not special tokens). Deterministic for a seed.
+
+    Returns replaced_share, constant_loss (the plateau: binary entropy of the share), loss, gap
+    (constant_loss − loss, nats; compare `rtd_gap`), accuracy and all_original_accuracy.
+    """
+    p = data.config.mask_prob if mask_prob is None else mask_prob
+    if not (isinstance(p, (int, float)) and 0 < p < 1):
+        raise ConfigError(f"count_detector: mask_prob must be in (0, 1); got {mask_prob!r}")
+    if not (0 < fit_share < 1) or not smoothing > 0:
+        raise ConfigError(f"count_detector: fit_share must be in (0, 1) and smoothing > 0; got {fit_share!r}, "
+                          f"{smoothing!r}")
+    V = int(data.unigram_counts.shape[0])
+    ids = data.train.ids
+    n_fit = max(1, int(ids.shape[0] * fit_share))
+    codes, counts, rows = _pair_counts(ids[n_fit:], V)
+    q = unigram_probs(data.unigram_counts)
+    log_q = q.clamp(min=1e-12).log()
+
+    def log_pmi(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # log P(b | a) − log q(b)
+        return ((_lookup(codes, counts, a * V + b) + smoothing * q[b]) / (rows[a] + smoothing)).log() - log_q[b]
+
+    def features(original: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        real = original >= len(SPECIAL_TOKENS)
+        picked = (torch.rand(original.shape, generator=g) < p) & real
+        seen = original.clone()
+        seen[picked] = unigram_tokens(int(picked.sum()), q, g)
+        x, b, a, c = original[:, 1:-1], seen[:, 1:-1], seen[:, :-2], seen[:, 2:]
+        keep = (x >= len(SPECIAL_TOKENS)) & (a >= len(SPECIAL_TOKENS)) & (c >= len(SPECIAL_TOKENS))
+        a, b, c = a[keep], b[keep], c[keep]
+        left, right = log_pmi(a, b), log_pmi(b, c)
+        f = torch.stack([left, right, log_q[b], left ** 2, right ** 2, left * right], 1).float()
+        return f, (b != x[keep]).float()
+
+    g = torch.Generator().manual_seed(seed)
+    fx, fy = features(ids[:n_fit], g)
+    val = torch.cat([unmask(v.input_ids, v.positions, v.labels) for v in data.val])
+    vx, vy = features(val, g)
+    if len(fy) == 0 or len(vy) == 0 or not (0 < float(vy.mean()) < 1):
+        raise ValueError("count_detector: too little text to fit or score a detector (no token with two word "
+                         "neighbours, or none replaced)")
+    mu, sd = fx.mean(0), fx.std(0).clamp(min=1e-6)
+    fx, vx = (fx - mu) / sd, (vx - mu) / sd
+    w = torch.zeros(fx.shape[1], requires_grad=True)
+    b0 = torch.zeros((), requires_grad=True)
+    opt = torch.optim.LBFGS([w, b0], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(fx @ w + b0, fy)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        logits = vx @ w + b0
+        loss = float(F.binary_cross_entropy_with_logits(logits, vy))
+        share = float(vy.mean())
+        accuracy = float(((logits > 0).float() == vy).float().mean())
+    constant = -(share * math.log(share) + (1 - share) * math.log(1 - share))
+    return {"replaced_share": share, "constant_loss": constant, "loss": loss, "gap": constant - loss,
+            "accuracy": accuracy, "all_original_accuracy": 1 - share}
+
+
 def rtd_table(groups: "dict[str, Any]") -> "Any":
     """How far each group of ELECTRA runs' discriminators got: {label: [Run, ...]} → a DataFrame with
     the final validation RTD accuracy, the all-original accuracy (1 − replaced share), and `rtd_gap`
@@ -561,6 +652,6 @@ class ElectraTechnique(Technique):
 
 __all__ = ["generator_config", "unmask", "electra_masking", "sample_tokens", "random_tokens",
            "unigram_probs", "unigram_tokens", "loss_weights",
-           "replace_tokens", "rtd_loss", "detect", "examples",
+           "replace_tokens", "rtd_loss", "detect", "examples", "rtd_gap", "rtd_table", "count_detector",
            "electra_flops_parts", "electra_flops", "Generator", "RTDHead", "Discriminator",
            "Electra", "ElectraParams", "ElectraTechnique"]
