@@ -27,8 +27,7 @@ from effitrain.config import parse_assignment
 from effitrain.techniques.electra import count_detector, rtd_gap
 
 
-def measure(cfg: et.Config, params: dict[str, Any]) -> dict[str, Any]:
-    data = et.prepare_data(cfg.data)
+def measure(cfg: et.Config, params: dict[str, Any], data: Any) -> dict[str, Any]:
     t0 = time.perf_counter()
     run = et.train(cfg, [et.technique("electra", **params)], data=data, progress=False)
     evals = run.history.evals
@@ -37,9 +36,7 @@ def measure(cfg: et.Config, params: dict[str, Any]) -> dict[str, Any]:
             "gap": [(int(e["step"]), round(rtd_gap(e), 4)) for e in evals],
             "rtd_accuracy": round(float(last["val_rtd_accuracy"]), 4),
             "all_original_accuracy": round(1 - float(last["val_replaced_share"]), 4),
-            "generator_val_loss": round(float(last["val_loss"]), 3),
-            "unigram_val_loss": round(data.unigram_val_loss(), 3),
-            "count_detector_gap": round(count_detector(data)["gap"], 4)}
+            "generator_val_loss": round(float(last["val_loss"]), 3)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,10 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     changes = dict(parse_assignment(s) for s in args.sets)
     params = dict(parse_assignment(s) for s in args.params)
     gaps = []
+    base = et.profile_config(args.profile, budget=f"{args.steps}steps", evals=args.evals, **changes)
+    data = et.prepare_data(base.data)  # the seeds share the data: prepared, and its lines computed, once
+    lines = {"unigram_val_loss": round(data.unigram_val_loss(), 3),
+             "count_detector_gap": round(count_detector(data)["gap"], 4)}
     for seed in args.seeds:
-        cfg = et.profile_config(args.profile, budget=f"{args.steps}steps", evals=args.evals, seed=seed, **changes)
         row = {"label": args.label, "profile": args.profile, "changes": changes, "params": params,
-               **measure(cfg, params)}
+               **measure(base.replace(seed=seed), params, data), **lines}
         gaps.append(row["gap"][-1][1])
         print(json.dumps(row), flush=True)
         if args.jsonl:

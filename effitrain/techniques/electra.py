@@ -343,13 +343,19 @@ def examples(discriminator: "Discriminator", data: Any, rows: int = 3, seed: int
     return pd.DataFrame(out)
 
 
+def constant_guess_loss(share: float) -> float:
+    """The discriminator's plateau: the log loss of the best constant guess when `share` of the tokens
+    are replaced, the binary entropy H(share) in nats (0 < share < 1)."""
+    return -(share * math.log(share) + (1 - share) * math.log(1 - share))
+
+
 def rtd_gap(row: dict) -> float:
     """Nats by which an evaluation's RTD loss is below the best constant guess (the binary entropy of
     the replaced share): 0 for a discriminator that has learned only how many tokens are replaced."""
     share = float(row["val_replaced_share"])
     if not 0 < share < 1:
         return math.nan
-    return -(share * math.log(share) + (1 - share) * math.log(1 - share)) - float(row["val_rtd_loss"])
+    return constant_guess_loss(share) - float(row["val_rtd_loss"])
 
 
 def _pair_counts(ids: torch.Tensor, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -362,9 +368,9 @@ def _pair_counts(ids: torch.Tensor, vocab_size: int) -> tuple[torch.Tensor, torc
 
 
 def _lookup(codes: torch.Tensor, counts: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-    idx = torch.searchsorted(codes, query).clamp(max=max(len(codes) - 1, 0))
-    found = codes[idx] == query if len(codes) else torch.zeros_like(query, dtype=torch.bool)
-    return torch.where(found, counts[idx] if len(codes) else torch.zeros(()), torch.zeros((), dtype=torch.float64))
+    """The count of each `query` code in the sorted (`codes`, `counts`) of `_pair_counts`, 0 where absent."""
+    idx = torch.searchsorted(codes, query).clamp(max=len(codes) - 1)  # codes is never empty here
+    return torch.where(codes[idx] == query, counts[idx], torch.zeros((), dtype=counts.dtype))
 
 
 def count_detector(data: Any, mask_prob: float | None = None, seed: int = 0, smoothing: float = 10.0,
@@ -395,6 +401,8 @@ def count_detector(data: Any, mask_prob: float | None = None, seed: int = 0, smo
     ids = data.train.ids
     n_fit = max(1, int(ids.shape[0] * fit_share))
     codes, counts, rows = _pair_counts(ids[n_fit:], V)
+    if len(codes) == 0:
+        raise ValueError("count_detector: too little text to count word pairs in the training split")
     q = unigram_probs(data.unigram_counts)
     log_q = q.clamp(min=1e-12).log()
 
@@ -438,7 +446,7 @@ def count_detector(data: Any, mask_prob: float | None = None, seed: int = 0, smo
         loss = float(F.binary_cross_entropy_with_logits(logits, vy))
         share = float(vy.mean())
         accuracy = float(((logits > 0).float() == vy).float().mean())
-    constant = -(share * math.log(share) + (1 - share) * math.log(1 - share))
+    constant = constant_guess_loss(share)
     return {"replaced_share": share, "constant_loss": constant, "loss": loss, "gap": constant - loss,
             "accuracy": accuracy, "all_original_accuracy": 1 - share}
 
@@ -652,6 +660,6 @@ class ElectraTechnique(Technique):
 
 __all__ = ["generator_config", "unmask", "electra_masking", "sample_tokens", "random_tokens",
            "unigram_probs", "unigram_tokens", "loss_weights",
-           "replace_tokens", "rtd_loss", "detect", "examples", "rtd_gap", "rtd_table", "count_detector",
+           "replace_tokens", "rtd_loss", "detect", "examples", "constant_guess_loss", "rtd_gap", "rtd_table", "count_detector",
            "electra_flops_parts", "electra_flops", "Generator", "RTDHead", "Discriminator",
            "Electra", "ElectraParams", "ElectraTechnique"]
