@@ -13,7 +13,7 @@ import pytest
 import effitrain as et
 from effitrain.lab import (LivePlot, Panel, aggregate_curves, common_target, compare, display_frame, load_runs,
                            save_runs, styled)
-from effitrain.lab.compare import NOT_REACHED, PlateauError, PlateauWarning, t_ppf
+from effitrain.lab.compare import NOT_REACHED, PlateauError, PlateauWarning
 from effitrain.lab.panel import has_frontend
 from effitrain.techniques.base import REGISTRY, Technique, param, register
 
@@ -176,15 +176,9 @@ def baseline_and_fast():
     return base, fast
 
 
-def test_t_quantiles():
-    for df, t in T975.items():
-        assert t_ppf(0.975, df) == pytest.approx(t, rel=1e-9)
-    assert t_ppf(0.025, 2) == pytest.approx(-T975[2], rel=1e-9)
-
-
 def test_compare_arithmetic_and_speedup_interval():
     base, fast = baseline_and_fast()
-    df = compare(base + fast, target_val_loss=6.0)
+    df = compare(base + fast, target_val_loss=6.0, paired=False)
     assert list(df.index) == ["baseline", "fast"] and df.attrs["baseline"] == "baseline"
     b, f = df.loc["baseline"], df.loc["fast"]
     assert b["seeds"] == 2 and b["reached"] == "2/2"
@@ -197,14 +191,19 @@ def test_compare_arithmetic_and_speedup_interval():
     assert b["tokens_per_s"] == pytest.approx(1100.0)
     assert b["speedup"] == 1.0
     assert f["time_s"] == pytest.approx(5.5)
-    # speedup = 11 / 5.5 = 2; equal coefficients of variation → Welch df = 2;
-    # se(log R) = √((√2/11)²/2 + (√0.5/5.5)²/2) = √(2/121)
+    # speedup = geometric means √(10·12) / √(5·6) = 2; both groups' log times differ by log 1.2, so
+    # Welch's df = 2 and se(log R) = √(2 · (log 1.2)² / 2 / 2) = log 1.2 / √2
     assert f["speedup"] == pytest.approx(2.0)
-    se = math.sqrt(2 / 121)
+    assert not f["paired"]
+    se = math.log(1.2) / math.sqrt(2)
     assert f["speedup_lo"] == pytest.approx(2.0 * math.exp(-T975[2] * se), rel=1e-6)
     assert f["speedup_hi"] == pytest.approx(2.0 * math.exp(T975[2] * se), rel=1e-6)
     html = styled(df).to_html()
     assert "2.00×" in html and "11 ± 12.7" in html
+    # the same seeds, paired: each seed's fast run takes half its baseline's time, exactly
+    paired = compare(base + fast, target_val_loss=6.0).loc["fast"]
+    assert paired["paired"] and paired["speedup_lo"] == pytest.approx(2.0) and paired["speedup_hi"] == pytest.approx(2.0)
+    assert paired["verdict"] == "faster by [2.00, 2.00]×"
 
 
 def test_compare_not_reached_is_a_string():
@@ -424,11 +423,11 @@ def test_styled_colours_only_intervals_that_exclude_one():
     assert "#1a7f37" in html  # fast: its whole interval is above 1 → green
     same = [fake_run([(0, 8.0), (10, 5.9)], techniques=("same",), seed=0),
             fake_run([(0, 8.0), (12, 5.9)], techniques=("same",), seed=1)]
-    df = compare(base + same, target_val_loss=6.0)
+    df = compare(base + same, target_val_loss=6.0, paired=False)
     lo, hi = df.loc["same", "speedup_lo"], df.loc["same", "speedup_hi"]
     assert lo < 1 < hi
-    html = styled(df).to_html()
-    assert "#1a7f37" not in html and "#cf222e" not in html  # an interval straddling 1 is not evidence
+    cells = styled(df).to_html().split("<caption>")[0]  # the cells' styles (the caption's warning is red)
+    assert "#1a7f37" not in cells and "#cf222e" not in cells  # an interval straddling 1 is not evidence
     slow = [fake_run([(0, 8.0), (40, 5.9)], techniques=("slow",), seed=0),
             fake_run([(0, 8.0), (42, 5.9)], techniques=("slow",), seed=1)]
     assert "#cf222e" in styled(compare(base + slow, target_val_loss=6.0)).to_html()

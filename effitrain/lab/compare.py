@@ -14,13 +14,21 @@ Definitions (also in `df.attrs["notes"]`):
 * **Default target**: the *highest* final validation loss among the baseline group's seeds. Every
   baseline seed ends at or below it, so the baseline reaches the default target by definition
   (with one seed this is simply the baseline's final val loss). A group whose seeds all end below
-  it "finished the baseline's job" sooner when its time is shorter.
+  it "finished the baseline's job" sooner when its time is shorter. `target_val_loss="common"`
+  takes the highest final loss of all runs instead, which every run reaches.
 * **mean ± half-width**: a 95% Student-t interval over seeds, `t(0.975, n-1) · s / √n`; with one
   seed there is no interval (NaN), not a guess.
-* **Speedup** = baseline mean time ÷ group mean time. Its 95% interval uses the delta method on
-  the log of the ratio of two independent means, `se² = (s_b/m_b)²/n_b + (s_g/m_g)²/n_g`, with
-  Welch–Satterthwaite degrees of freedom; the interval `R·exp(±t·se)` is asymmetric and stays
-  positive. It needs at least two seeds in both groups. The baseline row is 1 by definition.
+* **Speedup** = baseline time ÷ group time, as a ratio of geometric means (the log scale, where
+  2× faster and 2× slower are equally far from 1). Its 95% interval is a t-interval on log times
+  (`effitrain.stats`, through `scipy.stats`): **paired** when the group and the baseline hold the
+  same seeds (the same seed gives the same initial weights and data order, so the interval is
+  over per-seed ratios: `ttest_rel`), else Welch's (`ttest_ind`, unequal variances). It needs at
+  least two seeds. The baseline row is 1 by definition.
+* **Power**: `width` is the interval as a ×/÷ factor, `mde` the smallest true effect (×/÷) these
+  seeds find with 80% power, `seeds_needed` how many seeds give an interval within ×/÷`resolve`
+  (default 1.15) at the measured spread. **Verdict**: "faster by [lo, hi]×", "slower by [lo, hi]×",
+  "no effect beyond ±X% here" (the interval holds 1 and is within ×/÷`resolve`), or "undecided"
+  (wider than that: flagged with a `WideIntervalWarning` and a note).
 * A group where **any** seed does not reach the target shows the string ``"not reached"`` for its
   time, FLOPs and speedup: never a made-up number.
 * Runs with status "failed" carry no measurement and are left out (listed in `df.attrs["excluded"]`).
@@ -40,21 +48,20 @@ import json
 import math
 import re
 import warnings
-from statistics import NormalDist
 from typing import Callable, Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from effitrain.stats import DEFAULT_RESOLVE, LEVEL, Ratio, mean_ci, ratio_ci
 from effitrain.train.history import time_to_target
 from effitrain.train.run import Run
 from effitrain.train.runcache import host, measured_elsewhere, measured_on
 
 NOT_REACHED = "not reached"
 BASELINE_NOT_REACHED = "baseline not reached"
-LEVEL = 0.95
-CI_METHOD = ("95% Student-t interval over seeds; speedup: delta method on log(ratio of means), "
-             "Welch–Satterthwaite df, needs ≥2 seeds in both groups")
+CI_METHOD = ("95% Student-t interval over seeds; speedup: ratio of geometric means with a t-interval on log "
+             "times, paired over shared seeds (scipy.stats.ttest_rel) or else Welch (ttest_ind), ≥2 seeds")
 PLATEAU_CHOICES = ("warn", "error")
 
 
@@ -64,111 +71,6 @@ class PlateauWarning(UserWarning):
 
 class PlateauError(ValueError):
     """`compare(..., on_plateau="error")` with a target above the unigram baseline."""
-
-
-# -- Student t without scipy ------------------------------------------------------------------
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with `df` (real, > 0) degrees of freedom."""
-    if df > 1e7:
-        return NormalDist().cdf(t)
-    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t > 0 else tail
-
-
-def t_ppf(p: float, df: float) -> float:
-    """Quantile of Student's t (bisection on `t_cdf`; exact to ~1e-12)."""
-    if not 0.0 < p < 1.0:
-        raise ValueError(f"p must be in (0, 1); got {p}")
-    if not df > 0:
-        raise ValueError(f"df must be > 0; got {df}")
-    if df > 1e7:
-        return NormalDist().inv_cdf(p)
-    if p < 0.5:
-        return -t_ppf(1.0 - p, df)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:
-        lo, hi = hi, hi * 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if t_cdf(mid, df) < p:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-13 * max(1.0, hi):
-            break
-    return 0.5 * (lo + hi)
-
-
-def mean_ci(values: Sequence[float], level: float = LEVEL) -> tuple[float, float]:
-    """(mean, half-width of the `level` t-interval); half-width is NaN with fewer than 2 values."""
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
-    if v.size == 0:
-        return math.nan, math.nan
-    mean = float(v.mean())
-    if v.size < 2:
-        return mean, math.nan
-    half = t_ppf(0.5 + level / 2.0, v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size)
-    return mean, half
-
-
-def ratio_ci(base: Sequence[float], group: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
-    """mean(base) / mean(group) with a delta-method interval on the log scale (independent samples).
-
-    Returns (ratio, lo, hi); lo/hi are NaN unless both samples have at least two values.
-    """
-    b, g = np.asarray(base, dtype=float), np.asarray(group, dtype=float)
-    mb, mg = float(b.mean()), float(g.mean())
-    if mg <= 0 or mb <= 0:
-        return (math.nan, math.nan, math.nan)
-    ratio = mb / mg
-    if b.size < 2 or g.size < 2:
-        return ratio, math.nan, math.nan
-    vb = (float(b.std(ddof=1)) / mb) ** 2 / b.size
-    vg = (float(g.std(ddof=1)) / mg) ** 2 / g.size
-    se = math.sqrt(vb + vg)
-    if se == 0.0:
-        return ratio, ratio, ratio
-    df = (vb + vg) ** 2 / (vb ** 2 / (b.size - 1) + vg ** 2 / (g.size - 1))
-    t = t_ppf(0.5 + level / 2.0, df)
-    return ratio, ratio * math.exp(-t * se), ratio * math.exp(t * se)
 
 
 # -- grouping ----------------------------------------------------------------------------------
@@ -285,40 +187,72 @@ def common_target(runs: Iterable[Run]) -> float:
 
 COLUMNS = ["seeds", "reached", "time_s", "time_s_ci", "flops", "flops_ci", "final_val_loss", "final_val_loss_ci",
            "context_gain", "context_gain_ci", "tokens_per_s", "tokens_per_s_ci", "speedup", "speedup_lo", "speedup_hi",
-           "other_machine", "status"]
+           "paired", "width", "mde", "seeds_needed", "verdict", "other_machine", "status"]
 
 
 SPEEDUP_AXES = ("seconds", "flops", "tokens", "step")
 _AXIS_WORDS = {"seconds": "training seconds", "flops": "FLOPs", "tokens": "tokens", "step": "steps"}
+PAIRED_CHOICES = ("auto", True, False)
+TARGET_CHOICES = ("baseline", "common")
 
 
-def compare(runs: Iterable[Run], target_val_loss: float | None = None, baseline: Any = None,
+class WideIntervalWarning(UserWarning):
+    """A speed-up's interval is wider than the comparison is meant to resolve: it decides nothing."""
+
+
+def seed_of(run: Run) -> int:
+    return int(run.config.run.seed)
+
+
+def pairing(base: Sequence[Run], group: Sequence[Run]) -> list[tuple[Run, Run]] | None:
+    """The runs of two groups matched by seed, when both hold the same seeds once each (≥ 2); else None."""
+    b, g = {seed_of(r): r for r in base}, {seed_of(r): r for r in group}
+    if len(b) != len(base) or len(g) != len(group) or set(b) != set(g) or len(b) < 2:
+        return None
+    return [(b[s], g[s]) for s in sorted(b)]
+
+
+def compare(runs: Iterable[Run], target_val_loss: float | str | None = None, baseline: Any = None,
             speedup_by: str = "seconds", on_plateau: str = "warn",
-            charge: Callable[[Run, str], float] | None = None) -> pd.DataFrame:
+            charge: Callable[[Run, str], float] | None = None, paired: Any = "auto",
+            resolve: float = DEFAULT_RESOLVE) -> pd.DataFrame:
     """One row per group of seeds; see the module docstring for every definition.
 
-    runs: finished (or stopped) `Run`s. target_val_loss: the validation loss to reach; default:
-    the highest final val loss among the baseline's seeds (the baseline reaches it by definition).
-    baseline: a group label, a `Run` of the baseline group, or None (the group without
-    techniques, else the first group). speedup_by: what the speed-up is a ratio of, at the
-    target: "seconds" (default; training wall time), "flops" (measured FLOPs: immune to a busy
-    machine, blind to kernels that are faster per FLOP), "tokens" or "step". on_plateau: what a
-    target above the baseline's unigram val loss does: "warn" (a note and a `PlateauWarning`) or
-    "error" (`PlateauError`).
+    runs: finished (or stopped) `Run`s. target_val_loss: the validation loss to reach; None or
+    "baseline" (default): the highest final val loss among the baseline's seeds (the baseline
+    reaches it by definition); "common": the highest final val loss of *all* runs (`common_target`:
+    every run reaches it, so every group gets a ratio). baseline: a group label, a `Run` of the
+    baseline group, or None (the group without techniques, else the first group). speedup_by: what
+    the speed-up is a ratio of, at the target: "seconds" (default; training wall time), "flops"
+    (measured FLOPs: immune to a busy machine, blind to kernels that are faster per FLOP), "tokens"
+    or "step". on_plateau: what a target above the baseline's unigram val loss does: "warn" (a note
+    and a `PlateauWarning`) or "error" (`PlateauError`).
     charge(run, axis): a cost added to each run's time to target on the speed-up's axis before the
     ratio is taken (e.g. the FLOPs or seconds spent scoring the data), for speed-ups "net of" it.
+    paired: "auto" (default) pairs a group with the baseline by seed when both hold the same
+    seeds (the same seed = the same initial weights and data order), True insists on it, False
+    never pairs. resolve: the ×/÷ interval width the comparison is designed to resolve; a wider
+    interval is flagged with a `WideIntervalWarning` and the verdict says how many seeds would do.
 
     Columns: seeds, reached ("k/n"), time_s ± time_s_ci, flops ± flops_ci (to target),
     final_val_loss ± final_val_loss_ci, context_gain ± context_gain_ci (unigram − final val loss,
-    nats), tokens_per_s ± tokens_per_s_ci, speedup [speedup_lo, speedup_hi], other_machine (seeds
-    whose seconds were measured on another host), status. `df.attrs` holds target_val_loss,
-    target_source, baseline, unigram_val_loss (the baseline's), plateau (True: target above it),
-    ci_method, excluded and notes.
+    nats), tokens_per_s ± tokens_per_s_ci, speedup [speedup_lo, speedup_hi] (ratio of geometric
+    means), paired, width (the interval as ×/÷), mde (smallest ×/÷ effect found with 80% power),
+    seeds_needed (for ×/÷`resolve` at this spread), verdict, other_machine (seeds whose seconds were
+    measured on another host), status. `df.attrs` holds target_val_loss, target_source, baseline,
+    unigram_val_loss (the baseline's), plateau (True: target above it), resolve, wide (groups whose
+    interval is wider than `resolve`), ci_method, excluded and notes.
     """
     if speedup_by not in SPEEDUP_AXES:
         raise ValueError(f"speedup_by must be one of {', '.join(SPEEDUP_AXES)}; got {speedup_by!r}")
     if on_plateau not in PLATEAU_CHOICES:
         raise ValueError(f"on_plateau must be one of {', '.join(PLATEAU_CHOICES)}; got {on_plateau!r}")
+    if not any(paired is c for c in PAIRED_CHOICES) and paired != "auto":
+        raise ValueError(f"paired must be 'auto', True or False; got {paired!r}")
+    if isinstance(resolve, bool) or not isinstance(resolve, (int, float)) or not resolve > 1.0:
+        raise ValueError(f"resolve must be a ×/÷ width above 1 (e.g. 1.15); got {resolve!r}")
+    if isinstance(target_val_loss, str) and target_val_loss not in TARGET_CHOICES:
+        raise ValueError(f"target_val_loss must be a number, 'baseline' or 'common'; got {target_val_loss!r}")
     runs = list(runs)
     kept = [r for r in runs if r.status != "failed" and r.history.evals]
     kept_ids = {id(r) for r in kept}
@@ -328,14 +262,17 @@ def compare(runs: Iterable[Run], target_val_loss: float | None = None, baseline:
     if not kept:
         empty.attrs.update(target_val_loss=target_val_loss, target_source="none", baseline=None,
                            ci_method=CI_METHOD, excluded=excluded, notes=[], speedup_by=speedup_by,
-                           unigram_val_loss=math.nan, plateau=False)
+                           unigram_val_loss=math.nan, plateau=False, resolve=resolve, wide=[])
         return empty
     groups = group_runs(kept)
     base_label = _find_baseline(groups, baseline)
-    if target_val_loss is None:
+    if target_val_loss is None or target_val_loss == "baseline":
         finals = [_final_val_loss(r) for r in groups[base_label]]
         target = max(f for f in finals if math.isfinite(f)) if any(math.isfinite(f) for f in finals) else math.nan
         source = f"highest final val loss of the baseline '{base_label}' seeds (reached by the baseline by definition)"
+    elif target_val_loss == "common":
+        target = common_target(kept)
+        source = "highest final val loss of all runs (common_target: every run reaches it)"
     else:
         target, source = float(target_val_loss), "given"
     unigram, _ = mean_ci([unigram_val_loss(r) for r in groups[base_label]])
@@ -349,16 +286,19 @@ def compare(runs: Iterable[Run], target_val_loss: float | None = None, baseline:
     if plateau:
         warnings.warn(plateau_note, PlateauWarning, stacklevel=2)
 
-    reach: dict[str, list[dict | None]] = {
-        label: [time_to_target(r.history, val_loss=target) if math.isfinite(target) else None for r in members]
-        for label, members in groups.items()}
-    base_reached = all(x is not None for x in reach[base_label])
+    reach: dict[int, dict | None] = {
+        id(r): time_to_target(r.history, val_loss=target) if math.isfinite(target) else None
+        for members in groups.values() for r in members}
+    base_runs = groups[base_label]
+    base_reached = all(reach[id(r)] is not None for r in base_runs)
     cost = (lambda r: 0.0) if charge is None else (lambda r: float(charge(r, speedup_by)))  # noqa: E731
-    base_times = [x[speedup_by] + cost(r) for x, r in zip(reach[base_label], groups[base_label])] if base_reached else []
 
-    rows = {}
+    def to_target(r: Run) -> float:
+        return reach[id(r)][speedup_by] + cost(r)
+
+    rows, wide = {}, []
     for label, members in groups.items():
-        hits = reach[label]
+        hits = [reach[id(r)] for r in members]
         n, k = len(members), sum(h is not None for h in hits)
         row: dict[str, Any] = {"seeds": n, "reached": f"{k}/{n}"}
         if k == n:
@@ -371,18 +311,34 @@ def compare(runs: Iterable[Run], target_val_loss: float | None = None, baseline:
         row["context_gain"], row["context_gain_ci"] = mean_ci([context_gain(r) for r in members])
         row["other_machine"] = sum(measured_elsewhere(r) for r in members)
         row["tokens_per_s"], row["tokens_per_s_ci"] = mean_ci([r.summary()["tokens_per_second"] for r in members])
+        row.update(paired=False, width=math.nan, mde=math.nan, seeds_needed=math.nan)
         if k < n:
             row["speedup"], row["speedup_lo"], row["speedup_hi"] = NOT_REACHED, math.nan, math.nan
+            row["verdict"] = f"not reached by {n - k} of {n} seeds"
         elif not base_reached:
             row["speedup"], row["speedup_lo"], row["speedup_hi"] = BASELINE_NOT_REACHED, math.nan, math.nan
+            row["verdict"] = BASELINE_NOT_REACHED
         elif label == base_label:
             row["speedup"], row["speedup_lo"], row["speedup_hi"] = 1.0, math.nan, math.nan
+            row["verdict"] = "baseline"
         else:
-            row["speedup"], row["speedup_lo"], row["speedup_hi"] = ratio_ci(
-                base_times, [h[speedup_by] + cost(r) for h, r in zip(hits, members)])
+            pairs = pairing(base_runs, members) if paired is not False else None
+            if paired is True and pairs is None:
+                raise ValueError(f"paired=True, but '{label}' and the baseline '{base_label}' do not hold the same "
+                                 "seeds (at least two, once each)")
+            if pairs is not None:
+                r = Ratio.of([to_target(b) for b, _ in pairs], [to_target(g) for _, g in pairs], paired=True)
+            else:
+                r = Ratio.of([to_target(b) for b in base_runs], [to_target(g) for g in members])
+            row["speedup"], row["speedup_lo"], row["speedup_hi"] = r.ratio, r.lo, r.hi
+            need = r.seeds_for(resolve)
+            row.update(paired=r.paired, width=r.width, mde=r.mde,
+                       seeds_needed=math.nan if need is None else need, verdict=r.verdict(resolve))
+            if not r.decides(resolve):
+                wide.append(label)
         statuses: dict[str, int] = {}
-        for r in members:
-            statuses[r.status] = statuses.get(r.status, 0) + 1
+        for r_ in members:
+            statuses[r_.status] = statuses.get(r_.status, 0) + 1
         row["status"] = ", ".join(f"{c} {s}" if n > 1 else s for s, c in statuses.items())
         rows[label] = row
     df = pd.DataFrame.from_dict(rows, orient="index")[COLUMNS]
@@ -391,15 +347,23 @@ def compare(runs: Iterable[Run], target_val_loss: float | None = None, baseline:
         f"target val loss {target:.4g}: {source}",
         "time = training seconds to reach the target (evaluation excluded), interpolated between evaluations",
         f"± = {CI_METHOD}",
-        f"speedup = baseline mean {_AXIS_WORDS[speedup_by]} to target ÷ group mean; "
-        "'not reached' when any seed misses the target"]
+        f"speedup = baseline {_AXIS_WORDS[speedup_by]} to target ÷ group's (geometric means; per seed when paired); "
+        "'not reached' when any seed misses the target",
+        f"width = the interval as ×/÷ around the speed-up; mde = the smallest ×/÷ effect these seeds find with 80% "
+        f"power; seeds needed = for an interval within ×/÷{resolve:g} at this spread"]
+    if wide:
+        wide_note = (f"⚠ too wide to decide: {', '.join(wide)}: the speed-up's interval is wider than ×/÷{resolve:g} "
+                     "and holds 1, so it cannot tell faster from slower from no effect; see 'seeds needed', pair the "
+                     "seeds, or warm-start from a shared baseline (docs/power.md)")
+        notes.insert(0, wide_note)
+        warnings.warn(wide_note, WideIntervalWarning, stacklevel=2)
     if math.isfinite(unigram):
         notes.append(f"context gain = unigram val loss (word frequencies alone; {unigram:.4g} for the baseline) "
                      "− final val loss, in nats; below 0: still on the plateau")
     notes += _machine_notes(kept, speedup_by)
     df.attrs.update(
         target_val_loss=target, target_source=source, baseline=base_label, ci_method=CI_METHOD, excluded=excluded,
-        speedup_by=speedup_by, unigram_val_loss=unigram, plateau=plateau, notes=notes)
+        speedup_by=speedup_by, unigram_val_loss=unigram, plateau=plateau, resolve=resolve, wide=wide, notes=notes)
     return df
 
 
@@ -454,6 +418,8 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
         out["context gain (nats)"] = [fmt_pm(v, h, "+.3f") for v, h in zip(df["context_gain"], df["context_gain_ci"])]
     out["tokens/s"] = [fmt_pm(v, h, ",.0f") for v, h in zip(df["tokens_per_s"], df["tokens_per_s_ci"])]
     out["speedup"] = [fmt_ratio(*v) for v in zip(df["speedup"], df["speedup_lo"], df["speedup_hi"])]
+    if "verdict" in df:
+        out["verdict"] = df["verdict"]
     out["status"] = df["status"]
     return out
 

@@ -458,7 +458,6 @@ def rtd_table(groups: "dict[str, Any]") -> "Any":
     runs. A group without ELECTRA evaluations is refused with its label."""
     import pandas as pd
 
-    from effitrain.lab.compare import mean_ci
 
     rows = {}
     for label, runs in groups.items():
