@@ -307,6 +307,9 @@ class RunConfig:
     log_every: int = 1
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
     name: str = ""
+    # start from the baseline's state at this step (the same config without techniques, same seed:
+    # weights, optimizer, data order, history); techniques act from here on. 0 = from scratch.
+    warm_start: int = 0
 
     def __post_init__(self) -> None:
         _finite_floats("run", self)
@@ -326,6 +329,8 @@ class RunConfig:
         _positive_int("run", "log_every", self.log_every)
         _check(isinstance(self.threads, int) and self.threads >= 0,
                f"run.threads must be an integer >= 0 (0 = default); got {self.threads!r}")
+        _check(isinstance(self.warm_start, int) and not isinstance(self.warm_start, bool) and self.warm_start >= 0,
+               f"run.warm_start must be a step count >= 0 (0 = from scratch); got {self.warm_start!r}")
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
@@ -351,6 +356,8 @@ class Config:
     def __post_init__(self) -> None:
         _check(self.data.seq_len <= self.model.max_positions,
                f"data.seq_len ({self.data.seq_len}) must be <= model.max_positions ({self.model.max_positions})")
+        _check(not (self.run.warm_start and self.budget.unit == "steps" and self.run.warm_start >= self.budget.amount),
+               f"run.warm_start ({self.run.warm_start}) must be a step before the end of the budget ({self.budget})")
 
     # -- derivation -------------------------------------------------------------------------
     def replace(self, **changes: Any) -> "Config":

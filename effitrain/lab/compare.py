@@ -212,6 +212,19 @@ def pairing(base: Sequence[Run], group: Sequence[Run]) -> list[tuple[Run, Run]] 
     return [(b[s], g[s]) for s in sorted(b)]
 
 
+def since_warm_start(run: Run, hit: dict | None) -> dict | None:
+    """A `time_to_target` result counted from the run's warm start (`run.extra["warm_start"]`): the
+    prefix every warm-started run shares would only dilute a ratio toward 1. A target the run had
+    reached before its warm start is refused: the comparison would measure the shared baseline."""
+    warm = run.extra.get("warm_start")
+    if hit is None or not warm:
+        return hit
+    if hit["step"] <= warm["step"]:
+        raise ValueError(f"{run.label} reached the target at step {hit['step']:g}, before its warm start at step "
+                         f"{warm['step']}: that is the shared baseline's progress; choose a lower target")
+    return {**hit, **{axis: hit[axis] - warm[axis] for axis in ("seconds", "flops", "tokens", "step")}}
+
+
 def compare(runs: Iterable[Run], target_val_loss: float | str | None = None, baseline: Any = None,
             speedup_by: str = "seconds", on_plateau: str = "warn",
             charge: Callable[[Run, str], float] | None = None, paired: Any = "auto",
@@ -287,8 +300,9 @@ def compare(runs: Iterable[Run], target_val_loss: float | str | None = None, bas
         warnings.warn(plateau_note, PlateauWarning, stacklevel=2)
 
     reach: dict[int, dict | None] = {
-        id(r): time_to_target(r.history, val_loss=target) if math.isfinite(target) else None
+        id(r): since_warm_start(r, time_to_target(r.history, val_loss=target)) if math.isfinite(target) else None
         for members in groups.values() for r in members}
+    warm = sorted({int(r.extra["warm_start"]["step"]) for r in kept if r.extra.get("warm_start")})
     base_runs = groups[base_label]
     base_reached = all(reach[id(r)] is not None for r in base_runs)
     cost = (lambda r: 0.0) if charge is None else (lambda r: float(charge(r, speedup_by)))  # noqa: E731
@@ -351,6 +365,9 @@ def compare(runs: Iterable[Run], target_val_loss: float | str | None = None, bas
         "'not reached' when any seed misses the target",
         f"width = the interval as ×/÷ around the speed-up; mde = the smallest ×/÷ effect these seeds find with 80% "
         f"power; seeds needed = for an interval within ×/÷{resolve:g} at this spread"]
+    if warm:
+        notes.append(f"warm-started runs (from the baseline's state at step {', '.join(map(str, warm))}): time, FLOPs, "
+                     "tokens and steps to target are counted from the warm start, which all of them share")
     if wide:
         wide_note = (f"⚠ too wide to decide: {', '.join(wide)}: the speed-up's interval is wider than ×/÷{resolve:g} "
                      "and holds 1, so it cannot tell faster from slower from no effect; see 'seeds needed', pair the "

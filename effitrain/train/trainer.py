@@ -59,6 +59,7 @@ from effitrain.train.memory import PeakMemory
 from effitrain.train.run import Run
 from effitrain.train.runcache import this_machine
 from effitrain.train.schedule import lr_factor, micro_batches_at, schedule_fraction
+from effitrain.train.warm import prefix_state
 from effitrain.train.step import (FlopMeter, TrainStep, attention_recompute, autocast_for, check_precision,
                                   compile_seconds, keep_rng, make_optimizer, param_groups)
 
@@ -114,12 +115,15 @@ class Trainer:
 
     Techniques that cannot train together are refused here, with one line naming both.
     flops_every_step=True counts FLOPs on every micro-batch (slow; the curve is the same).
+    `config.run.warm_start=S`: the run starts from the baseline's state at step S
+    (`effitrain.train.warm`), trained once and kept in the cache.
     """
 
     def __init__(self, config: Config, techniques: Iterable[Technique] = (), *, data: PretrainData | None = None,
                  stop: threading.Event | None = None, callbacks: Iterable[Callback] = (),
                  checkpoint: str | None = None, checkpoint_every: int = 0, resume: str | None = None,
-                 progress: bool | None = None, name: str = "", flops_every_step: bool = False):
+                 progress: bool | None = None, name: str = "", flops_every_step: bool = False,
+                 until_step: int = 0):
         self.config = config
         self.techniques = resolve(techniques)
         if config.run.batch_ramp > 0 and config.budget.unit == "steps":
@@ -130,6 +134,7 @@ class Trainer:
         self.checkpoint_path, self.checkpoint_every, self.resume = checkpoint, checkpoint_every, resume
         self.progress = True if progress is None else progress
         self.flops_every_step = flops_every_step
+        self.until_step = until_step  # stop (as the Stop button does) once this many steps are done; 0 = never
         self.device = config.run.resolved_device()
         check_precision(config, self.device)  # fp16 without a GPU: refused before anything is built
         self.data = data if data is not None else prepare_data(config.data)
@@ -177,6 +182,8 @@ class Trainer:
                     self._evaluate()
                 if self.checkpoint_path and self.checkpoint_every and self.pos.step % self.checkpoint_every == 0:
                     self._save()
+                if self.until_step and self.pos.step >= self.until_step:
+                    self.stop.set()
         return self.run
 
     # -- the pieces of a step ---------------------------------------------------------------------------
@@ -294,6 +301,8 @@ class Trainer:
         self.bar = _ProgressBar(cfg, enabled=self.progress)
         if self.resume:
             self._load(self.resume)
+        elif cfg.run.warm_start:
+            self._warm_start()
         run.status, self.started = "running", True
 
     def _make_sampler(self, train: TrainSet) -> Sampler:
@@ -420,6 +429,45 @@ class Trainer:
             cb(kind, row, self.run)
 
     # -- checkpoints ----------------------------------------------------------------------------------------
+    def _warm_start(self) -> None:
+        """Continue from the baseline's state at step `run.warm_start` (see `effitrain.train.warm`)."""
+        cfg, S = self.config, self.config.run.warm_start
+        path = prefix_state(cfg, self.data, type(self)._prefix_trainer, progress=self.progress)
+        state = load_checkpoint(path, cfg)
+        tr = state["trainer"]
+        for part, target in (("model", self.model), ("optimizer", self.optimizer)):
+            try:
+                target.load_state_dict(state[part])
+            except (RuntimeError, ValueError, KeyError) as exc:
+                event = "on_model" if part == "model" else "on_optimizer"
+                owners = [t.name for t in self.techniques if getattr(type(t), event) is not getattr(Technique, event)]
+                raise ConfigError(f"run.warm_start and {' and '.join(owners) or 'this config'} cannot train together: "
+                                  f"the baseline's {part} state at step {S} does not fit this run's {part} "
+                                  f"({str(exc).splitlines()[0][:120]})") from None
+        self.pos = _Position(**tr["position"])
+        if self.pos.step != S:
+            raise CheckpointError(f"warm-start state {path} is at step {self.pos.step}, not {S}; delete it to train it again")
+        same_data = len(self.train_set) == len(self.data.train) - self.run.extra["rows_filtered"] \
+            and type(self.sampler) is EpochSampler
+        if same_data and not any(type(t).on_dataset is not Technique.on_dataset for t in self.techniques):
+            self.sampler.load_state_dict(tr["sampler"])  # else: the techniques' data, in their own order from here
+        torch.set_rng_state(tr["rng"]["torch"])
+        self.mask_rng.set_state(tr["rng"]["mask"])
+        self.technique_rng.set_state(tr["rng"]["technique"])
+        self.meter.load_state_dict(tr.get("flops", {}))
+        self.first_rows = tr.get("first_rows")
+        if self.step.scaler is not None and tr.get("scaler"):
+            self.step.scaler.load_state_dict(tr["scaler"])
+        self.run.history = type(self.run.history).from_dict(state["history"])
+        p = self.pos
+        self.run.extra["warm_start"] = {"step": p.step, "tokens": p.tokens, "seconds": p.seconds, "flops": p.flops,
+                                        "val_loss": self.run.history.evals[-1]["val_loss"] if self.run.history.evals
+                                        else None}
+
+    @staticmethod
+    def _prefix_trainer(config: Config, **kwargs: Any) -> "Trainer":
+        return Trainer(config, (), **kwargs)
+
     def _save(self) -> None:
         save_checkpoint(self.checkpoint_path, {
             "config": self.config.to_dict(),
@@ -499,6 +547,9 @@ def train(config: Config, techniques: Iterable[Technique] = (), *, world_size: i
     batch is the config's, each process trains on its slice, and rank 0's `Run` comes back.
     """
     if world_size != 1:
+        if config.run.warm_start:
+            raise ConfigError(f"run.warm_start and world_size={world_size} cannot train together yet: warm-start "
+                              "one process (world_size=1)")
         from effitrain.parallel.ddp import train_distributed
 
         return train_distributed(config, techniques, world_size=world_size, **kwargs)

@@ -1,0 +1,85 @@
+"""The shared warm start: every run of a comparison continues from the baseline's state at step S."""
+import math
+
+import pytest
+
+import effitrain as et
+from effitrain.lab.compare import compare
+from effitrain.train import warm
+
+from test_lab import fake_run
+
+
+def losses(run):
+    return [r["train_loss"] for r in run.history.steps]
+
+
+def cfg_of(smoke, **kw):
+    cfg, data = smoke
+    return cfg.replace(**{"budget": "30steps", "evals": 5, "dropout": 0.1, **kw}), data
+
+
+def test_warm_started_baseline_continues_exactly_as_the_baseline(smoke, fresh_cache):
+    cfg, data = cfg_of(smoke)
+    straight = et.train(cfg, data=data, progress=False)
+    warmed = et.train(cfg.replace(warm_start=12), data=data, progress=False)
+    assert warmed.status == "completed"
+    assert losses(warmed) == losses(straight)  # the prefix's rows and every step after it
+    assert [e["val_loss"] for e in warmed.history.evals] == [e["val_loss"] for e in straight.history.evals]
+    assert warmed.extra["warm_start"]["step"] == 12 and warmed.summary()["tokens"] == straight.summary()["tokens"]
+    # the state is trained once, kept in the cache under the baseline's key, and shared by a technique
+    path = warm.state_path(cfg.replace(warm_start=12), data)
+    assert path.exists()
+    stamp = path.stat().st_mtime_ns
+    pruned = et.train(cfg.replace(warm_start=12), [et.technique("prune", score="random", keep_fraction=0.5)],
+                      data=data, progress=False)
+    assert path.stat().st_mtime_ns == stamp
+    assert losses(pruned)[:12] == losses(straight)[:12] and losses(pruned)[12:] != losses(straight)[12:]
+    assert pruned.extra["warm_start"] == warmed.extra["warm_start"]
+
+
+def test_warm_start_with_a_technique_that_keeps_the_model(smoke, fresh_cache):
+    cfg, data = cfg_of(smoke, dropout=0.0)
+    base = et.train(cfg.replace(warm_start=10), data=data, progress=False)
+    dropped = et.train(cfg.replace(warm_start=10), [et.technique("layer_drop", theta_bar=0.5, gamma=10)], data=data,
+                       progress=False)
+    assert losses(dropped)[:10] == losses(base)[:10] and losses(dropped)[10:] != losses(base)[10:]
+    assert dropped.extra["techniques"]["layer_drop"]["steps"] == 20  # it acted on the 20 steps after the warm start
+
+
+def test_warm_start_refusals_are_one_line(smoke, fresh_cache):
+    cfg, data = cfg_of(smoke)
+    with pytest.raises(et.ConfigError, match=r"run.warm_start \(30\) must be a step before the end"):
+        cfg.replace(warm_start=30)
+    with pytest.raises(et.ConfigError, match="run.warm_start must be a step count"):
+        cfg.replace(warm_start=-1)
+    with pytest.raises(et.ConfigError, match="run.warm_start and electra cannot train together"):
+        et.train(cfg.replace(warm_start=5), [et.technique("electra")], data=data, progress=False)
+    with pytest.raises(et.ConfigError, match="run.warm_start and world_size=2"):
+        et.train(cfg.replace(warm_start=5), data=data, progress=False, world_size=2)
+
+
+def test_warm_start_survives_a_cache_it_cannot_write(smoke, fresh_cache):
+    cfg, data = cfg_of(smoke, budget="12steps", evals=2)
+    from effitrain.train import runcache
+    (runcache.cache_root() / warm.WARM_DIR).write_text("a file where the folder would go")  # mkdir fails
+    with pytest.warns(warm.WarmStartWarning, match="cannot keep the state"):
+        run = et.train(cfg.replace(warm_start=6), data=data, progress=False)
+    assert run.status == "completed" and run.extra["warm_start"]["step"] == 6
+
+
+def test_compare_counts_from_the_warm_start():
+    def run(t, techniques, seed):  # shares 100 s of prefix, then reaches val loss 5 at 100 + t
+        r = fake_run([(0, 8.0), (100, 6.0), (100 + t, 5.0)], techniques=techniques, seed=seed)
+        r.extra["warm_start"] = {"step": 100, "seconds": 100.0, "flops": 100e9, "tokens": 100, "val_loss": 6.0}
+        return r
+
+    base = [run(t, (), s) for s, t in enumerate([20.0, 30.0, 25.0])]
+    fast = [run(t / 2, ("fast",), s) for s, t in enumerate([20.0, 30.0, 25.0])]
+    df = compare(base + fast, target_val_loss=5.0)
+    assert df.loc["baseline", "time_s"] == pytest.approx(25.0)  # not 125: the shared prefix is not counted
+    assert df.loc["fast", "speedup"] == pytest.approx(2.0) and df.loc["fast", "paired"]
+    assert any("warm-started" in n for n in df.attrs["notes"])
+    with pytest.raises(ValueError, match="before its warm start"):
+        compare(base + fast, target_val_loss=6.5)
+    assert math.isfinite(df.loc["fast", "speedup_lo"])
