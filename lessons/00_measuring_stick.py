@@ -204,10 +204,15 @@ styled(table)
 
 # %% [markdown]
 # **Reading the table.** One row per group; a group is the runs that differ only in their seed.
-# *time to target* is the mean over seeds ± the 95% interval. *speedup* is the baseline's mean time
-# ÷ the group's, with a 95% interval: for a ratio of two means the interval is built on the log
-# scale, $\log R \pm t\cdot se$ with $se^2 = (s_b/\bar t_b)^2/n_b + (s_g/\bar t_g)^2/n_g$ and
-# Welch–Satterthwaite degrees of freedom, so it is asymmetric and stays positive.
+# *time to target* is the mean over seeds ± the 95% interval. *speedup* is the baseline's time ÷ the
+# group's, as a ratio of geometric means, with a 95% interval built on the log scale (where 2× faster
+# and 2× slower are equally far from 1), so it is asymmetric and stays positive. Here the bf16 group
+# holds the same seeds as the fp32 group, and the same seed means the same initial weights and data
+# order, so `compare` **pairs** them: the interval is Student's $t$ over the per-seed log ratios
+# $\log(t_{b,i}/t_{g,i})$ (`scipy.stats.ttest_rel`), and what the two runs of a seed share cancels.
+# Groups with different seeds get Welch's interval instead. The *verdict* column words it: *faster by
+# [lo, hi]*, *slower by [lo, hi]*, *no effect beyond ±X% here*, or *undecided* when the interval
+# holds 1 and is wider than ×/÷1.15 (then it names the seeds that would resolve it; docs/power.md).
 # **If the interval excludes 1, the speed-up is measurable with this many seeds**; if it straddles 1,
 # it is not, whatever the mean says. Compare the *tokens/s* column too: at equal quality the
 # speed-up to target should be near the tokens/s ratio, because bf16 changes the cost of a step,

@@ -544,3 +544,13 @@ def test_compare_flags_seconds_measured_on_another_machine():
     shown = display_frame(df)
     assert shown.loc["fast", "time to target (s)"].endswith(" †")
     assert not shown.loc["baseline", "time to target (s)"].endswith("†")
+
+
+def test_panel_warm_start_field_reaches_the_configs_and_is_refused_past_the_budget():
+    panel = Panel(base_config=smoke().replace(budget="40steps"))
+    panel.seeds.value = 2
+    panel.warm_start.value = 20
+    assert [c.run.warm_start for c in panel.configs()] == [20, 20] and [c.run.seed for c in panel.configs()] == [0, 1]
+    panel.warm_start.value = 40
+    with pytest.raises(et.ConfigError, match=r"run.warm_start \(40\) must be a step before the end of the budget"):
+        panel.configs()

@@ -156,7 +156,7 @@ class Panel:
     lesson's own, already prepared); otherwise each run prepares its data (cached on disk).
     Attributes: `widget`, `runs` (every run started here, in order), `plot`, and the widgets
     `technique_boxes[name]`, `param_widgets[name][field]`, `profile`, `budget`, `seeds`,
-    `precision`, `compile`, `recipe` (a named recipe or the lesson's config), `changes` (FIELD=VALUE, …),
+    `precision`, `compile`, `warm_start`, `recipe` (a named recipe or the lesson's config), `changes` (FIELD=VALUE, …),
     `target`, `use_cache`, `run_button`, `stop_button`, `status`, `errors`, `table`.
     """
 
@@ -225,6 +225,10 @@ class Panel:
         self.changes = widgets.Text(value="", description="changes", placeholder="model.norm=post, optim.lr=3e-4",
                                     continuous_update=False, style=wide, layout=widgets.Layout(width="420px"),
                                     tooltip="config fields set after the recipe (comma-separated FIELD=VALUE)")
+        self.warm_start = widgets.BoundedIntText(
+            value=cfg.run.warm_start, min=0, max=10**9, description="warm start (step)", style=wide,
+            layout=widgets.Layout(width="190px"),
+            tooltip="start every run from the baseline's state at this step (0: from scratch); docs/power.md")
         self.target = widgets.Text(value="", description="target val loss", placeholder="auto: baseline's final",
                                    style=wide, layout=widgets.Layout(width="260px"))
         self.use_cache = widgets.Checkbox(
@@ -244,7 +248,7 @@ class Panel:
             widgets.HTML("<b>Run settings</b>"),
             widgets.HBox([self.profile, self.budget, self.precision, self.compile]),
             widgets.HBox([self.recipe, self.changes]),
-            widgets.HBox([self.seeds, self.target, self.use_cache]),
+            widgets.HBox([self.seeds, self.warm_start, self.target, self.use_cache]),
             widgets.HBox([self.run_button, self.stop_button, self.status]),
             self.errors, self.plot.widget, self.table,
         ])
@@ -329,7 +333,8 @@ class Panel:
                    else profile_config(self.profile.value))
         changes = dict(parse_assignment(c) for c in self.changes.value.split(",") if c.strip())
         cfg = cfg.replace(**changes) if changes else cfg
-        cfg = cfg.replace(budget=budget, **{"run.precision": self.precision.value, "run.compile": self.compile.value})
+        cfg = cfg.replace(budget=budget, **{"run.precision": self.precision.value, "run.compile": self.compile.value,
+                                            "run.warm_start": int(self.warm_start.value)})
         first = cfg.run.seed
         return [cfg.replace(**{"run.seed": first + i}) for i in range(int(self.seeds.value))]
 
