@@ -331,3 +331,18 @@ def test_panel_uses_the_cache_unless_told_to_train_again(smoke_data, cache, caps
     panel.use_cache.value = False
     [again] = panel.run_now(blocking=True)
     assert again.status == "completed" and not loaded(again)
+
+
+def test_code_fingerprint_covers_what_can_change_a_curve(tmp_path, monkeypatch):
+    import shutil
+    from effitrain.train import runcache as rc
+
+    copy = tmp_path / "effitrain"
+    shutil.copytree(rc._PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(rc, "_PACKAGE", copy)
+    before = rc.code_fingerprint.__wrapped__()
+    for rel in ("train/finetune.py", "stats.py", "lab/compare.py", "cli.py"):  # evaluation, statistics, UI
+        (copy / rel).write_text((copy / rel).read_text() + "\n# edited\n")
+    assert rc.code_fingerprint.__wrapped__() == before
+    (copy / "train/trainer.py").write_text((copy / "train/trainer.py").read_text() + "\n# edited\n")
+    assert rc.code_fingerprint.__wrapped__() != before

@@ -65,8 +65,10 @@ ENV_SWITCH = "EFFITRAIN_RUN_CACHE"
 ENV_SIZE = "EFFITRAIN_RUN_CACHE_GB"
 DEFAULT_GB = 5.0
 _PACKAGE = Path(__file__).resolve().parent.parent  # effitrain/
-# package code that cannot change a curve (the notebook UI, the command line, the step benchmark)
-_CODE_EXCLUDED = ("lab/", "cli.py", "bench.py")
+# package code that cannot change a pre-training curve: the notebook UI, the command line, the step
+# benchmark, the statistics of comparisons, and downstream evaluation (fine-tuning, probes), which
+# no training path imports
+_CODE_EXCLUDED = ("lab/", "cli.py", "bench.py", "stats.py", "train/finetune.py")
 # technique events that make the trained (or evaluated) model something `BertForMLM` + weights is not
 MODEL_EVENTS = ("on_model", "eval_model")
 
@@ -109,7 +111,7 @@ def measured_elsewhere(run: Run) -> bool:
 # -- the key ------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=1)
 def code_fingerprint() -> str:
-    """A hash of the package's source files that can change a curve (all but lab/, cli.py, bench.py)."""
+    """A hash of the package's source files that can change a curve (all but `_CODE_EXCLUDED`)."""
     h = hashlib.sha256()
     for path in sorted(_PACKAGE.rglob("*.py")):
         rel = path.relative_to(_PACKAGE).as_posix()
