@@ -307,9 +307,11 @@ class RunConfig:
     log_every: int = 1
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
     name: str = ""
-    # start from the baseline's state at this step (the same config without techniques, same seed:
-    # weights, optimizer, data order, history); techniques act from here on. 0 = from scratch.
+    # start from the baseline's state at this step (the same config without techniques, trained with
+    # seed `warm_seed`: weights, optimizer, budget position, history); techniques act from here on, and
+    # a run of another seed continues with its own data order and masks. 0 = from scratch.
     warm_start: int = 0
+    warm_seed: int = 0
 
     def __post_init__(self) -> None:
         _finite_floats("run", self)
@@ -331,6 +333,9 @@ class RunConfig:
                f"run.threads must be an integer >= 0 (0 = default); got {self.threads!r}")
         _check(isinstance(self.warm_start, int) and not isinstance(self.warm_start, bool) and self.warm_start >= 0,
                f"run.warm_start must be a step count >= 0 (0 = from scratch); got {self.warm_start!r}")
+        _check(isinstance(self.warm_seed, int) and not isinstance(self.warm_seed, bool) and 0 <= self.warm_seed <= MAX_SEED,
+               f"run.warm_seed must be an integer in [0, {MAX_SEED}] (the baseline seed a warm start begins from); "
+               f"got {self.warm_seed!r}")
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":

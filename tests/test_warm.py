@@ -79,7 +79,22 @@ def test_compare_counts_from_the_warm_start():
     df = compare(base + fast, target_val_loss=5.0)
     assert df.loc["baseline", "time_s"] == pytest.approx(25.0)  # not 125: the shared prefix is not counted
     assert df.loc["fast", "speedup"] == pytest.approx(2.0) and df.loc["fast", "paired"]
-    assert any("warm-started" in n for n in df.attrs["notes"])
+    assert any("warm start at step 100 of seed 0" in n for n in df.attrs["notes"])
     with pytest.raises(ValueError, match="before its warm start"):
         compare(base + fast, target_val_loss=6.5)
     assert math.isfinite(df.loc["fast", "speedup_lo"])
+
+
+def test_other_seeds_start_from_the_warm_seeds_state_and_continue_with_their_own_order(smoke, fresh_cache):
+    cfg, data = cfg_of(smoke, dropout=0.0)
+    seed0 = et.train(cfg.replace(warm_start=10), data=data, progress=False)
+    seed1 = et.train(cfg.replace(warm_start=10, seed=1), data=data, progress=False)
+    again = et.train(cfg.replace(warm_start=10, seed=1), data=data, progress=False)
+    scratch1 = et.train(cfg.replace(seed=1), data=data, progress=False)
+    assert losses(seed1)[:10] == losses(seed0)[:10]           # the shared prefix is seed 0's
+    assert losses(seed1)[10:] != losses(seed0)[10:]           # then seed 1's own data order and masks
+    assert losses(seed1) == losses(again)                     # deterministic, from the cached state as when trained
+    assert losses(seed1)[:10] != losses(scratch1)[:10]
+    assert seed1.extra["warm_start"]["seed"] == 0
+    with pytest.raises(et.ConfigError, match="run.warm_seed must be an integer"):
+        cfg.replace(warm_seed=-3)

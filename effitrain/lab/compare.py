@@ -212,6 +212,11 @@ def pairing(base: Sequence[Run], group: Sequence[Run]) -> list[tuple[Run, Run]] 
     return [(b[s], g[s]) for s in sorted(b)]
 
 
+def _warm_label(run: Run) -> str:
+    w = run.extra.get("warm_start")
+    return f"warm start at step {w['step']} of seed {w.get('seed', 0)}" if w else "from scratch"
+
+
 def since_warm_start(run: Run, hit: dict | None) -> dict | None:
     """A `time_to_target` result counted from the run's warm start (`run.extra["warm_start"]`): the
     prefix every warm-started run shares would only dilute a ratio toward 1. A target the run had
@@ -277,6 +282,10 @@ def compare(runs: Iterable[Run], target_val_loss: float | str | None = None, bas
                            ci_method=CI_METHOD, excluded=excluded, notes=[], speedup_by=speedup_by,
                            unigram_val_loss=math.nan, plateau=False, resolve=resolve, wide=[])
         return empty
+    starts = {_warm_label(r) for r in kept}
+    if len(starts) > 1:
+        raise ValueError(f"runs with different warm starts cannot be compared ({'; '.join(sorted(starts))}): their "
+                         "times count from different points; give every run the same run.warm_start and run.warm_seed")
     groups = group_runs(kept)
     base_label = _find_baseline(groups, baseline)
     if target_val_loss is None or target_val_loss == "baseline":
@@ -366,8 +375,8 @@ def compare(runs: Iterable[Run], target_val_loss: float | str | None = None, bas
         f"width = the interval as ×/÷ around the speed-up; mde = the smallest ×/÷ effect these seeds find with 80% "
         f"power; seeds needed = for an interval within ×/÷{resolve:g} at this spread"]
     if warm:
-        notes.append(f"warm-started runs (from the baseline's state at step {', '.join(map(str, warm))}): time, FLOPs, "
-                     "tokens and steps to target are counted from the warm start, which all of them share")
+        notes.append(f"every run starts from the baseline's {_warm_label(kept[0])}: time, FLOPs, tokens and steps "
+                     "to target are counted from there (the shared prefix would only dilute a ratio toward 1)")
     if wide:
         wide_note = (f"⚠ too wide to decide: {', '.join(wide)}: the speed-up's interval is wider than ×/÷{resolve:g} "
                      "and holds 1, so it cannot tell faster from slower from no effect; see 'seeds needed', pair the "

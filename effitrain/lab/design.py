@@ -2,24 +2,24 @@
 
     d = design()                                        # the profile's design (EFFITRAIN_PROFILE, else by device)
     data = et.prepare_data(d.config().data)
-    base = seed_runs(d.config(), [], d.seeds, data)     # the shared baseline: cached, so every lesson pays it once
-    runs = seed_runs(d.warm(), [et.technique("layer_drop")], d.seeds, data)   # the same seeds, from its warm start
+    warm = d.warm(data)                                 # from the warm seed's state past the plateau
+    base = seed_runs(warm, [], d.seeds, data)           # the shared baseline: cached, so every lesson pays it once
+    runs = seed_runs(warm, [et.technique("layer_drop")], d.seeds, data)   # the same seeds, from the same state
     compare(base + runs, target_val_loss=d.target(data), resolve=d.resolve)   # paired by seed; "faster by [lo, hi]"
 
 Why this shape (measured in docs/power.md): from scratch, the step at which a masked LM leaves
-its unigram plateau varies by ~14% over seeds and moves when anything changes early, so two
-settings' times to a target spread like two independent draws, and 3 seeds resolve only about
-×/÷1.6. With every setting continuing from the same baseline state past the plateau (the warm
-start) and paired by seed, the per-seed ratio varies by a few percent instead.
+its unigram plateau varies a lot over seeds (here by a third of the mean) and moves when anything
+changes early, so two settings' times to a target spread like two independent draws. When every
+seed and setting continues from one baseline state past the plateau (the warm start) and is
+paired by seed, only what happens after it varies.
 
-* `config(**changes)` is the profile with the design's budget and evaluations: the shared baseline.
-  Any lesson that builds its baseline this way, with the same seeds, loads the same cached runs.
-* `warm(**changes)` is the same config starting at the warm-start step: for claims about the main
-  phase of training (pruning or curricula over the remaining budget, layer dropping, selective
-  backprop, precision). Claims about the start of training (ELECTRA, recipes, a curriculum's early
-  phase) train from scratch with `config()` and more seeds.
-* `target(data)` is `gap` nats below the unigram line: deep past the plateau, and reached by every
-  seed of the baseline within the budget (`docs/power.md` lists the measured margin).
+* `config(**changes)` is the profile with the design's budget and evaluations, from scratch: for
+  claims about the start of training (ELECTRA, recipes, a curriculum's early phase).
+* `warm(data, **changes)` is the same config starting from the warm seed's state at its first
+  evaluation `warm_gap` nats below the unigram line: for claims about the main phase of training
+  (pruning or curricula over the remaining budget, layer dropping, selective backprop). Every
+  lesson that builds its baseline this way with the design's seeds loads the same cached runs.
+* `target(data)` is `gap` nats below the unigram line: deep past the plateau.
 """
 from __future__ import annotations
 
@@ -35,21 +35,43 @@ from effitrain.train.runcache import cached_train
 
 @dataclass(frozen=True)
 class Design:
-    """A profile's comparison design; see the module docstring."""
+    """A profile's comparison design; see the module docstring.
+
+    budget, evals: every run's. seeds: the seeds every setting trains (paired by seed). warm_seed,
+    warm_gap: the warm start is the warm seed's baseline state at its first evaluation `warm_gap`
+    nats below the unigram line (so it is past the plateau on any machine, whatever its precision).
+    gap: the target, nats below the unigram line. resolve: the ×/÷ interval width aimed for.
+    """
 
     profile: str
     budget: str
     evals: int
     seeds: tuple[int, ...]
-    warm_start: int
+    warm_gap: float
     gap: float
+    warm_seed: int = 0
     resolve: float = DEFAULT_RESOLVE
 
     def config(self, **changes: Any) -> Config:
+        """The profile with the design's budget and evaluations (from scratch)."""
         return profile_config(self.profile, **{"budget": self.budget, "evals": self.evals, **changes})
 
-    def warm(self, **changes: Any) -> Config:
-        return self.config(**{"warm_start": self.warm_start, **changes})
+    def warm_step(self, data: Any, **changes: Any) -> int:
+        """The step of the warm start: the warm seed's baseline (cached: every lesson shares it) at its
+        first evaluation `warm_gap` nats below the unigram line."""
+        cfg = self.config(**{**changes, "seed": self.warm_seed})
+        run = cached_train(cfg, [], data=data, name=f"baseline s{self.warm_seed}", progress=False)
+        line = float(data.unigram_val_loss()) - self.warm_gap
+        for e in run.history.evals:
+            if 0 < e["step"] < run.history.evals[-1]["step"] and e["val_loss"] <= line:
+                return int(e["step"])
+        raise ValueError(f"the warm seed's baseline ({cfg.budget}, seed {self.warm_seed}) never got {self.warm_gap:g} "
+                         f"nats below the unigram line before its last evaluation (val loss {line:.3f}); lengthen the "
+                         "budget or lower warm_gap")
+
+    def warm(self, data: Any, **changes: Any) -> Config:
+        """The design's config starting from the shared warm start (`run.warm_start`, `run.warm_seed`)."""
+        return self.config(**{"warm_start": self.warm_step(data, **changes), "warm_seed": self.warm_seed, **changes})
 
     def target(self, data: Any) -> float:
         """The target val loss: `gap` nats below the unigram line of `data`."""
@@ -57,10 +79,10 @@ class Design:
 
 
 DESIGNS: dict[str, Design] = {
-    # CI: the same shape at a size that trains in seconds (its numbers decide nothing)
-    "smoke": Design("smoke", budget="120steps", evals=12, seeds=(0, 1), warm_start=40, gap=0.2),
-    "cpu": Design("cpu", budget="1000steps", evals=40, seeds=(0, 1, 2, 3, 4), warm_start=300, gap=1.5),
-    "gpu": Design("gpu", budget="2000steps", evals=40, seeds=(0, 1, 2), warm_start=600, gap=2.0),
+    # CI: the same shape at a size that trains in seconds; its runs stay near the plateau and decide nothing
+    "smoke": Design("smoke", budget="120steps", evals=12, seeds=(0, 1), warm_gap=-0.5, gap=0.0),
+    "cpu": Design("cpu", budget="1500steps", evals=60, seeds=(0, 1, 2, 3, 4), warm_gap=1.0, gap=2.0),
+    "gpu": Design("gpu", budget="2000steps", evals=40, seeds=(0, 1, 2), warm_gap=1.5, gap=2.5),
 }
 
 

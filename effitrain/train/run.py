@@ -46,9 +46,9 @@ FORMAT_FIELDS["effitrain-run-v4"] = {
     "data": FORMAT_FIELDS["effitrain-run-v3"]["data"] + ("max_tokens_per_char", "order"),
     "model": FORMAT_FIELDS["effitrain-run-v3"]["model"] + ("sparse_head",),
     "optim": FORMAT_FIELDS["effitrain-run-v3"]["optim"] + ("plan_steps",)}
-# v5: run.warm_start (start from the baseline's state at a step)
+# v5: run.warm_start, run.warm_seed (start from a baseline seed's state at a step)
 FORMAT_FIELDS["effitrain-run-v5"] = {
-    **FORMAT_FIELDS["effitrain-run-v4"], "run": FORMAT_FIELDS["effitrain-run-v4"]["run"] + ("warm_start",)}
+    **FORMAT_FIELDS["effitrain-run-v4"], "run": FORMAT_FIELDS["effitrain-run-v4"]["run"] + ("warm_start", "warm_seed")}
 _FUSED_TO_KERNEL = {True: "auto", False: "foreach"}  # what optim.fused meant in v1 and v2
 RUN_FORMAT = list(FORMAT_FIELDS)[-1]
 _RUN_KEYS: dict[str, tuple[type, str]] = {  # every format: key -> (type, what it must be)

@@ -115,8 +115,8 @@ class Trainer:
 
     Techniques that cannot train together are refused here, with one line naming both.
     flops_every_step=True counts FLOPs on every micro-batch (slow; the curve is the same).
-    `config.run.warm_start=S`: the run starts from the baseline's state at step S
-    (`effitrain.train.warm`), trained once and kept in the cache.
+    `config.run.warm_start=S`: the run starts from the state of the baseline seed `run.warm_seed`
+    at step S (`effitrain.train.warm`), trained once and kept in the cache.
     """
 
     def __init__(self, config: Config, techniques: Iterable[Technique] = (), *, data: PretrainData | None = None,
@@ -432,7 +432,8 @@ class Trainer:
     def _warm_start(self) -> None:
         """Continue from the baseline's state at step `run.warm_start` (see `effitrain.train.warm`)."""
         cfg, S = self.config, self.config.run.warm_start
-        path = prefix_state(cfg, self.data, type(self)._prefix_trainer, progress=self.progress)
+        with keep_rng(self.device):  # training the state now or loading it leaves this run's generators alike
+            path = prefix_state(cfg, self.data, type(self)._prefix_trainer, progress=self.progress)
         state = load_checkpoint(path, cfg)
         tr = state["trainer"]
         for part, target in (("model", self.model), ("optimizer", self.optimizer)):
@@ -447,20 +448,23 @@ class Trainer:
         self.pos = _Position(**tr["position"])
         if self.pos.step != S:
             raise CheckpointError(f"warm-start state {path} is at step {self.pos.step}, not {S}; delete it to train it again")
-        same_data = len(self.train_set) == len(self.data.train) - self.run.extra["rows_filtered"] \
-            and type(self.sampler) is EpochSampler
-        if same_data and not any(type(t).on_dataset is not Technique.on_dataset for t in self.techniques):
-            self.sampler.load_state_dict(tr["sampler"])  # else: the techniques' data, in their own order from here
-        torch.set_rng_state(tr["rng"]["torch"])
-        self.mask_rng.set_state(tr["rng"]["mask"])
-        self.technique_rng.set_state(tr["rng"]["technique"])
+        if cfg.run.seed == cfg.run.warm_seed:  # the warm run itself continues: its generators and data order
+            same_data = len(self.train_set) == len(self.data.train) - self.run.extra["rows_filtered"] \
+                and type(self.sampler) is EpochSampler
+            if same_data and not any(type(t).on_dataset is not Technique.on_dataset for t in self.techniques):
+                self.sampler.load_state_dict(tr["sampler"])  # else: the techniques' data, in their own order
+            torch.set_rng_state(tr["rng"]["torch"])
+            self.mask_rng.set_state(tr["rng"]["mask"])
+            self.technique_rng.set_state(tr["rng"]["technique"])
+        # another seed keeps the generators and sampler its own seed gave it: its data order and masks from here
         self.meter.load_state_dict(tr.get("flops", {}))
         self.first_rows = tr.get("first_rows")
         if self.step.scaler is not None and tr.get("scaler"):
             self.step.scaler.load_state_dict(tr["scaler"])
         self.run.history = type(self.run.history).from_dict(state["history"])
         p = self.pos
-        self.run.extra["warm_start"] = {"step": p.step, "tokens": p.tokens, "seconds": p.seconds, "flops": p.flops,
+        self.run.extra["warm_start"] = {"step": p.step, "seed": cfg.run.warm_seed, "tokens": p.tokens,
+                                        "seconds": p.seconds, "flops": p.flops,
                                         "val_loss": self.run.history.evals[-1]["val_loss"] if self.run.history.evals
                                         else None}
 

@@ -1,29 +1,31 @@
-"""A shared warm start: every run of a comparison begins from the same baseline state past the plateau.
+"""A shared warm start: every run of a comparison begins from one baseline state past the plateau.
 
-    cfg = et.profile_config("cpu", budget="2000steps", seed=0).replace(warm_start=600)
-    base = et.cached_train(cfg)                                         # the baseline, continued from step 600
+    cfg = et.profile_config("cpu", budget="1500steps", seed=1).replace(warm_start=650)   # warm_seed=0
+    base = et.cached_train(cfg)                                         # the baseline, seed 1, from seed 0's step 650
     tech = et.cached_train(cfg, [et.technique("layer_drop")])           # the technique, from the same state
 
 Why: from scratch, when a masked LM leaves the unigram plateau behaves like a chaotic event; the
-time to a target spreads by ~14% of its mean over seeds at every depth, and a technique that
-changes anything in the first hundred steps reshuffles that event (docs/power.md). A claim about
-the main phase of training (precision, pruning or curricula over the remaining budget, layer
-dropping, selective backprop, …) need not pay that noise: with `run.warm_start=S` the first S
-steps are the baseline's (the same config without techniques, the same seed), loaded from one
-checkpoint that every setting and every lesson shares, and the techniques act from step S on.
+time to a target spreads by a third of its mean over five seeds here, and a technique that changes
+anything early reshuffles that event (docs/power.md). A claim about the main phase of training
+(pruning or curricula over the remaining budget, layer dropping, selective backprop, …) need not
+pay that noise: with `run.warm_start=S` the first S steps are one baseline run's (the same config
+without techniques, seed `run.warm_seed`, default 0), loaded from one checkpoint that every seed,
+every setting and every lesson shares, and the techniques act from step S on.
 
 What is carried over: weights, optimizer state, the position in the budget (step, tokens,
-seconds, FLOPs: the schedule continues where the baseline was), the random generators, the
-history up to S, and the data order when the techniques keep the training set and its sampler.
-A technique that builds its own optimizer or replaces the model (`on_model`) cannot continue
-the baseline's state and is refused in one line. The baseline continued from its own warm start
-is the uninterrupted baseline, step for step (tested).
+seconds, FLOPs: the schedule continues where the baseline was) and the history up to S. A run
+whose seed is the warm seed also continues the warm run's random generators and data order (so
+the baseline continued from its own warm start is the uninterrupted baseline, step for step:
+tested); a run of another seed continues with its own (data order, masks, dropout), which is
+what makes its seeds differ. Where a technique changes the training set or its sampler, its own
+order starts at S. A technique whose model or optimizer cannot take the state is refused in one
+line.
 
-The state is `prefix_state(config, data)`: the baseline trained to step S and checkpointed, kept in
-the cache (`cache_dir("runs")/warm/`) under the baseline's run-cache key, so it is trained once
-per seed on a machine. `effitrain.lab.compare` measures a warm-started run's time and FLOPs to
-target from the warm start (`run.extra["warm_start"]`), so the shared prefix does not dilute a
-ratio toward 1.
+The state is `prefix_state(config, data)`: the warm seed's baseline trained to step S and
+checkpointed, kept in the cache (`cache_dir("runs")/warm/`) under that baseline's run-cache key,
+so it is trained once on a machine. `effitrain.lab.compare` counts a warm-started run's time and
+FLOPs to target from the warm start (`run.extra["warm_start"]`), so the shared prefix does not
+dilute a ratio toward 1, and refuses to compare runs with different warm starts.
 """
 from __future__ import annotations
 
@@ -43,8 +45,9 @@ class WarmStartWarning(UserWarning):
 
 
 def prefix_config(config: Config) -> Config:
-    """The config whose first `run.warm_start` steps every warm-started run shares: the same, from scratch."""
-    return config.replace(warm_start=0, name="")
+    """The config whose first `run.warm_start` steps every warm-started run shares: the same, from
+    scratch, with seed `run.warm_seed`."""
+    return config.replace(warm_start=0, seed=config.run.warm_seed, warm_seed=0, name="")
 
 
 def state_path(config: Config, data: Any) -> Path:
