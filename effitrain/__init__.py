@@ -15,7 +15,7 @@ from effitrain.techniques import Technique, get as technique, register, register
 from effitrain.train import (CheckpointError, History, Run, Trainer, measure_peak_flops, time_to_target,
                              train)
 from effitrain.train.runcache import cached_train
-from effitrain.train.finetune import DownstreamResult, downstream_table, evaluate_downstream
+from effitrain.train.finetune import DownstreamResult, downstream_table, evaluate_downstream, random_init_floor
 from effitrain.data.downstream import downstream_task
 from effitrain.recipes import ingredients, recipe, recipe_card
 
@@ -25,5 +25,5 @@ __version__ = "0.1.0"
 __all__ = ["Budget", "Config", "ConfigError", "PROFILES", "PRESETS", "default_profile", "profile_config",
            "CorpusError", "corpus_names", "prepare_data", "Technique", "technique", "register", "registered",
            "CheckpointError", "History", "Run", "Trainer", "measure_peak_flops", "time_to_target", "train",
-           "cached_train", "DownstreamResult", "downstream_table", "downstream_task", "evaluate_downstream",
+           "cached_train", "DownstreamResult", "downstream_table", "downstream_task", "evaluate_downstream", "random_init_floor",
            "ingredients", "recipe", "recipe_card"]

@@ -34,6 +34,7 @@ from effitrain.config import ConfigError, ModelConfig
 from effitrain.data import MaskedBatch
 from effitrain.data.tokenizer import MASK, SPECIAL_TOKENS
 from effitrain.model.bert import BertForMLM, Encoder, MLMHead, _init, analytic_flops_parts, count_parameters
+from effitrain.stats import mean_ci
 from effitrain.techniques.base import LossInputs, StepContext, Technique, param, register
 from effitrain.train.step import attention_recompute, autocast_for
 

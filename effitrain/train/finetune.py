@@ -29,6 +29,7 @@ from effitrain.config import Config
 from effitrain.data.downstream import ClassificationTask
 from effitrain.data.tokenizer import PAD
 from effitrain.model import BertForClassification, BertForMLM, Encoder
+from effitrain.stats import mean_ci
 
 
 @dataclass
@@ -303,7 +304,6 @@ def evaluate_downstream(model, task: ClassificationTask, *, method: str = "finet
     progress: a tqdm bar over the fine-tuning steps (all seeds and rates), cleared when done;
     False for none. The probe takes seconds and shows none.
     """
-    from effitrain.lab.compare import mean_ci  # lazily: effitrain.lab imports the trainer, widgets, plotly
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -399,7 +399,6 @@ def random_init_floor(config, task: ClassificationTask, *, method: str = "finetu
 
     `config`: a `Config`, a (ModelConfig, vocab size) pair, or a pre-trained model / `Run` whose
     shape is copied. `kw` go to `evaluate_downstream` (steps, lr, batch_size, device, progress)."""
-    from effitrain.lab.compare import mean_ci
 
     seeds = [int(s) for s in ([seeds] if isinstance(seeds, int) else seeds)]
     if not seeds:
