@@ -28,6 +28,7 @@ import torch
 from effitrain.config import Config
 from effitrain.data import PretrainData
 from effitrain.data.downstream import ClassificationTask
+from effitrain.stats import DEFAULT_RESOLVE
 from effitrain.lab.compare import NOT_REACHED, compare, mean_ci, fmt_pm, fmt_ratio, group_runs, ratio_ci, to_text
 from effitrain.techniques.base import Technique
 from effitrain.techniques.dataset_distillation import DistilledSet, random_subset, train_on
@@ -421,12 +422,17 @@ def downstream_groups(groups: "dict[str, Sequence[Any]]", tasks: Sequence[Classi
 
 # -- lesson 07: less work per step, or steps that learn more --------------------------------------------
 def _per_step(run: Run, key: str) -> float:
+    """The run's `key` ("seconds" or "flops_measured") per optimizer step, counted from its warm start
+    when it has one (the shared prefix is the baseline's, and would pull every ratio toward 1)."""
     s = run.summary()
-    steps = s.get("steps") or 0
-    return float(s[key]) / steps if steps else math.nan
+    warm = run.extra.get("warm_start") or {}
+    steps = (s.get("steps") or 0) - warm.get("step", 0)
+    spent = float(s[key]) - float(warm.get("seconds" if key == "seconds" else "flops", 0.0))
+    return spent / steps if steps > 0 else math.nan
 
 
-def work_table(runs: Iterable[Run], baseline: Any = None, target_val_loss: float | None = None) -> pd.DataFrame:
+def work_table(runs: Iterable[Run], baseline: Any = None, target_val_loss: float | str | None = None,
+               resolve: float = DEFAULT_RESOLVE) -> pd.DataFrame:
     """Techniques that change the math of a step, judged at equal quality: one row per group of seeds.
 
     flops_per_step / seconds_per_step: the group's mean per optimizer step (measured FLOPs, training
@@ -437,10 +443,10 @@ def work_table(runs: Iterable[Run], baseline: Any = None, target_val_loss: float
     `df.attrs` carries compare's target and notes.
     """
     runs = list(runs)
-    by_s = compare(runs, target_val_loss=target_val_loss, baseline=baseline, speedup_by="seconds")
+    by_s = compare(runs, target_val_loss=target_val_loss, baseline=baseline, speedup_by="seconds", resolve=resolve)
     with warnings.catch_warnings():  # the same target: by_s has warned already
         warnings.simplefilter("ignore")
-        by_f = compare(runs, target_val_loss=target_val_loss, baseline=baseline, speedup_by="flops")
+        by_f = compare(runs, target_val_loss=target_val_loss, baseline=baseline, speedup_by="flops", resolve=resolve)
     groups = group_runs(r for r in runs if r.status != "failed" and r.history.evals)
     base = groups[by_s.attrs["baseline"]]
     rows = {}
@@ -456,15 +462,17 @@ def work_table(runs: Iterable[Run], baseline: Any = None, target_val_loss: float
         for src, axis in ((by_s, "seconds"), (by_f, "flops")):
             for col in ("speedup", "speedup_lo", "speedup_hi"):
                 row[col.replace("speedup", f"speedup_{axis}")] = src.at[label, col]
+            row[f"verdict_{axis}"] = src.at[label, "verdict"]
         for key in ("final_val_loss", "final_val_loss_ci", "context_gain", "context_gain_ci"):
             row[key] = by_s.at[label, key]
         rows[label] = row
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "group"
     df.attrs.update(by_s.attrs)
-    df.attrs["notes"] = list(by_s.attrs.get("notes", [])[:2]) + [
+    df.attrs["notes"] = [n for n in by_s.attrs.get("notes", []) if n.startswith("⚠")] + [
+        n for n in by_s.attrs.get("notes", []) if n.startswith(("target val loss", "every run starts"))] + [
         "FLOPs/step, s/step = the group's mean per optimizer step ÷ the baseline's (below 1: a cheaper step), "
-        "[95% interval of the ratio over seeds]",
+        "[95% interval of the ratio over seeds]; after the warm start where the runs have one",
         "speed-up = the baseline's mean seconds (FLOPs) to the target ÷ the group's (above 1: faster)"]
     return df
 
@@ -480,6 +488,9 @@ def format_work_table(df: pd.DataFrame) -> pd.DataFrame:
     out["speed-up (s)"] = [fmt_ratio(*v) for v in zip(df["speedup_seconds"], df["speedup_seconds_lo"], df["speedup_seconds_hi"])]
     out["FLOPs to target"] = [fmt_pm(v, h, ".3g") for v, h in zip(df["flops_to_target"], df["flops_to_target_ci"])]
     out["speed-up (FLOPs)"] = [fmt_ratio(*v) for v in zip(df["speedup_flops"], df["speedup_flops_lo"], df["speedup_flops_hi"])]
+    if "verdict_seconds" in df:
+        out["verdict (s)"] = df["verdict_seconds"]
+        out["verdict (FLOPs)"] = df["verdict_flops"]
     out["final val loss"] = [fmt_pm(v, h, ".3f") for v, h in zip(df["final_val_loss"], df["final_val_loss_ci"])]
     out["context gain"] = [fmt_pm(v, h, ".2f") for v, h in zip(df["context_gain"], df["context_gain_ci"])]
     return out
