@@ -80,7 +80,7 @@ class Design:
 
 DESIGNS: dict[str, Design] = {
     # CI: the same shape at a size that trains in seconds; its runs stay near the plateau and decide nothing
-    "smoke": Design("smoke", budget="120steps", evals=12, seeds=(0, 1), warm_gap=-0.5, gap=0.0),
+    "smoke": Design("smoke", budget="40steps", evals=4, seeds=(0, 1), warm_gap=-1.0, gap=0.0),
     "cpu": Design("cpu", budget="1000steps", evals=40, seeds=(0, 1, 2, 3, 4), warm_gap=1.0, gap=1.5),
     "gpu": Design("gpu", budget="2000steps", evals=40, seeds=(0, 1, 2), warm_gap=1.5, gap=2.5),
 }
