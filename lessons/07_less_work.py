@@ -90,23 +90,17 @@ print(f"profile {PROFILE}: {cfg.model.preset} BERT with {L} layers, {cfg.run.bat
       f"tokens per step, {S['steps']} steps, {S['seeds']} seeds per setting")
 
 # %% [markdown]
-# Every setting trains `seeds` seeds through the run cache (`et.cached_train`; layer dropping changes
-# the model's blocks, which the cache cannot rebuild, so its runs train every time). `train_group`
-# is the lesson's loop, nothing more.
+# Every setting trains `seeds` seeds through the run cache (`seed_runs`, which calls `et.cached_train`
+# once per seed; layer dropping changes the model's blocks, which the cache cannot rebuild, so its
+# runs train every time). Each run's curve joins the plots as it trains.
 
 # %%
-def train_group(name, config, techniques=(), plots=(), run_data=None):  # techniques: [(name, {params})]
-    runs = [et.cached_train(config.replace(seed=s), [et.technique(t, **params) for t, params in techniques],
-                            data=run_data or data, name=f"{name} s{s}", progress=False,
-                            callbacks=[p.callback() for p in plots]) for s in range(S["seeds"])]
-    for r in runs:
-        print(r.summary_line())
-    return runs
-
+SEEDS = tuple(range(S["seeds"]))
 by_flops = LivePlot(x="flops", show_train=False, color_by="group", title="validation loss against FLOPs")
 by_seconds = LivePlot(x="seconds", show_train=False, color_by="group", title="validation loss against seconds")
 display(by_flops, by_seconds)
-baseline = train_group("baseline", cfg, plots=(by_flops, by_seconds))
+both = [by_flops.callback(), by_seconds.callback()]
+baseline = seed_runs(cfg, [], SEEDS, data, name="baseline", callbacks=both)
 
 # %% [markdown]
 # ## 1. GroupBERT: a convolution for local context, grouped matmuls for the FFN
@@ -123,7 +117,8 @@ baseline = train_group("baseline", cfg, plots=(by_flops, by_seconds))
 
 # %%
 same_flops = sum(r.summary()["flops_measured"] for r in baseline) / len(baseline)  # the baseline's budget, in FLOPs
-groupbert = train_group("GroupBERT", cfg.replace(groupbert=True, budget=f"{same_flops:.6g}flops"), plots=(by_flops, by_seconds))
+groupbert = seed_runs(cfg.replace(groupbert=True, budget=f"{same_flops:.6g}flops"), [], SEEDS, data, name="GroupBERT",
+                      callbacks=both)
 sizes = {name: count_parameters(BertForMLM(c.model, data.vocab_size)) for name, c in
          (("BERT", cfg), ("GroupBERT", cfg.replace(groupbert=True)))}
 print("parameters: " + ", ".join(f"{name} {n:,}" for name, n in sizes.items()))
@@ -227,9 +222,9 @@ noisy_cfg = cfg.replace(**{"data.corpus": "sotu-noisy", "data.max_train_examples
 noisy_data = et.prepare_data(noisy_cfg.data)
 noisy_plot = LivePlot(x="seconds", show_train=False, color_by="group", title="sotu-noisy: validation loss (clean text)")
 display(noisy_plot)
-noisy = (train_group("baseline (noisy)", noisy_cfg, plots=(noisy_plot,), run_data=noisy_data)
-         + train_group("selective backprop (noisy)", noisy_cfg, [("selective_backprop", {})], plots=(noisy_plot,),
-                       run_data=noisy_data))
+noisy = (seed_runs(noisy_cfg, [], SEEDS, noisy_data, name="baseline (noisy)", callbacks=[noisy_plot.callback()])
+         + seed_runs(noisy_cfg, [et.technique("selective_backprop")], SEEDS, noisy_data,
+                     name="selective backprop (noisy)", callbacks=[noisy_plot.callback()]))
 tables.format_work_table(tables.work_table(noisy, baseline="baseline (noisy)"))
 
 # %% [markdown]
@@ -257,9 +252,9 @@ std_plot = LivePlot(x="step", show_train=False, color_by="group", title="norm-fr
 display(std_plot)
 std_plot.add_band(baseline, label="baseline (LayerNorm)")
 hard = cfg.replace(norm="none", lr=S["hard_lr"], budget=f"{S['std_steps']}steps")
-no_norm = train_group("no norm", hard, plots=(std_plot,))
-no_norm_std = train_group("no norm + std loss", hard, [("standardization_loss", {"weight": S["std_weight"]})],
-                          plots=(std_plot,))
+no_norm = seed_runs(hard, [], SEEDS, data, name="no norm", callbacks=[std_plot.callback()])
+no_norm_std = seed_runs(hard, [et.technique("standardization_loss", weight=S["std_weight"])], SEEDS, data,
+                        name="no norm + std loss", callbacks=[std_plot.callback()])
 tables.format_work_table(tables.work_table(baseline + no_norm + no_norm_std, baseline="baseline"))
 
 # %% [markdown]

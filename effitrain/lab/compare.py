@@ -192,7 +192,6 @@ COLUMNS = ["seeds", "reached", "time_s", "time_s_ci", "flops", "flops_ci", "fina
 
 SPEEDUP_AXES = ("seconds", "flops", "tokens", "step")
 _AXIS_WORDS = {"seconds": "training seconds", "flops": "FLOPs", "tokens": "tokens", "step": "steps"}
-PAIRED_CHOICES = ("auto", True, False)
 TARGET_CHOICES = ("baseline", "common")
 
 
@@ -265,7 +264,7 @@ def compare(runs: Iterable[Run], target_val_loss: float | str | None = None, bas
         raise ValueError(f"speedup_by must be one of {', '.join(SPEEDUP_AXES)}; got {speedup_by!r}")
     if on_plateau not in PLATEAU_CHOICES:
         raise ValueError(f"on_plateau must be one of {', '.join(PLATEAU_CHOICES)}; got {on_plateau!r}")
-    if not any(paired is c for c in PAIRED_CHOICES) and paired != "auto":
+    if not (paired is True or paired is False or paired == "auto"):
         raise ValueError(f"paired must be 'auto', True or False; got {paired!r}")
     if isinstance(resolve, bool) or not isinstance(resolve, (int, float)) or not resolve > 1.0:
         raise ValueError(f"resolve must be a ×/÷ width above 1 (e.g. 1.15); got {resolve!r}")
@@ -311,7 +310,6 @@ def compare(runs: Iterable[Run], target_val_loss: float | str | None = None, bas
     reach: dict[int, dict | None] = {
         id(r): since_warm_start(r, time_to_target(r.history, val_loss=target)) if math.isfinite(target) else None
         for members in groups.values() for r in members}
-    warm = sorted({int(r.extra["warm_start"]["step"]) for r in kept if r.extra.get("warm_start")})
     base_runs = groups[base_label]
     base_reached = all(reach[id(r)] is not None for r in base_runs)
     cost = (lambda r: 0.0) if charge is None else (lambda r: float(charge(r, speedup_by)))  # noqa: E731
@@ -350,18 +348,18 @@ def compare(runs: Iterable[Run], target_val_loss: float | str | None = None, bas
                 raise ValueError(f"paired=True, but '{label}' and the baseline '{base_label}' do not hold the same "
                                  "seeds (at least two, once each)")
             if pairs is not None:
-                r = Ratio.of([to_target(b) for b, _ in pairs], [to_target(g) for _, g in pairs], paired=True)
+                ratio = Ratio.of([to_target(b) for b, _ in pairs], [to_target(g) for _, g in pairs], paired=True)
             else:
-                r = Ratio.of([to_target(b) for b in base_runs], [to_target(g) for g in members])
-            row["speedup"], row["speedup_lo"], row["speedup_hi"] = r.ratio, r.lo, r.hi
-            need = r.seeds_for(resolve)
-            row.update(paired=r.paired, width=r.width, mde=r.mde,
-                       seeds_needed=math.nan if need is None else need, verdict=r.verdict(resolve))
-            if not r.decides(resolve):
+                ratio = Ratio.of([to_target(b) for b in base_runs], [to_target(g) for g in members])
+            row["speedup"], row["speedup_lo"], row["speedup_hi"] = ratio.ratio, ratio.lo, ratio.hi
+            need = ratio.seeds_for(resolve)
+            row.update(paired=ratio.paired, width=ratio.width, mde=ratio.mde,
+                       seeds_needed=math.nan if need is None else need, verdict=ratio.verdict(resolve))
+            if not ratio.decides(resolve):
                 wide.append(label)
         statuses: dict[str, int] = {}
-        for r_ in members:
-            statuses[r_.status] = statuses.get(r_.status, 0) + 1
+        for r in members:
+            statuses[r.status] = statuses.get(r.status, 0) + 1
         row["status"] = ", ".join(f"{c} {s}" if n > 1 else s for s, c in statuses.items())
         rows[label] = row
     df = pd.DataFrame.from_dict(rows, orient="index")[COLUMNS]
@@ -374,7 +372,7 @@ def compare(runs: Iterable[Run], target_val_loss: float | str | None = None, bas
         "'not reached' when any seed misses the target",
         f"width = the interval as ×/÷ around the speed-up; mde = the smallest ×/÷ effect these seeds find with 80% "
         f"power; seeds needed = for an interval within ×/÷{resolve:g} at this spread"]
-    if warm:
+    if kept[0].extra.get("warm_start"):  # every run has the same start (checked above)
         notes.append(f"every run starts from the baseline's {_warm_label(kept[0])}: time, FLOPs, tokens and steps "
                      "to target are counted from there (the shared prefix would only dilute a ratio toward 1)")
     if wide:

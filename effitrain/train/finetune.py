@@ -30,6 +30,7 @@ from effitrain.data.downstream import ClassificationTask
 from effitrain.data.tokenizer import PAD
 from effitrain.model import BertForClassification, BertForMLM, Encoder
 from effitrain.stats import mean_ci
+from effitrain.train.step import keep_rng
 
 
 @dataclass
@@ -197,7 +198,7 @@ def fit_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, *,
     mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
     z = (train_x - mean) / std
     g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):  # Linear's own init draws from the global RNG; it is overwritten
+    with keep_rng(torch.device("cpu")):  # Linear's own init draws from the global RNG; it is overwritten
         layer = torch.nn.Linear(z.shape[1], num_classes)
     with torch.no_grad():
         layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * 0.01)
@@ -386,7 +387,7 @@ def random_init(config, seed: int = 0) -> BertForMLM:
         cfg, vocab = config.model, config.data.vocab_size
     else:
         _, cfg, vocab = _parts(config)
-    with torch.random.fork_rng(devices=[]):
+    with keep_rng(torch.device("cpu")):
         torch.manual_seed(seed)
         return BertForMLM(cfg, int(vocab))
 

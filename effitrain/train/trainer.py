@@ -453,15 +453,9 @@ class Trainer:
                 and type(self.sampler) is EpochSampler
             if same_data and not any(type(t).on_dataset is not Technique.on_dataset for t in self.techniques):
                 self.sampler.load_state_dict(tr["sampler"])  # else: the techniques' data, in their own order
-            torch.set_rng_state(tr["rng"]["torch"])
-            self.mask_rng.set_state(tr["rng"]["mask"])
-            self.technique_rng.set_state(tr["rng"]["technique"])
+            self._restore_generators(tr)
         # another seed keeps the generators and sampler its own seed gave it: its data order and masks from here
-        self.meter.load_state_dict(tr.get("flops", {}))
-        self.first_rows = tr.get("first_rows")
-        if self.step.scaler is not None and tr.get("scaler"):
-            self.step.scaler.load_state_dict(tr["scaler"])
-        self.run.history = type(self.run.history).from_dict(state["history"])
+        self._restore_records(state)
         p = self.pos
         self.run.extra["warm_start"] = {"step": p.step, "seed": cfg.run.warm_seed, "tokens": p.tokens,
                                         "seconds": p.seconds, "flops": p.flops,
@@ -509,11 +503,19 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(tr["sampler"])
+        self._restore_generators(tr)
+        for t, s in zip(self.techniques, tr.get("techniques", [])):
+            t.load_state_dict(s)
+        self._restore_records(state)
+
+    def _restore_generators(self, tr: dict) -> None:
         torch.set_rng_state(tr["rng"]["torch"])
         self.mask_rng.set_state(tr["rng"]["mask"])
         self.technique_rng.set_state(tr["rng"]["technique"])
-        for t, s in zip(self.techniques, tr.get("techniques", [])):
-            t.load_state_dict(s)
+
+    def _restore_records(self, state: dict) -> None:
+        """What a checkpoint adds to the position: measured FLOP points, the step's rows, the scaler, the history."""
+        tr = state["trainer"]
         self.meter.load_state_dict(tr.get("flops", {}))
         self.first_rows = tr.get("first_rows")
         if self.step.scaler is not None and tr.get("scaler"):
