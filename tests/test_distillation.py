@@ -208,3 +208,12 @@ def test_classifier_accepts_embeddings_in_place_of_ids(smoke):
     ids = data.train.ids[:3, :16]
     mask = ids != 0
     assert torch.equal(model(ids, mask), model(None, mask, embeds=model.encoder.tok(ids)))
+
+
+def test_teacher_trains_from_scratch_whatever_the_students_warm_start(smoke):
+    from effitrain.techniques.knowledge_distillation import teacher_config
+    cfg, _ = smoke
+    student = cfg.replace(budget="40steps").replace(warm_start=30, warm_seed=2, seed=3)
+    teacher = teacher_config(student, "same", 100)
+    assert teacher.run.warm_start == 0 and teacher.run.seed == 0 and teacher.budget.amount == 100
+    assert teacher == teacher_config(cfg.replace(budget="40steps"), "same", 100)

@@ -296,3 +296,13 @@ def test_junk_table_scores_the_selection_against_the_labels():
     assert abs(junk.loc["random", "precision"] - junk.attrs["base_rate"]) < 0.08
     assert junk.loc["compressibility", "precision"] > junk.loc["random", "precision"] + 0.2
     assert junk.loc["compressibility", "recall: numbers"] > 0.9 and junk.loc["compressibility", "recall: boilerplate"] < 0.2
+
+
+def test_reference_model_ignores_the_runs_warm_start(smoke):
+    """A warm-started pruned run scores with the same reference model as a cold one (which trains
+    from scratch for ref_steps, far fewer than the warm start's step)."""
+    cfg, _ = smoke
+    cold = cfg.replace(budget="40steps")
+    warm = cold.replace(warm_start=30, warm_seed=1)
+    assert P.reference_config(warm, 5, 0) == P.reference_config(cold, 5, 0)
+    assert P.reference_config(warm, 5, 0).run.warm_start == 0

@@ -6,6 +6,7 @@ import pytest
 import effitrain as et
 from effitrain.lab.compare import compare
 from effitrain.train import warm
+from effitrain.techniques.base import Technique
 
 from test_lab import fake_run
 
@@ -98,3 +99,47 @@ def test_other_seeds_start_from_the_warm_seeds_state_and_continue_with_their_own
     assert seed1.extra["warm_start"]["seed"] == 0
     with pytest.raises(et.ConfigError, match="run.warm_seed must be an integer"):
         cfg.replace(warm_seed=-3)
+
+
+def test_execution_settings_share_the_warm_state_and_act_after_it(smoke, fresh_cache):
+    """Precision, kernels and compile change how a step runs, not what it computes: a run that differs
+    from the baseline only there starts from the baseline's own state (lesson 06 times them this way)."""
+    cfg, data = cfg_of(smoke)
+    plain = {"model.attention": "math", "optim.kernel": "for-loop",
+             "run.precision": "fp32" if cfg.run.precision != "fp32" else "bf16"}
+    warmed = cfg.replace(warm_start=12)
+    assert warm.prefix_config(warmed.replace(**plain)) == warm.prefix_config(warmed)
+    assert warm.state_path(warmed.replace(**plain), data) == warm.state_path(warmed, data)
+    base = et.train(warmed, data=data, progress=False)
+    other = et.train(warmed.replace(**plain), data=data, progress=False)
+    assert other.config.model.attention == "math" and other.config.run.precision == plain["run.precision"]
+    assert losses(other)[:12] == losses(base)[:12] and losses(other)[12:] != losses(base)[12:]
+    # a field that changes the math is not an execution setting: it gets its own state
+    assert warm.state_path(warmed.replace(lr=cfg.optim.lr * 2), data) != warm.state_path(warmed, data)
+
+
+class ScheduleProbe(Technique):
+    """Records, at every step, where the budget stands and the share of it the techniques act on."""
+
+    name = "schedule_probe"
+
+    def after_step(self, model, ctx):
+        self.seen = getattr(self, "seen", []) + [(ctx.step, ctx.fraction, ctx.start, ctx.since_start)]
+
+
+def test_schedules_run_over_the_steps_after_the_warm_start(smoke, fresh_cache):
+    """A curriculum or length warm-up from a warm start runs its whole schedule over the remaining
+    budget (StepContext.since_start), as it would from scratch; from scratch nothing changes."""
+    cfg, data = cfg_of(smoke, budget="20steps")
+    cold, warmed = ScheduleProbe(), ScheduleProbe()
+    et.train(cfg, [cold], data=data, progress=False)
+    et.train(cfg.replace(warm_start=10), [warmed], data=data, progress=False)
+    assert all(start == 0.0 and since == frac for _, frac, start, since in cold.seen)
+    assert [s for s, *_ in warmed.seen] == list(range(11, 21))
+    assert all(start == pytest.approx(0.5) for _, _, start, _ in warmed.seen)
+    assert [since for *_, since in warmed.seen] == pytest.approx([(s - 10) / 10 for s in range(11, 21)])
+    # the sequence-length warm-up of a warm-started run starts short again
+    run = et.train(cfg.replace(warm_start=10), [et.technique("seqlen_warmup", start_len=8, warmup_fraction=0.5)],
+                   data=data, progress=False)
+    assert run.extra["techniques"]["seqlen_warmup"]["shortest"] == 8
+    assert 1 <= run.extra["techniques"]["seqlen_warmup"]["batches_cut"] <= 5

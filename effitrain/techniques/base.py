@@ -99,6 +99,15 @@ class StepContext:
     rng: torch.Generator  # draw randomness from here so runs stay reproducible and resumable
     data: "PretrainData | None" = None  # tokenizer, unigram counts, validation batches
     counting: bool = False  # True in the trainer's FLOP-counting pass (its effects are rolled back)
+    start: float = 0.0  # the budget fraction where the techniques began acting (a warm start's; else 0)
+
+    @property
+    def since_start(self) -> float:
+        """The share of the budget the techniques act on that is used so far, in [0, 1]:
+        (fraction − start) / (1 − start). A schedule over "the training" (a curriculum, a sequence
+        length warm-up) reads this, so it runs over the steps after a warm start as it would from
+        scratch."""
+        return min(1.0, max(0.0, (self.fraction - self.start) / (1.0 - self.start))) if self.start < 1.0 else 1.0
 
     @classmethod
     def standalone(cls, config: "Config", device: torch.device | str = "cpu", seed: int = 0) -> "StepContext":

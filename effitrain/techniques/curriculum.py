@@ -10,7 +10,9 @@ sequence-length schedule. Then the hooks:
 The lesson's tables and plots are in `effitrain.lab.tables` and `effitrain.lab.figures`.
 
 Time is measured as a fraction of the training budget throughout (t and T in [0, 1]), so a
-schedule ends where the budget says, whatever its unit (steps, seconds, tokens, FLOPs).
+schedule ends where the budget says, whatever its unit (steps, seconds, tokens, FLOPs). After a
+warm start (`run.warm_start`) t counts the part of the budget the technique acts on
+(`StepContext.since_start`): the schedule runs over the remaining steps as it would from scratch.
 """
 from __future__ import annotations
 
@@ -143,7 +145,7 @@ class CompetenceSampler:
         return min(len(self), max(n, batch_size))
 
     def next(self, batch_size: int, ctx: StepContext) -> torch.Tensor:
-        n = self.admitted(ctx.fraction, batch_size)
+        n = self.admitted(ctx.since_start, batch_size)
         if n >= batch_size:
             pick = torch.randperm(n, generator=ctx.rng)[:batch_size]
         else:  # a training set smaller than one batch
@@ -250,7 +252,7 @@ class Curriculum(Technique):
         sampler = getattr(self, "sampler", None)
         if sampler is not None:  # the effect, as measured: batches drawn and how much was admitted
             self.stats.update(batches_drawn=sampler.draws,
-                              admitted_now=int(sampler.admitted(ctx.fraction, ctx.config.run.batch_size)))
+                              admitted_now=int(sampler.admitted(ctx.since_start, ctx.config.run.batch_size)))
 
 
 @dataclass(frozen=True)
@@ -296,7 +298,7 @@ class SeqLenWarmup(Technique):
 
     def length(self, ctx: StepContext) -> int:
         """The sequence length L at this point of the budget."""
-        return seqlen_schedule(ctx.fraction, self.params.start_len, ctx.config.data.seq_len,
+        return seqlen_schedule(ctx.since_start, self.params.start_len, ctx.config.data.seq_len,
                                self.params.warmup_fraction)
 
     def on_batch(self, ids: torch.Tensor, ctx: StepContext) -> torch.Tensor:

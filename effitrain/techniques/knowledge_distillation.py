@@ -47,9 +47,10 @@ _TEACHERS: dict[str, Teacher] = {}
 
 
 def teacher_config(config: "Config", preset: str, steps: int) -> "Config":
-    """The student's recipe with the teacher's model size and a step budget; seed 0, 2 evaluations."""
+    """The student's recipe with the teacher's model size and a step budget, from scratch (never the
+    student's warm start); seed 0, 2 evaluations."""
     return config.replace(preset=config.model.preset if preset == "same" else preset, budget=f"{steps}steps",
-                          seed=0, evals=2)
+                          seed=0, evals=2, warm_start=0, warm_seed=0)
 
 
 def teacher_for(data: "PretrainData", config: "Config", preset: str = "same", steps: int = 300) -> tuple[Teacher, bool]:

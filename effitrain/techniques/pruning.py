@@ -115,12 +115,14 @@ def oracle_scores(train: "TrainSet") -> tuple[torch.Tensor, Cost]:
 
 # -- reference models ---------------------------------------------------------------------------------
 def reference_config(config: Config, steps: int, seed: int) -> Config:
-    """The run's config with a tiny model, a `steps` budget, one evaluation and the score's seed.
+    """The run's config with a tiny model, a `steps` budget from scratch, one evaluation and the score's seed.
 
-    Depends on neither the run's seed nor its budget, so every run of a sweep shares the scores.
+    Depends on neither the run's seed, its budget nor its warm start, so every run of a sweep shares
+    the scores.
     """
     return config.replace(**{"model.preset": REFERENCE_PRESET, "budget": f"{steps}steps", "run.evals": 1,
                              "run.seed": seed, "run.name": f"prune reference s{seed}", "run.compile": False,
+                             "run.warm_start": 0, "run.warm_seed": 0,
                              "run.log_every": max(1, steps)})
 
 

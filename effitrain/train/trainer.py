@@ -59,7 +59,7 @@ from effitrain.train.memory import PeakMemory
 from effitrain.train.run import Run
 from effitrain.train.runcache import this_machine
 from effitrain.train.schedule import lr_factor, micro_batches_at, schedule_fraction
-from effitrain.train.warm import prefix_state
+from effitrain.train.warm import prefix_config, prefix_state
 from effitrain.train.step import (FlopMeter, TrainStep, attention_recompute, autocast_for, check_precision,
                                   compile_seconds, keep_rng, make_optimizer, param_groups)
 
@@ -143,6 +143,7 @@ class Trainer:
                        started=_dt.datetime.now().isoformat(timespec="seconds"))
         self.run.extra["machine"] = this_machine(self.run.device)  # where its seconds are measured
         self.pos = _Position()
+        self.start_fraction = 0.0  # the budget fraction where the techniques began acting (a warm start's)
         self.first_rows: int | None = None  # rows of the first step, for the steps-budget check
         self.started = False  # setup done: from here on, an interrupted run keeps its history and model
 
@@ -417,7 +418,7 @@ class Trainer:
         p = self.pos
         return StepContext(step=p.step if step is None else step, fraction=self._fraction(), tokens=p.tokens,
                            seconds=p.seconds, flops=p.flops, config=self.config, device=self.device,
-                           rng=self.technique_rng, data=self.data)
+                           rng=self.technique_rng, data=self.data, start=self.start_fraction)
 
     def _fraction(self) -> float:
         b, p = self.config.budget, self.pos
@@ -434,7 +435,7 @@ class Trainer:
         cfg, S = self.config, self.config.run.warm_start
         with keep_rng(self.device):  # training the state now or loading it leaves this run's generators alike
             path = prefix_state(cfg, self.data, type(self)._prefix_trainer, progress=self.progress)
-        state = load_checkpoint(path, cfg)
+        state = load_checkpoint(path, prefix_config(cfg))
         tr = state["trainer"]
         for part, target in (("model", self.model), ("optimizer", self.optimizer)):
             try:
@@ -448,6 +449,7 @@ class Trainer:
         self.pos = _Position(**tr["position"])
         if self.pos.step != S:
             raise CheckpointError(f"warm-start state {path} is at step {self.pos.step}, not {S}; delete it to train it again")
+        self.start_fraction = self._fraction()
         if cfg.run.seed == cfg.run.warm_seed:  # the warm run itself continues: its generators and data order
             same_data = len(self.train_set) == len(self.data.train) - self.run.extra["rows_filtered"] \
                 and type(self.sampler) is EpochSampler
@@ -479,6 +481,7 @@ class Trainer:
                                 "technique": self.technique_rng.get_state()},
                         "techniques": [t.state_dict() for t in self.techniques],
                         "flops": self.meter.state_dict(), "first_rows": self.first_rows,
+                        "start_fraction": self.start_fraction,
                         "scaler": self.step.scaler.state_dict() if self.step.scaler is not None else None},
         })
 
@@ -503,6 +506,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(tr["sampler"])
+        self.start_fraction = float(tr.get("start_fraction", 0.0))
         self._restore_generators(tr)
         for t, s in zip(self.techniques, tr.get("techniques", [])):
             t.load_state_dict(s)

@@ -9,7 +9,8 @@ time to a target spreads by a third of its mean over five seeds here, and a tech
 anything early reshuffles that event (docs/power.md). A claim about the main phase of training
 (pruning or curricula over the remaining budget, layer dropping, selective backprop, …) need not
 pay that noise: with `run.warm_start=S` the first S steps are one baseline run's (the same config
-without techniques, seed `run.warm_seed`, default 0), loaded from one checkpoint that every seed,
+without techniques, seed `run.warm_seed`, default 0, in the profile's precision, kernels and
+compile setting: `EXECUTION`), loaded from one checkpoint that every seed,
 every setting and every lesson shares, and the techniques act from step S on.
 
 What is carried over: weights, optimizer state, the position in the budget (step, tokens,
@@ -34,7 +35,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from effitrain.config import Config
+from effitrain.config import PROFILES, Config, profile_config
 from effitrain.train import runcache
 
 WARM_DIR = "warm"
@@ -44,10 +45,21 @@ class WarmStartWarning(UserWarning):
     """The warm-start state could not be kept in the cache (it trains again next time)."""
 
 
+# Settings that change how a step is computed, not what it computes (up to rounding): runs that differ
+# only in them share one warm-start state, trained with the profile's own values, and the run's own
+# values act from the warm start on, as its techniques do (lesson 06 times them this way).
+EXECUTION = ("run.precision", "run.compile", "model.attention", "optim.kernel")
+
+
 def prefix_config(config: Config) -> Config:
     """The config whose first `run.warm_start` steps every warm-started run shares: the same, from
-    scratch, with seed `run.warm_seed`."""
-    return config.replace(warm_start=0, seed=config.run.warm_seed, warm_seed=0, name="")
+    scratch, with seed `run.warm_seed` and (for a config of a known profile) that profile's
+    execution settings (`EXECUTION`)."""
+    changes: dict[str, Any] = dict(warm_start=0, seed=config.run.warm_seed, warm_seed=0, name="")
+    if config.profile in PROFILES:
+        own = profile_config(config.profile)
+        changes.update({key: getattr(getattr(own, key.split(".")[0]), key.split(".")[1]) for key in EXECUTION})
+    return config.replace(**changes)
 
 
 def state_path(config: Config, data: Any) -> Path:
