@@ -15,8 +15,10 @@ def test_toggle_speed_alternates_and_gives_ratios_with_intervals(smoke):
     assert list(df.index) == ["baseline", "math attention", "for-loop AdamW"]
     assert df.loc["baseline", "× baseline"] == pytest.approx(1.0)
     assert (df["tokens/s"] > 0).all() and (df["tokens/s ±"] >= 0).all()
-    for label in df.index:  # two rounds: an interval around every ratio
+    for label in df.index[1:]:  # two rounds: an interval around every ratio, paired by round
         assert df.loc[label, "lo"] <= df.loc[label, "× baseline"] <= df.loc[label, "hi"]
+        assert df.loc[label, "verdict"].split()[0] in ("faster", "slower", "no", "undecided:")
+    assert math.isnan(df.loc["baseline", "lo"]) and df.loc["baseline", "verdict"] == ""
     assert (df["compile s"] == 0).all() and df["break-even steps"].isna().all()  # nothing compiled
     assert df.attrs["rounds"] == 2 and df.attrs["steps"] == 2
     with pytest.raises(ValueError, match="rounds"):

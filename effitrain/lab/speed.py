@@ -7,7 +7,9 @@ loss of a step alone (lesson 06).
 `toggle_speed` times training steps (`effitrain.bench.bench_training_step`, synthetic batches of the
 config's shape) of the baseline and of each setting in turn, round after round (alternating, so a
 machine that slows down or speeds up during the measurement slows every setting alike), and gives
-tokens/s with a 95% interval over rounds and the ratio to the baseline with its interval.
+tokens/s with a 95% interval over rounds and the ratio to the baseline with its interval, paired by
+round (a round's two timings share the machine's state at that moment, which cancels), and a
+verdict: faster by [lo, hi], slower by [lo, hi], or no effect beyond ±X% here.
 `loss_parity` says whether the settings trained the same curve: the largest gap of the validation
 loss from the baseline's at the same step, next to the gap between two baseline seeds (the noise
 a difference must beat to mean anything).
@@ -22,18 +24,21 @@ import numpy as np
 import pandas as pd
 
 from effitrain.config import Config
-from effitrain.lab.compare import mean_ci, ratio_ci
+from effitrain.lab.compare import mean_ci
+from effitrain.stats import DEFAULT_RESOLVE, Ratio, ratio_ci
 from effitrain.train.run import Run
 
 
 def toggle_speed(config: Config, settings: "dict[str, dict[str, Any]]", *, baseline: "dict[str, Any] | None" = None,
-                 rounds: int = 3, steps: int = 10, warmup: int = 3, verbose: bool = False) -> pd.DataFrame:
+                 rounds: int = 3, steps: int = 10, warmup: int = 3, resolve: float = DEFAULT_RESOLVE,
+                 verbose: bool = False) -> pd.DataFrame:
     """Tokens/s of the baseline and of each setting, alternating, `rounds` times; ratios with intervals.
 
     settings: {label: config changes} (each applied on top of the baseline); baseline: the changes
     that make the baseline from `config` (default none). Each round times `steps` steps after
     `warmup` (where torch.compile compiles: its seconds are the "compile s" column, never in the
-    step times). Columns: tokens/s and ± (95% over rounds), "× baseline" with its interval (lo, hi),
+    step times). Columns: tokens/s and ± (95% over rounds), "× baseline" with its interval (lo, hi)
+    paired by round, "verdict" (`Ratio.verdict` at ×/÷`resolve`; "rounds needed" for that width),
     ms/step, peak memory (MiB; on a CPU the growth of the process's peak RSS, so read it on a GPU),
     compile s, and "break-even steps" for a compiled setting: its compile seconds ÷ the seconds it
     saves per step against the baseline (inf where it saves none).
@@ -60,16 +65,20 @@ def toggle_speed(config: Config, settings: "dict[str, dict[str, Any]]", *, basel
     for label, res in results.items():
         tps = [x.tokens_per_second for x in res]
         mean, half = mean_ci(tps)
-        ratio, lo, hi = ratio_ci(tps, base_tps)  # mean(setting) / mean(baseline): above 1 is faster
+        # setting ÷ baseline (above 1 is faster), paired by round; the baseline row is 1 by definition
+        r = Ratio.of(tps, base_tps, paired=True) if label != "baseline" else None
         step = float(np.mean([x.median_step_seconds for x in res]))
         comp = float(np.mean([x.compile_seconds for x in res]))
         saved = base_step - step
-        rows[label] = {"tokens/s": mean, "tokens/s ±": half, "× baseline": ratio, "lo": lo, "hi": hi,
+        rows[label] = {"tokens/s": mean, "tokens/s ±": half, "× baseline": r.ratio if r else 1.0,
+                       "lo": r.lo if r else math.nan, "hi": r.hi if r else math.nan,
+                       "verdict": r.verdict(resolve) if r else "",
+                       "rounds needed": (r.seeds_for(resolve) if r else None) or math.nan,
                        "ms/step": step * 1e3, "peak memory MiB": float(np.mean([x.peak_memory_bytes for x in res])) / 2**20,
                        "compile s": comp,
                        "break-even steps": (comp / saved if saved > 0 else math.inf) if comp > 0 else math.nan}
     df = pd.DataFrame.from_dict(rows, orient="index")
-    df.attrs.update(rounds=rounds, steps=steps, device=results["baseline"][0].device,
+    df.attrs.update(rounds=rounds, steps=steps, resolve=resolve, device=results["baseline"][0].device,
                     memory_kind=results["baseline"][0].peak_memory_kind)
     return df
 
@@ -115,7 +124,8 @@ def step_cost(config: Config, settings: "dict[str, Sequence[Any]]", *, data: Any
     "baseline". Each round trains every setting
     for `warmup` + `steps` steps on real batches of `data` (in turn, rounds alternating; seed =
     config seed + round), and the per-step seconds and FLOPs of the last `steps` steps are compared
-    with the baseline's. Columns: s/step (ms), "× baseline s" [lo, hi] (95% over rounds), FLOPs/step,
+    with the baseline's. Columns: s/step (ms), "× baseline s" [lo, hi] (95% over rounds, paired by
+    round), FLOPs/step,
     "× baseline FLOPs" [lo, hi].
     """
     from effitrain.train.trainer import train
@@ -138,8 +148,9 @@ def step_cost(config: Config, settings: "dict[str, Sequence[Any]]", *, data: Any
             flops[label].append((last["flops"] - first["flops"]) / steps)
     out = {}
     for label in every:
-        s_ratio, s_lo, s_hi = ratio_ci(seconds[label], seconds["baseline"])  # mean(label) / mean(baseline)
-        f_ratio, f_lo, f_hi = ratio_ci(flops[label], flops["baseline"])
+        # label ÷ baseline, paired by round (the same seed and the same moment of the machine)
+        s_ratio, s_lo, s_hi = ratio_ci(seconds[label], seconds["baseline"], paired=True)
+        f_ratio, f_lo, f_hi = ratio_ci(flops[label], flops["baseline"], paired=True)
         out[label] = {"ms/step": float(np.mean(seconds[label])) * 1e3, "× baseline s": s_ratio, "s lo": s_lo, "s hi": s_hi,
                       "FLOPs/step": float(np.mean(flops[label])), "× baseline FLOPs": f_ratio, "FLOPs lo": f_lo,
                       "FLOPs hi": f_hi}

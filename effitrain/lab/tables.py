@@ -86,14 +86,16 @@ def _number(value: Any) -> float:
     return math.nan if isinstance(value, str) else float(value)
 
 
-def sweep_table(runs: Sequence[Run], target_val_loss: float | None = None) -> pd.DataFrame:
+def sweep_table(runs: Sequence[Run], target_val_loss: float | None = None,
+                resolve: float = DEFAULT_RESOLVE) -> pd.DataFrame:
     """Time to target per (score, keep, keep fraction), over seeds, against the baseline (no pruning).
 
     Built on `compare` (same groups, target and intervals): the target is `target_val_loss`, else the
     highest final val loss among the baseline's seeds. Columns: FLOPs / seconds to target (mean and
     95% half-width; NaN when a seed missed it), final val loss, speed-ups by FLOPs and seconds
     [95% interval], the score's cost, and the speed-ups once that cost is charged to the pruned runs
-    ("net"): t_base / (t_pruned + cost).
+    ("net"): t_base / (t_pruned + cost), each with `compare`'s verdict at ×/÷`resolve` (paired by
+    seed when the groups share seeds).
     """
     runs = [r for r in runs if r.status != "failed"]
     groups = group_runs(runs)
@@ -101,7 +103,7 @@ def sweep_table(runs: Sequence[Run], target_val_loss: float | None = None) -> pd
     if base is None:
         raise ValueError("sweep_table needs baseline runs (no pruning, or keep_fraction=1.0)")
     tables = {(axis, net): compare(runs, target_val_loss, baseline=base, speedup_by=axis,
-                                   charge=scoring_cost if net else None)
+                                   charge=scoring_cost if net else None, resolve=resolve)
               for axis in ("flops", "seconds") for net in (False, True)}
     main = tables[("flops", False)]
     rows = []
@@ -123,11 +125,13 @@ def sweep_table(runs: Sequence[Run], target_val_loss: float | None = None) -> pd
                 r = tables[(axis, net)].loc[label]
                 row[f"{tag}_{unit}"], row[f"{tag}_{unit}_lo"], row[f"{tag}_{unit}_hi"] = (
                     _number(r["speedup"]), r["speedup_lo"], r["speedup_hi"])
+                row[f"{tag}_{unit}_verdict"] = r["verdict"]
         rows.append(row)
     df = pd.DataFrame(rows)
     df["_pruned"] = df["score"] != "none"  # the baseline first
     df = df.sort_values(["_pruned", "score", "keep", "keep_fraction"]).drop(columns="_pruned").reset_index(drop=True)
     df.attrs.update(target_val_loss=main.attrs["target_val_loss"], unigram_val_loss=main.attrs.get("unigram_val_loss"),
+                    resolve=resolve,
                     notes=[n for n in main.attrs["notes"] if not n.startswith("speedup =")] + [
                         "speedup = baseline ÷ pruned time to target; net = baseline ÷ (pruned + the score's cost)"])
     return df
@@ -151,6 +155,8 @@ def format_sweep_table(df: pd.DataFrame) -> pd.DataFrame:
             df[f"speedup_{unit}"], df[f"speedup_{unit}_lo"], df[f"speedup_{unit}_hi"])]
         out[f"net of scoring ({word})"] = [ratio(*t) for t in zip(
             df[f"net_speedup_{unit}"], df[f"net_speedup_{unit}_lo"], df[f"net_speedup_{unit}_hi"])]
+    out["verdict (FLOPs)"] = df["speedup_flops_verdict"].fillna("")
+    out["verdict net of scoring (FLOPs)"] = df["net_speedup_flops_verdict"].fillna("")
     out["score FLOPs"] = [f"{v:.3g}" for v in df["score_flops"]]
     out.attrs.update(df.attrs)
     return out
@@ -243,20 +249,22 @@ def _ratio_columns(df: "pd.DataFrame", prefix: str) -> "pd.DataFrame":
 
 
 def curriculum_table(runs: Iterable["Run"], baseline: Any = None,
-                     target_val_loss: float | None = None) -> "pd.DataFrame":
+                     target_val_loss: float | None = None, resolve: float = DEFAULT_RESOLVE) -> "pd.DataFrame":
     """The lecture's curriculum table, measured: one row per group of seeds.
 
     time_rel / flops_rel: training seconds / measured FLOPs to reach the target val loss (default:
     the baseline seeds' highest final val loss, see `effitrain.lab.compare`) relative to the
-    baseline (= 1.00; below 1 is faster), with the 95% interval of the ratio; "not reached" when
-    a seed misses it. final_val_loss ± final_val_loss_ci: the quality at the end of the budget.
-    `df.attrs` carries compare's target and notes.
+    baseline (= 1.00; below 1 is faster), with the 95% interval of the ratio (paired by seed where
+    the groups share seeds); "not reached" when a seed misses it. verdict_s / verdict_flops:
+    `compare`'s verdict at ×/÷`resolve`. final_val_loss ± final_val_loss_ci: the quality at the
+    end of the budget. `df.attrs` carries compare's target and notes.
     """
     runs = list(runs)
-    by_s = compare(runs, target_val_loss=target_val_loss, baseline=baseline, speedup_by="seconds")
-    by_f = compare(runs, target_val_loss=target_val_loss, baseline=baseline, speedup_by="flops")
+    by_s = compare(runs, target_val_loss=target_val_loss, baseline=baseline, speedup_by="seconds", resolve=resolve)
+    by_f = compare(runs, target_val_loss=target_val_loss, baseline=baseline, speedup_by="flops", resolve=resolve)
     df = pd.concat([by_s[["seeds", "reached"]], _ratio_columns(by_s, "time_rel"), _ratio_columns(by_f, "flops_rel"),
                     by_s[["final_val_loss", "final_val_loss_ci", "time_s", "flops"]]], axis=1)
+    df["verdict_s"], df["verdict_flops"] = by_s["verdict"], by_f["verdict"]
     df.attrs.update(by_s.attrs)
     df.attrs["notes"] = list(by_s.attrs.get("notes", [])[:2]) + [
         "time / FLOPs = the group's mean to target ÷ the baseline's (baseline 1.00, below 1 is faster), "
@@ -274,6 +282,9 @@ def format_curriculum_table(df: "pd.DataFrame") -> "pd.DataFrame":
         "final val loss": [f"{m:.3f}" + (f" ± {c:.3f}" if math.isfinite(c) else "")
                            for m, c in zip(df["final_val_loss"], df["final_val_loss_ci"])],
     }
+    if "verdict_flops" in df:  # phrased as a speed-up (baseline ÷ variant), as compare words it
+        rows["verdict (FLOPs)"] = list(df["verdict_flops"])
+        rows["verdict (seconds)"] = list(df["verdict_s"])
     return pd.DataFrame(rows, index=df.index).T
 
 
