@@ -89,10 +89,11 @@ class DataConfig:
         _check(isinstance(self.val_fraction, (int, float)) and 0 < self.val_fraction < 0.5,
                f"data.val_fraction must be in (0, 0.5); got {self.val_fraction!r}")
         _positive_int("data", "max_val_blocks", self.max_val_blocks)
-        _check(isinstance(self.min_words, int) and self.min_words >= 1,
+        _check(isinstance(self.min_words, int) and not isinstance(self.min_words, bool) and self.min_words >= 1,
                f"data.min_words must be an integer >= 1; got {self.min_words!r}")
         _check(isinstance(self.pack, bool), f"data.pack must be true or false; got {self.pack!r}")
-        _check(isinstance(self.max_train_examples, int) and self.max_train_examples >= 0,
+        _check(isinstance(self.max_train_examples, int) and not isinstance(self.max_train_examples, bool)
+               and self.max_train_examples >= 0,
                f"data.max_train_examples must be an integer >= 0 (0 = all); got {self.max_train_examples!r}")
         _check(isinstance(self.max_tokens_per_char, (int, float)) and not isinstance(self.max_tokens_per_char, bool)
                and 0 <= self.max_tokens_per_char <= 2,
@@ -256,6 +257,8 @@ class Budget:
         _check(isinstance(self.amount, (int, float)) and not isinstance(self.amount, bool)
                and math.isfinite(self.amount) and self.amount > 0,
                f"budget.amount must be a finite number > 0; got {self.amount!r}")
+        _check(self.unit != "steps" or (float(self.amount).is_integer() and self.amount >= 1),
+               f"a step budget must be a whole number of steps >= 1; got {self.amount:g}steps")
 
     @classmethod
     def parse(cls, text: "str | Budget") -> "Budget":
@@ -327,9 +330,10 @@ class RunConfig:
         _choice("run", "precision", self.precision, PRECISIONS)
         _check(not (self.precision == "fp16" and self.device == "cpu"), FP16_NEEDS_GPU)
         _check(isinstance(self.compile, bool), f"run.compile must be true or false; got {self.compile!r}")
-        _check(isinstance(self.evals, int) and self.evals >= 1, f"run.evals must be an integer >= 1; got {self.evals!r}")
+        _check(isinstance(self.evals, int) and not isinstance(self.evals, bool) and self.evals >= 1,
+               f"run.evals must be an integer >= 1; got {self.evals!r}")
         _positive_int("run", "log_every", self.log_every)
-        _check(isinstance(self.threads, int) and self.threads >= 0,
+        _check(isinstance(self.threads, int) and not isinstance(self.threads, bool) and self.threads >= 0,
                f"run.threads must be an integer >= 0 (0 = default); got {self.threads!r}")
         _check(isinstance(self.warm_start, int) and not isinstance(self.warm_start, bool) and self.warm_start >= 0,
                f"run.warm_start must be a step count >= 0 (0 = from scratch); got {self.warm_start!r}")

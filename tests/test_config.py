@@ -116,3 +116,16 @@ def test_non_finite_floats_are_refused_in_every_float_field(section, klass, name
         d[section][name] = bad
     with pytest.raises(ConfigError, match=f"{section}.{name}"):
         Config.from_dict(d)
+
+
+@pytest.mark.parametrize("text", ["0.5steps", "12.5steps"])
+def test_a_step_budget_is_a_whole_number_of_steps(text):
+    with pytest.raises(ConfigError, match=r"a step budget must be a whole number of steps >= 1; got .*steps"):
+        Budget.parse(text)
+    assert Budget.parse("0.5s").amount == 0.5  # seconds (and tokens, FLOPs) may be fractional
+
+
+@pytest.mark.parametrize("field", ["run.evals", "run.threads", "data.min_words", "data.max_train_examples"])
+def test_booleans_are_not_integers(field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        et.profile_config("smoke", **{field: True})

@@ -223,6 +223,13 @@ def test_resume_refuses_another_seed_other_techniques_or_a_used_up_budget(smoke,
         et.train(short(cfg, 4), data=data, progress=False, resume=str(ck))
     longer = et.train(short(cfg, 8), data=data, progress=False, resume=str(ck))  # a longer budget continues
     assert longer.status == "completed" and longer.history.steps[-1]["step"] == 8
+    # a field that changes the curve is refused in one line: the history would claim the new value throughout
+    for change, shown in (({"lr": cfg.optim.lr * 2}, r"optim\.lr="), ({"batch_size": 16}, r"run\.batch_size=32"),
+                          ({"warm_start": 2}, r"run\.warm_start=0")):
+        with pytest.raises(CheckpointError, match=shown + r".*a resumed run continues the same curve"):
+            et.train(short(cfg, 8, **change), data=data, progress=False, resume=str(ck))
+    evals = et.train(short(cfg, 8).replace(evals=4, log_every=2), data=data, progress=False, resume=str(ck))
+    assert evals.status == "completed"  # where it evaluates and logs may change
 
 
 # -- one test per event ---------------------------------------------------------------------------------

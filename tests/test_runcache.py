@@ -346,3 +346,32 @@ def test_code_fingerprint_covers_what_can_change_a_curve(tmp_path, monkeypatch):
     assert rc.code_fingerprint.__wrapped__() == before
     (copy / "train/trainer.py").write_text((copy / "train/trainer.py").read_text() + "\n# edited\n")
     assert rc.code_fingerprint.__wrapped__() != before
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "0", "nan", "inf"])
+def test_a_bad_cache_size_is_refused_before_training(smoke_data, cache, fake_train, monkeypatch, value):
+    """EFFITRAIN_RUN_CACHE_GB=-1 once let the trim delete every cached run: refused in one line, before
+    anything trains or is deleted."""
+    cfg, data = cfg_of(smoke_data)
+    cached_train(cfg, data=data, progress=False)
+    monkeypatch.setenv(runcache.ENV_SIZE, value)
+    with pytest.raises(et.ConfigError, match=r"EFFITRAIN_RUN_CACHE_GB must be a positive number of GiB .*got"):
+        cached_train(cfg.replace(seed=1), data=data, progress=False)
+    with pytest.raises(et.ConfigError, match="EFFITRAIN_RUN_CACHE_GB"):
+        runcache.trim()
+    assert len(entries(cache)) == 1 and len(fake_train) == 1  # nothing trained, nothing deleted
+    monkeypatch.setenv(runcache.ENV_SIZE, "0.5")
+    assert runcache.size_limit() == 0.5 * 2**30
+
+
+def test_a_store_that_fails_mid_write_keeps_the_run(smoke_data, cache, fake_train, monkeypatch):
+    """torch.save on a full disk raises RuntimeError, not OSError: the run is returned all the same."""
+    cfg, data = cfg_of(smoke_data)
+
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file")
+
+    monkeypatch.setattr(runcache, "store", full_disk)
+    with pytest.warns(RunCacheWarning, match="could not store"):
+        run = cached_train(cfg, data=data, progress=False)
+    assert run.status == "completed" and run.summary()["val_loss_last"] == pytest.approx(6.9)

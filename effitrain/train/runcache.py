@@ -56,7 +56,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from effitrain.config import Config
+from effitrain.config import Config, ConfigError
 from effitrain.data.cache import cache_dir
 from effitrain.train.run import Run
 
@@ -85,6 +85,22 @@ def enabled() -> bool:
 
 def cache_root() -> Path:
     return cache_dir("runs")
+
+
+def size_limit() -> float:
+    """The cache's size bound in bytes: EFFITRAIN_RUN_CACHE_GB (default 5). Anything but a positive
+    number is refused in one line (a negative bound would let the trim delete every cached run)."""
+    raw = os.environ.get(ENV_SIZE, "").strip()
+    if not raw:
+        return DEFAULT_GB * 2**30
+    try:
+        gb = float(raw)
+    except ValueError:
+        gb = float("nan")
+    if not (gb > 0 and gb != float("inf")):
+        raise ConfigError(f"{ENV_SIZE} must be a positive number of GiB (e.g. 5); got {raw!r} "
+                          f"(to turn the run cache off, set {ENV_SWITCH}=0)")
+    return gb * 2**30
 
 
 def host() -> str:
@@ -342,10 +358,7 @@ def trim(root: Path | None = None, max_bytes: float | None = None) -> list[Path]
     and leftovers of writers that died (hidden folders over an hour old). Returns what was deleted."""
     root = root or cache_root()
     if max_bytes is None:
-        try:
-            max_bytes = float(os.environ.get(ENV_SIZE, DEFAULT_GB)) * 2**30
-        except ValueError:
-            max_bytes = DEFAULT_GB * 2**30
+        max_bytes = size_limit()
     deleted, entries, now = [], [], time.time()
     for folder in root.iterdir():
         try:
@@ -414,6 +427,7 @@ def cached_train(config: Config, techniques: Iterable[Any] = (), *, force: bool 
     techniques = list(techniques)
     if not cache or why_not_cached(techniques, train_kwargs) is not None:
         return trainer.train(config, techniques, **train_kwargs)
+    size_limit()  # a bad EFFITRAIN_RUN_CACHE_GB is refused before training, not after
     if train_kwargs.get("data") is None:
         from effitrain.data import prepare_data
         train_kwargs["data"] = prepare_data(config.data)
@@ -432,6 +446,7 @@ def cached_train(config: Config, techniques: Iterable[Any] = (), *, force: bool 
     run = trainer.train(config, techniques, **train_kwargs)
     try:
         store(run, key, replace=force or bad)
-    except OSError as exc:  # a full or read-only disk costs the cache, never the run
+    except (OSError, RuntimeError) as exc:  # a full or read-only disk costs the cache, never the run
+        # (torch.save raises RuntimeError when the disk fills up mid-write)
         warnings.warn(f"run cache: could not store {run.label} ({_first_line(exc)})", RunCacheWarning, stacklevel=2)
     return run
