@@ -187,3 +187,22 @@ def test_crossbow_settings_train_on_equal_samples(smoke):
     assert settings[base][0].budget.amount == 10 * 32 * cfg.data.seq_len
     assert settings["SMA 4 × 8"][1] == [("sma", {"replicas": 4})]
     assert settings["batch 32, lr 4η, warm-up"][0].optim.lr == pytest.approx(4 * settings[base][0].optim.lr)
+
+
+def test_a_warm_start_gives_every_replica_the_baselines_weights_and_moments(smoke, fresh_cache):
+    cfg, data = _cfg(smoke, steps=12)
+    cfg = cfg.replace(warm_start=6, dropout=0.0, evals=3)
+    plain = et.train(cfg, data=data, progress=False)
+    one = et.train(cfg, [et.technique("sma", replicas=1, pull=0.0)], data=data, progress=False)
+    assert one.extra["warm_start"] == plain.extra["warm_start"]
+    after = lambda run: [r["train_loss"] for r in run.history.steps if r["step"] > 6]  # noqa: E731
+    assert len(after(one)) == 6
+    # a replica from the initial weights, or with fresh AdamW moments, would give other losses
+    assert after(one) == pytest.approx(after(plain), abs=1e-5)
+
+
+def test_a_warm_state_the_optimizer_cannot_take_is_refused_naming_the_technique(smoke, fresh_cache, monkeypatch):
+    cfg, data = _cfg(smoke, steps=12)
+    monkeypatch.setattr(SMATechnique, "on_warm_start", lambda self, model, state, ctx: state)  # moments unstacked
+    with pytest.raises(et.ConfigError, match=r"run.warm_start and sma cannot train together: .*optimizer state"):
+        et.train(cfg.replace(warm_start=6), [et.technique("sma", replicas=2)], data=data, progress=False)

@@ -319,6 +319,13 @@ class Technique:
         """Anything that changes a step's FLOPs beyond the batch shape (e.g. layers skipped)."""
         return None
 
+    def on_warm_start(self, model: torch.nn.Module, optimizer_state: dict[str, Any],
+                      ctx: StepContext) -> dict[str, Any]:
+        """A warm start (`run.warm_start`) has loaded the baseline's weights into `model`: take them
+        into whatever this technique keeps besides (e.g. replicas), and return the baseline's optimizer
+        state as this technique's optimizer takes it. Default: the state unchanged."""
+        return optimizer_state
+
     def state_dict(self) -> dict[str, Any]:
         """Everything that changes the curve from here on (checkpointed, and restored after FLOP counting)."""
         return {}

@@ -237,6 +237,7 @@ class SMATechnique(Technique):
         self.buffers: dict[str, torch.Tensor] = {}
         self.central: dict[str, torch.Tensor] = {}
         self.previous: dict[str, torch.Tensor] = {}
+        self.optimizer_groups: list[dict] = []
 
     @property
     def k(self) -> int:
@@ -270,6 +271,7 @@ class SMATechnique(Technique):
         names = {id(p): n for n, p in model.named_parameters()}
         groups = [{**{k: v for k, v in g.items() if k != "params"},
                    "params": [params[names[id(p)]] for p in g["params"]]} for g in param_groups]
+        self.optimizer_groups = groups
         return make_optimizer(model, cfg, ctx.device, groups)
 
     def on_step(self, step: TrainStep, ctx: StepContext) -> TrainStep:
@@ -290,6 +292,23 @@ class SMATechnique(Technique):
         self.stats["processes"] = N
         self.stats["averaging_steps"] = self.stats.get("averaging_steps", 0) + 1
         self.stats["replica_spread"] = math.sqrt(sq / max(count, 1))
+
+    def on_warm_start(self, model: torch.nn.Module, optimizer_state: dict[str, Any],
+                      ctx: StepContext) -> dict[str, Any]:
+        """Every replica and the central model start from the baseline's weights (z_prev = z: no momentum
+        yet), and every replica from the baseline's AdamW moments, stacked k times."""
+        with torch.no_grad():
+            for n, z in self.central.items():
+                self.replicas[n].copy_(z.detach().unsqueeze(0).expand_as(self.replicas[n]))
+                self.previous[n].copy_(z.detach())
+        stacked = [p for g in self.optimizer_groups for p in g["params"]]
+        state = {}
+        for index, saved in optimizer_state.get("state", {}).items():
+            target = stacked[int(index)]
+            state[index] = {key: value.unsqueeze(0).expand(self.k, *value.shape).clone()
+                            if torch.is_tensor(value) and tuple(value.shape) == tuple(target.shape[1:]) else value
+                            for key, value in saved.items()}
+        return {**optimizer_state, "state": state}
 
     def state_dict(self) -> dict[str, Any]:
         return {"replicas": {n: t.detach().clone() for n, t in self.replicas.items()},

@@ -459,7 +459,12 @@ class Trainer:
         tr = state["trainer"]
         for part, target in (("model", self.model), ("optimizer", self.optimizer)):
             try:
+                if part == "optimizer":
+                    for t in self.techniques:
+                        state[part] = t.on_warm_start(self.model, state[part], self._ctx())
                 target.load_state_dict(state[part])
+                if part == "optimizer":
+                    _check_optimizer_shapes(self.optimizer)
             except (RuntimeError, ValueError, KeyError) as exc:
                 event = "on_model" if part == "model" else "on_optimizer"
                 owners = [t.name for t in self.techniques if getattr(type(t), event) is not getattr(Technique, event)]
@@ -550,6 +555,17 @@ class Trainer:
         if self.step.scaler is not None and tr.get("scaler"):
             self.step.scaler.load_state_dict(tr["scaler"])
         self.run.history = type(self.run.history).from_dict(state["history"])
+
+
+def _check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:
+    """Every per-parameter tensor of a loaded optimizer state has its parameter's shape (a state that
+    does not would crash AdamW's foreach and fused kernels, not fail cleanly)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(value) and value.dim() > 0 and value.shape != p.shape:
+                    raise ValueError(f"optimizer state {key!r} has shape {tuple(value.shape)}, "
+                                     f"its parameter {tuple(p.shape)}")
 
 
 class _ProgressBar:
