@@ -315,6 +315,9 @@ class RunConfig:
     # a run of another seed continues with its own data order and masks. 0 = from scratch.
     warm_start: int = 0
     warm_seed: int = 0
+    # "batch_size=32,lr=0.0015": where this run's batch size, learning rate or warm-up differ from the
+    # baseline whose warm state it continues (effitrain.train.warm.variant writes it); "" = they do not
+    warm_base: str = ""
 
     def __post_init__(self) -> None:
         _finite_floats("run", self)
@@ -340,6 +343,9 @@ class RunConfig:
         _check(isinstance(self.warm_seed, int) and not isinstance(self.warm_seed, bool) and 0 <= self.warm_seed <= MAX_SEED,
                f"run.warm_seed must be an integer in [0, {MAX_SEED}] (the baseline seed a warm start begins from); "
                f"got {self.warm_seed!r}")
+        parse_warm_base(self.warm_base)
+        _check(not (self.warm_base and not self.warm_start),
+               f"run.warm_base ({self.warm_base!r}) names the baseline of a warm start, but run.warm_start is 0")
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
@@ -347,6 +353,26 @@ class RunConfig:
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("run.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
         return torch.device(self.device)
+
+
+# the settings a run may change at its warm start and still continue the baseline's state
+WARM_BASE_KEYS = {"batch_size": int, "lr": float, "warmup": float}
+
+
+def parse_warm_base(text: Any) -> dict[str, Any]:
+    """`run.warm_base` as {key: value}: "batch_size=32,lr=0.0015" → {"batch_size": 32, "lr": 0.0015}."""
+    usage = (f"run.warm_base must be 'key=value,…' with keys {', '.join(WARM_BASE_KEYS)} (the baseline's settings "
+             f"where this run's differ); got {text!r}")
+    _check(isinstance(text, str), usage)
+    out: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = (x.strip() for x in item.partition("="))
+        _check(bool(sep) and key in WARM_BASE_KEYS and key not in out, usage)
+        try:
+            out[key] = WARM_BASE_KEYS[key](value)
+        except ValueError:
+            raise ConfigError(usage) from None
+    return out
 
 
 # --------------------------------------------------------------------------------------------

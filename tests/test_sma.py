@@ -187,6 +187,12 @@ def test_crossbow_settings_train_on_equal_samples(smoke):
     assert settings[base][0].budget.amount == 10 * 32 * cfg.data.seq_len
     assert settings["SMA 4 × 8"][1] == [("sma", {"replicas": 4})]
     assert settings["batch 32, lr 4η, warm-up"][0].optim.lr == pytest.approx(4 * settings[base][0].optim.lr)
+    # from a warm start every setting continues the baseline's state, each with its own batch and rate
+    from effitrain.train import warm
+    warmed, base = crossbow_settings(cfg.replace(warm_start=4), batch=8, replicas=4, steps=10)
+    assert {warm.prefix_config(c) for c, _ in warmed.values()} == {warm.prefix_config(warmed[base][0])}
+    assert [c.run.batch_size for c, _ in warmed.values()] == [8, 8, 32, 32]
+    assert [c.replace(warm_start=0, warm_base="") for c, _ in warmed.values()] == [c for c, _ in settings.values()]
 
 
 def test_a_warm_start_gives_every_replica_the_baselines_weights_and_moments(smoke, fresh_cache):

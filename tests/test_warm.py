@@ -143,3 +143,24 @@ def test_schedules_run_over_the_steps_after_the_warm_start(smoke, fresh_cache):
                    data=data, progress=False)
     assert run.extra["techniques"]["seqlen_warmup"]["shortest"] == 8
     assert 1 <= run.extra["techniques"]["seqlen_warmup"]["batches_cut"] <= 5
+
+
+def test_a_variant_with_another_batch_and_lr_continues_the_baselines_warm_state(smoke, fresh_cache):
+    cfg, data = cfg_of(smoke)
+    base = cfg.replace(budget=f"{30 * 32 * cfg.data.seq_len}tokens", warm_start=10)
+    small = warm.variant(base, batch_size=8, lr=base.optim.lr / 2)
+    assert small.run.warm_base == f"batch_size=32,lr={base.optim.lr!r}"
+    assert warm.prefix_config(small) == warm.prefix_config(base)
+    assert warm.variant(small, batch_size=32, lr=base.optim.lr).run.warm_base == ""  # back to the baseline
+    a = et.train(base, data=data, progress=False)
+    b = et.train(small, data=data, progress=False)
+    assert b.status == "completed" and b.extra["warm_start"] == a.extra["warm_start"]
+    assert warm.state_path(small, data) == warm.state_path(base, data)
+    assert losses(b)[:10] == losses(a)[:10]  # the shared prefix, then 8 rows per step at half the rate
+    assert [r["tokens"] for r in b.history.steps][10:12] == [a.history.steps[9]["tokens"] + k * 8 * cfg.data.seq_len
+                                                           for k in (1, 2)]
+    assert b.summary()["tokens"] == a.summary()["tokens"]
+    with pytest.raises(et.ConfigError, match="rows per step changed"):  # a budget in steps would mean other work
+        et.train(warm.variant(cfg.replace(warm_start=10), batch_size=8), data=data, progress=False)
+    with pytest.raises(et.ConfigError, match="run.warm_base must be 'key=value"):
+        base.replace(warm_base="dropout=0.1")

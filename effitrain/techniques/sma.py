@@ -40,6 +40,7 @@ from effitrain.model.bert import SelfAttention, math_attention
 from effitrain.parallel.launch import process_group
 from effitrain.techniques.base import StepContext, StepPlan, Technique, param, register
 from effitrain.train.step import StepResult, TrainStep, make_optimizer
+from effitrain.train.warm import variant
 
 
 # -- the averaging --------------------------------------------------------------------------------------
@@ -332,16 +333,18 @@ def crossbow_settings(config: Config, batch: int = 8, replicas: int = 4, steps: 
                       lr: float | None = None) -> tuple[dict[str, tuple[Config, list]], str]:
     """Crossbow's comparison at equal samples (`steps` steps of k·b rows, as a token budget): batch b;
     SMA with k replicas of b; batch k·b at lr η; batch k·b at lr k·η with a 10% warm-up (the linear
-    scaling rule). η = `lr`, default half the config's. Returns ({label: (config, [(technique,
+    scaling rule). η = `lr`, default half the config's. With `run.warm_start` set, the baseline (batch
+    k·b, lr η, this budget) is the warm start's and every setting continues its state. Returns ({label: (config, [(technique,
     params)])}, the baseline's label, "batch k·b, lr η")."""
     b, k = batch, replicas
     eta = config.optim.lr / 2 if lr is None else lr
-    samples = config.replace(budget=f"{steps * k * b * config.data.seq_len}tokens", lr=eta)
+    base = config.replace(budget=f"{steps * k * b * config.data.seq_len}tokens", lr=eta, batch_size=k * b)
     baseline = f"batch {k * b}, lr η"
-    return {f"batch {b}": (samples.replace(batch_size=b), []),
-            f"SMA {k} × {b}": (samples.replace(batch_size=b), [("sma", {"replicas": k})]),
-            baseline: (samples.replace(batch_size=k * b), []),
-            f"batch {k * b}, lr {k}η, warm-up": (samples.replace(batch_size=k * b, lr=k * eta, warmup=0.1), [])}, baseline
+    # from a warm start every setting continues the baseline's state (warm.variant: a plain replace otherwise)
+    return {f"batch {b}": (variant(base, batch_size=b), []),
+            f"SMA {k} × {b}": (variant(base, batch_size=b), [("sma", {"replicas": k})]),
+            baseline: (base, []),
+            f"batch {k * b}, lr {k}η, warm-up": (variant(base, lr=k * eta, warmup=0.1), [])}, baseline
 
 
 # -- samples/s against k --------------------------------------------------------------------------------

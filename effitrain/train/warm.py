@@ -35,7 +35,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from effitrain.config import PROFILES, Config, profile_config
+from effitrain.config import PROFILES, WARM_BASE_KEYS, Config, parse_warm_base, profile_config
 from effitrain.train import runcache
 
 WARM_DIR = "warm"
@@ -55,11 +55,33 @@ def prefix_config(config: Config) -> Config:
     """The config whose first `run.warm_start` steps every warm-started run shares: the same, from
     scratch, with seed `run.warm_seed` and (for a config of a known profile) that profile's
     execution settings (`EXECUTION`)."""
-    changes: dict[str, Any] = dict(warm_start=0, seed=config.run.warm_seed, warm_seed=0, name="")
+    changes: dict[str, Any] = dict(warm_start=0, seed=config.run.warm_seed, warm_seed=0, warm_base="", name="")
     if config.profile in PROFILES:
         own = profile_config(config.profile)
         changes.update({key: getattr(getattr(own, key.split(".")[0]), key.split(".")[1]) for key in EXECUTION})
+    changes.update(parse_warm_base(config.run.warm_base))  # the baseline's batch size, lr, warm-up
     return config.replace(**changes)
+
+
+def variant(config: Config, **changes: Any) -> Config:
+    """`config` with other batch size, learning rate or warm-up (and any other changes) that still
+    continues `config`'s warm state: the baseline's values go to `run.warm_base`, so the prefix is
+    the baseline's. From step `run.warm_start` on the run trains with its own values; with another
+    batch size the budget must not be in steps (a step would mean other work), e.g.
+
+        small = warm.variant(base, batch_size=8, lr=base.optim.lr / 2)   # base: warm-started, tokens budget
+    """
+    if not config.run.warm_start:
+        return config.replace(**changes)
+    base = {**parse_warm_base(config.run.warm_base)}
+    for key in WARM_BASE_KEYS:
+        if key in changes:
+            section = "run" if key == "batch_size" else "optim"
+            base.setdefault(key, getattr(getattr(config, section), key))
+    new = config.replace(**changes)
+    now = {key: getattr(getattr(new, "run" if key == "batch_size" else "optim"), key) for key in WARM_BASE_KEYS}
+    base = {key: value for key, value in base.items() if value != now[key]}
+    return new.replace(warm_base=",".join(f"{key}={value!r}" for key, value in base.items()))
 
 
 def state_path(config: Config, data: Any) -> Path:
