@@ -388,3 +388,26 @@ def test_finetune_shows_a_progress_bar_that_can_be_turned_off(smoke, pretrained,
     shown = evaluate_downstream(pretrained, task, method="finetune", seeds=(0,), steps=4, batch_size=8, lr=1e-3)
     assert "fine-tune e.csv" in capsys.readouterr().err
     assert shown.per_seed == quiet.per_seed  # the bar changes nothing
+
+
+# -- sotu-order ------------------------------------------------------------------------------------
+def test_order_task_shows_both_classes_the_same_words_split_by_speech(smoke):
+    from effitrain.data.downstream import SEP, _order_rows
+
+    _, data = smoke
+    task = downstream_task("sotu-order", data, seq_len=32)
+    assert task.labels == ["spoken", "shuffled"] and task.train_ids.shape[1] == 32
+    assert set(task.train_y.tolist()) == set(task.test_y.tolist()) == {0, 1}
+    assert 0.4 < task.train_y.float().mean() < 0.6 and task.majority_accuracy() < 0.6
+    assert not set(task.train_docs) & set(task.test_docs)
+    cols = data.corpus[:]
+    assert not {d for d, r in zip(cols["doc"], cols["role"]) if r != "downstream"} & set(task.train_docs)
+    assert all(SEP in row.tolist() for row in task.train_ids)  # whole words only: nothing cut after the shuffle
+    text = "we hold these truths to be self evident that all men are created equal and endowed " * 3
+    spoken = _order_rows(data.tokenizer, text, 32, False, text)
+    shuffled = _order_rows(data.tokenizer, text, 32, True, text)
+    assert sorted(spoken.split()) == sorted(shuffled.split()) and spoken != shuffled  # the same bag of words
+    assert text.startswith(spoken) and len(data.tokenizer.encode(spoken, add_special_tokens=False).ids) <= 30
+    assert shuffled == _order_rows(data.tokenizer, text, 32, True, text)  # deterministic
+    again = downstream_task("sotu-order", data, seq_len=32)
+    assert torch.equal(again.train_ids, task.train_ids) and torch.equal(again.test_y, task.test_y)

@@ -11,6 +11,10 @@
   to be a class of its own and is merged into ``other``. Labels: ["Democratic", "Republican",
   "other"]. Era and party are entangled (``other`` is almost only before 1850): read it together
   with ``sotu-era``.
+- ``sotu-order`` (offline): is a held-out paragraph in the speaker's word order, or are its words
+  shuffled? Both classes show the same words (the whole words that fit the sequence length, then
+  shuffled or not), so a bag of words is at chance: the task a model of language should win and a
+  random init should not. Labels: ["spoken", "shuffled"].
 - ``sst2`` (online): GLUE SST-2 sentiment through `datasets` (``nyu-mll/glue``); test = its
   validation split.
 - a local file (`task_from_file`): .csv/.tsv (header row), .jsonl, .json (a list of records or
@@ -374,12 +378,48 @@ def task_from_file(path: str | os.PathLike, tokenizer: Tokenizer, seq_len: int, 
         [texts[i] for i in tr], [texts[i] for i in te])
 
 
+def _order_rows(tokenizer: Tokenizer, text: str, seq_len: int, shuffled: bool, key: str) -> str:
+    """The paragraph's first words that fit `seq_len` tokens, in the speaker's order or shuffled (a
+    permutation seeded by `key`, redrawn until it moves a word): both classes show the same words."""
+    words, kept, used = text.split(), [], 0
+    for word, enc in zip(words, tokenizer.encode_batch(words, add_special_tokens=False)):
+        if used + len(enc.ids) > seq_len - 2:
+            break
+        kept.append(word)
+        used += len(enc.ids)
+    if not shuffled:
+        return " ".join(kept)
+    g = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") >> 1)
+    while True:
+        order = torch.randperm(len(kept), generator=g).tolist()
+        if order != sorted(order):
+            return " ".join(kept[i] for i in order)
+
+
+ORDER_MIN_WORDS = 8  # a paragraph shorter than this is left out of sotu-order (few orders to tell apart)
+
+
+def sotu_order_task(data: PretrainData, seq_len: int | None = None) -> ClassificationTask:
+    """Is this held-out paragraph in the speaker's word order, or are its words shuffled?
+
+    Each paragraph appears once, as spoken or shuffled (chosen by a hash of its text, about half
+    each), cut to the whole words that fit `seq_len` tokens before shuffling, so both classes show
+    exactly the same words: a bag of words is at chance, and only a model of word order can tell
+    them apart. Split by speech as sotu-era. Labels: ["spoken", "shuffled"].
+    """
+    seq_len = seq_len or data.config.seq_len
+    rows = [(t, d) for t, d, _ in _downstream_rows(data) if len(t.split()) >= ORDER_MIN_WORDS]
+    flip = [hashlib.sha256(t.encode()).digest()[0] & 1 for t, _ in rows]
+    rows = [(_order_rows(data.tokenizer, t, seq_len, bool(f), t), d, f) for (t, d), f in zip(rows, flip)]
+    return _by_speech("sotu-order", ["spoken", "shuffled"], rows, data, seq_len)
+
+
 # -- registry --------------------------------------------------------------------------------------
 def _sst2(data: PretrainData, seq_len: int | None = None) -> ClassificationTask:
     return sst2_task(data.tokenizer, seq_len or data.config.seq_len)
 
 
-TASKS = {"sotu-era": sotu_era_task, "sotu-party": sotu_party_task, "sst2": _sst2}
+TASKS = {"sotu-era": sotu_era_task, "sotu-party": sotu_party_task, "sotu-order": sotu_order_task, "sst2": _sst2}
 
 
 def task_names() -> list[str]:
@@ -388,7 +428,7 @@ def task_names() -> list[str]:
 
 def downstream_task(name_or_path: str | os.PathLike, data: PretrainData, *, seq_len: int | None = None,
                     **kw) -> ClassificationTask:
-    """A task by name ("sotu-era", "sotu-party", "sst2") or from a local labelled file.
+    """A task by name ("sotu-era", "sotu-party", "sotu-order", "sst2") or from a local labelled file.
 
     Tokenized with `data`'s tokenizer at `seq_len` (default: the pre-training sequence length);
     `kw` go to `task_from_file` (text=, label=, test_fraction=, seed=).
