@@ -170,3 +170,36 @@ def ratio_ci(base: Sequence[float], group: Sequence[float], level: float = LEVEL
     Welch (or, paired, a paired) t-interval on the log scale; lo/hi NaN without an interval."""
     r = Ratio.of(base, group, paired=paired, level=level)
     return r.ratio, r.lo, r.hi
+
+
+def difference_ci(base: Sequence[float], group: Sequence[float], level: float = LEVEL,
+                  paired: bool = False) -> tuple[float, float, float]:
+    """(mean(group) − mean(base), lo, hi): a paired t-interval over per-seed differences
+    (`scipy.stats.ttest_rel`) or else Welch's (`ttest_ind(equal_var=False)`); lo/hi NaN without one."""
+    b, g = _finite(base), _finite(group)
+    if b.size == 0 or g.size == 0:
+        return math.nan, math.nan, math.nan
+    if paired and b.size != g.size:
+        raise ValueError(f"a paired difference needs as many values on both sides (got {b.size} and {g.size})")
+    diff = float(g.mean() - b.mean())
+    if (paired and b.size < 2) or (not paired and (b.size < 2 or g.size < 2)):
+        return diff, math.nan, math.nan
+    if (float(np.std(g - b)) if paired else float(np.var(g)) + float(np.var(b))) == 0.0:
+        return diff, diff, diff  # no spread: the difference is exact
+    test = stats.ttest_rel(g, b) if paired else stats.ttest_ind(g, b, equal_var=False)
+    ci = test.confidence_interval(confidence_level=level)
+    return diff, float(ci.low), float(ci.high)
+
+
+def difference_verdict(diff: float, lo: float, hi: float, resolve: float, what: str = "") -> str:
+    """A difference's verdict: 'higher by [lo, hi]', 'lower by [lo, hi]', 'no effect beyond ±resolve
+    here' (the interval lies within ±resolve) or 'undecided' (wider, and holding 0)."""
+    if math.isnan(lo) or math.isnan(hi):
+        return f"{diff:+.3f}, no interval (fewer than 2 seeds)"
+    if lo > 0:
+        return f"higher by [{lo:+.3f}, {hi:+.3f}]{what}"
+    if hi < 0:
+        return f"lower by [{lo:+.3f}, {hi:+.3f}]{what}"
+    if -resolve <= lo and hi <= resolve:
+        return f"no effect beyond ±{abs(max(-lo, hi)):.3f} here{what}"
+    return f"undecided: [{lo:+.3f}, {hi:+.3f}] holds 0 and is wider than ±{resolve:g}{what}"

@@ -257,6 +257,10 @@ def test_downstream_groups_intervals_over_pretraining_seeds_and_the_speedup(smok
     assert math.isnan(df.loc["init", "sotu-era probe ±"])  # one seed: no interval
     assert df.loc["pre", "speed-up to match"] == "1.00×"
     assert df.loc["init", "speed-up to match"] == "not matched"  # no FLOPs: never a ratio
+    assert df.loc["pre", "verdict"] == "baseline" and "no interval" in df.loc["init", "verdict"]
+    again = tables.downstream_groups({"pre": runs, "same": runs}, [task], methods=("probe",), steps={"probe": 20})
+    assert again.loc["same", "Δ sotu-era probe"] == "+0.000 [+0.000, +0.000]"  # paired by seed: exactly 0
+    assert again.loc["same", "verdict"].startswith("no effect beyond ±0.000")
     with pytest.raises(ValueError, match="baseline"):
         tables.downstream_groups({"pre": runs}, [task], methods=("probe",), baseline="nope")
     with pytest.raises(ValueError, match="judge"):

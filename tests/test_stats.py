@@ -96,3 +96,22 @@ def test_verdicts_power_and_seeds_needed():
     assert Ratio.of([1.0, -1.0], [1.0, 1.0]).verdict() == "no measurement"
     with pytest.raises(ValueError, match="one value per seed"):
         Ratio.of([1.0, 2.0], [1.0], paired=True)
+
+
+def test_difference_intervals_are_scipys_paired_and_welch_and_worded():
+    from scipy import stats as st
+    from effitrain.stats import difference_ci, difference_verdict
+
+    base, group = [0.50, 0.53, 0.51, 0.49], [0.58, 0.60, 0.61, 0.55]
+    d, lo, hi = difference_ci(base, group, paired=True)
+    ci = st.ttest_rel(group, base).confidence_interval()
+    assert d == pytest.approx(0.0775) and (lo, hi) == pytest.approx((ci.low, ci.high))
+    d, lo, hi = difference_ci(base, group)
+    ci = st.ttest_ind(group, base, equal_var=False).confidence_interval()
+    assert (lo, hi) == pytest.approx((ci.low, ci.high))
+    assert difference_verdict(0.08, 0.05, 0.11, 0.03).startswith("higher by [+0.050, +0.110]")
+    assert difference_verdict(-0.08, -0.11, -0.05, 0.03).startswith("lower by")
+    assert difference_verdict(0.0, -0.02, 0.01, 0.03) == "no effect beyond ±0.020 here"
+    assert difference_verdict(0.0, -0.05, 0.04, 0.03).startswith("undecided")
+    with pytest.raises(ValueError, match="paired"):
+        difference_ci([1, 2], [1, 2, 3], paired=True)

@@ -364,7 +364,7 @@ def _reference_group(groups: dict, name: str | None, caller: str, role: str) -> 
 def downstream_groups(groups: "dict[str, Sequence[Any]]", tasks: Sequence[ClassificationTask],
                       methods: Sequence[str] = ("probe", "finetune"), baseline: str | None = None,
                       judge: tuple[str, str] | None = None, steps: "dict[str, int] | None" = None,
-                      settings: "dict[str, dict] | None" = None) -> pd.DataFrame:
+                      settings: "dict[str, dict] | None" = None, resolve: float = 0.03) -> pd.DataFrame:
     """One row per group of pre-trained models, judged by downstream accuracy.
 
     groups: {label: [Run or model, ...]}, one member per pre-training seed (a bare model, e.g. a
@@ -377,8 +377,12 @@ def downstream_groups(groups: "dict[str, Sequence[Any]]", tasks: Sequence[Classi
 
     Columns: seeds, train FLOPs (mean), FLOPs ÷ baseline, parameters (the kept model), seconds
     (pre-training, mean), "<task> <method>" and its "±", and "speed-up to match": baseline FLOPs ÷
-    the group's when its mean judge accuracy is at least the baseline's, else "not matched".
+    the group's when its mean judge accuracy is at least the baseline's, else "not matched";
+    "Δ judge" and "verdict": the group's judge accuracy − the baseline's, paired by pre-training seed
+    where the seeds are the same (else Welch), with its 95% interval, worded as higher / lower by
+    [lo, hi], no effect beyond ±X (the interval within ±`resolve`), or undecided.
     """
+    from effitrain.stats import difference_ci, difference_verdict
     from effitrain.model import count_parameters
     from effitrain.train.finetune import DEFAULTS, evaluate_downstream
 
@@ -390,7 +394,7 @@ def downstream_groups(groups: "dict[str, Sequence[Any]]", tasks: Sequence[Classi
         raise ValueError(f"judge {judge!r} is not a task and method of this table")
     per_method = {m: {**((settings or {}).get(m) or {}), **({"steps": steps[m]} if steps and m in steps else {})}
                   for m in methods}
-    rows, chosen = {}, {}
+    rows, chosen, judged = {}, {}, {}
     for label in labels:
         members = list(groups[label])
         runs = [m for m in members if isinstance(m, Run)]
@@ -407,6 +411,9 @@ def downstream_groups(groups: "dict[str, Sequence[Any]]", tasks: Sequence[Classi
                                                feature_cache=features[i], **per_method[method])
                            for i, (m, model) in enumerate(zip(members, models))]
                 row[f"{task.name} {method}"], row[f"{task.name} {method} ±"] = mean_ci([r.accuracy for r in results])
+                if f"{task.name} {method}" == col:
+                    judged[label] = {(m.config.run.seed if isinstance(m, Run) else i): r.accuracy
+                                     for i, (m, r) in enumerate(zip(members, results))}
                 if method == "finetune":
                     chosen[(label, task.name)] = [lr for r in results for lr in r.chosen_lr]
         rows[label] = row
@@ -417,11 +424,26 @@ def downstream_groups(groups: "dict[str, Sequence[Any]]", tasks: Sequence[Classi
     df["speed-up to match"] = [("1.00×" if label == base else
                                 (f"{fb / f:.2f}×" if f > 0 and acc >= want else "not matched"))
                                for label, acc, f in zip(df.index, df[col], df["train FLOPs"])]
+    deltas, verdicts = [], []
+    for label in df.index:
+        if label == base:
+            deltas.append("0 (baseline)"), verdicts.append("baseline")
+            continue
+        b, g = judged[base], judged[label]
+        paired = sorted(b) == sorted(g) and len(b) > 1
+        keys = sorted(b)
+        d, lo, hi = (difference_ci([b[k] for k in keys], [g[k] for k in keys], paired=True) if paired
+                     else difference_ci(list(b.values()), list(g.values())))
+        deltas.append(f"{d:+.3f}" + ("" if math.isnan(lo) else f" [{lo:+.3f}, {hi:+.3f}]"))
+        verdicts.append(difference_verdict(d, lo, hi, resolve))
+    df[f"Δ {col}"], df["verdict"] = deltas, verdicts
     df.attrs.update(baseline=base, judge=col, chosen_lr=chosen, notes=[
         f"accuracy: test accuracy, one {'/'.join(methods)} per pre-training seed; ± = 95% Student-t half-width "
         "over those seeds (NaN with one)",
         f"speed-up to match = {base}'s training FLOPs ÷ the group's, when the group's mean {col} accuracy is at "
-        f"least {base}'s ({want:.3f}); read it with the ± columns"])
+        f"least {base}'s ({want:.3f}); read it with the ± columns",
+        f"Δ {col} = the group's accuracy − {base}'s, [95% interval], paired by pre-training seed where the seeds "
+        f"match (else Welch); verdict: higher / lower by [lo, hi], or no effect beyond ±{resolve:g} here"])
     if "finetune" in methods:
         grid = per_method["finetune"].get("lr", DEFAULTS["finetune"]["lr"])
         if isinstance(grid, (list, tuple)) and len(grid) > 1:
