@@ -232,6 +232,19 @@ def test_resume_refuses_another_seed_other_techniques_or_a_used_up_budget(smoke,
     assert evals.status == "completed"  # where it evaluates and logs may change
 
 
+def test_a_longer_budget_evaluates_where_the_uninterrupted_run_would(smoke, tmp_path):
+    cfg, data = smoke
+    ck = tmp_path / "done.pt"
+    first = et.train(short(cfg, 10).replace(evals=5), data=data, progress=False, checkpoint=str(ck))
+    assert [e["step"] for e in first.history.evals] == [0, 2, 4, 6, 8, 10]
+    longer = et.train(short(cfg, 20).replace(evals=5), data=data, progress=False, resume=str(ck))
+    straight = et.train(short(cfg, 20).replace(evals=5), data=data, progress=False)
+    assert [e["step"] for e in straight.history.evals] == [0, 4, 8, 12, 16, 20]
+    # the old evaluations stay; from the resume on, the new budget's points, the last at its end
+    assert [e["step"] for e in longer.history.evals] == [0, 2, 4, 6, 8, 10, 12, 16, 20]
+    assert longer.summary()["val_loss_last"] == longer.history.evals[-1]["val_loss"]
+
+
 # -- one test per event ---------------------------------------------------------------------------------
 def test_plan_step_changes_the_micro_batches(smoke):
     cfg, data = smoke

@@ -536,6 +536,9 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(tr["sampler"])
+        # evaluations due by here under *this* budget: a longer budget evaluates from now on where its
+        # uninterrupted run would (the old count would wait for an evaluation past its old end)
+        self._count_evals(self._fraction())
         self.start_fraction = float(tr.get("start_fraction", 0.0))
         self._restore_generators(tr)
         for t, s in zip(self.techniques, tr.get("techniques", [])):
