@@ -20,14 +20,17 @@ import importlib.util
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 PROG = "effitrain"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_TERMINATED = 128 + 15  # SIGTERM, as a shell reports a process it ended
 
 # options whose value may start with "-" (argparse would otherwise take "-5s" for an option)
 _VALUE_OPTIONS = ("--technique", "--budget", "--seed", "--corpus", "--preset", "--profile", "--precision", "--seq-len",
@@ -174,36 +177,59 @@ def _config(args: argparse.Namespace, names: dict[str, str]) -> Any:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from effitrain.techniques import parse_technique
-    from effitrain.train import runcache
 
     cfg = _config(args, {"preset": "preset", "budget": "budget", "seed": "seed", "precision": "precision",
                          "corpus": "corpus"})
     techniques = [parse_technique(spec) for spec in args.technique]
+    # SIGTERM (a scheduler, `timeout`, a container stop, a closed terminal) ends the run as the Stop
+    # button does: after the current step, with a last evaluation and the summary
+    stop, terminated = threading.Event(), []
+
+    def _on_term(signum: int, frame: Any) -> None:
+        terminated.append(signum)
+        stop.set()
+
+    previous = (signal.signal(signal.SIGTERM, _on_term)
+                if threading.current_thread() is threading.main_thread() else None)
+    try:
+        run = _train_run(args, cfg, techniques, stop)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if run is None:
+        return EXIT_OK  # rank 0 reports
+    summary = run.summary()
+    print(_format_summary(summary), flush=True)
+    if args.json:
+        print(_json_line(summary), flush=True)
+    so_far = (f"at step {summary.get('steps', 0)}: the summary above is the run so far; only a completed run is "
+              "kept (in the run cache)")
+    if terminated:
+        print(f"{PROG}: terminated (SIGTERM) {so_far}", file=sys.stderr)
+        return EXIT_TERMINATED
+    if run.status == "diverged":
+        print(f"{PROG}: run diverged: {run.message}", file=sys.stderr)
+        return EXIT_FAILED
+    if run.status == "interrupted":  # the CLI keeps no run file: say so, not the library's "history and model kept"
+        print(f"{PROG}: interrupted {so_far}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _train_run(args: argparse.Namespace, cfg: Any, techniques: list, stop: threading.Event) -> Any:
+    from effitrain.train import runcache
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"loss became", category=RuntimeWarning)  # reported below
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ:  # started by torchrun
             from effitrain.parallel.ddp import torchrun_main
 
-            run = torchrun_main(cfg, techniques, progress=not args.no_progress)
-            if run is None:
-                return EXIT_OK  # rank 0 reports
-        elif args.nproc != 1:
+            return torchrun_main(cfg, techniques, progress=not args.no_progress)  # torchrun owns the signals
+        if args.nproc != 1:
             from effitrain.train import train
 
-            run = train(cfg, techniques, world_size=args.nproc, progress=not args.no_progress)
-        else:
-            run = runcache.cached_train(cfg, techniques, force=args.no_cache, progress=not args.no_progress)
-    summary = run.summary()
-    print(_format_summary(summary), flush=True)
-    if args.json:
-        print(_json_line(summary), flush=True)
-    if run.status == "diverged":
-        print(f"{PROG}: run diverged: {run.message}", file=sys.stderr)
-        return EXIT_FAILED
-    if run.status == "interrupted":
-        print(f"{PROG}: {run.message}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return EXIT_OK
+            return train(cfg, techniques, world_size=args.nproc, progress=not args.no_progress, stop=stop)
+        return runcache.cached_train(cfg, techniques, force=args.no_cache, progress=not args.no_progress, stop=stop)
 
 
 def _cmd_techniques(args: argparse.Namespace) -> int:

@@ -260,3 +260,19 @@ def test_techniques_lists_names_cards_and_allowed_values(capsys):
     out = capsys.readouterr().out
     assert "cli-test: Scale the loss (a technique for testing the command line)." in out
     assert "factor = 1.0 in [0.5, 2.0]  multiply the loss by this" in out
+
+
+def test_sigterm_stops_after_the_step_prints_the_summary_and_exits_143(tmp_path):
+    import signal
+
+    env = {**os.environ, "EFFITRAIN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "effitrain.cli", "train", "--profile", "smoke", "--budget", "100000steps",
+           "--json", "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # past the imports: from then on SIGTERM is the CLI's to handle
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == cli.EXIT_TERMINATED == 143, err[-2000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["status"] == "stopped"
+    assert "terminated (SIGTERM)" in err.strip().splitlines()[-1] and "Traceback" not in err
