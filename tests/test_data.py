@@ -2,11 +2,14 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import datasets
 import pytest
 import torch
+
+import effitrain as et
 
 from effitrain.config import DataConfig
 from effitrain.data import CLS, MASK, PAD, SEP, SPECIAL_TOKENS, CorpusError, load_corpus, mask_tokens, prepare_data
@@ -377,3 +380,66 @@ def test_cache_files_are_readable_like_the_rest_of_the_cache(tmp_path, fresh_cac
     assert _tokenizer_file(fresh_cache).stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "y.json").stat().st_mode & 0o777 == 0o640
+
+
+# -- a cache that cannot be written (read-only or full) ----------------------------------------------
+def _unwritable(monkeypatch):
+    """Every write of the data cache fails as on a read-only disk (the tests may run as root, whom a
+    read-only mode does not stop): the build lock, the tokenizer file, the Arrow cache files."""
+    import contextlib
+    import errno
+
+    import datasets
+
+    from effitrain.data import cache as cache_mod
+    from effitrain.data import tokenizer as tok_mod
+
+    class ReadOnlyLock:
+        def __init__(self, path):
+            self.path = path
+
+        def acquire(self):
+            raise PermissionError(errno.EROFS, "Read-only file system", self.path)
+
+    @contextlib.contextmanager
+    def no_write(target):
+        raise OSError(errno.EROFS, "Read-only file system", str(target))
+        yield  # noqa: unreachable
+
+    real_map = datasets.Dataset.map
+
+    def map_(self, *args, cache_file_name=None, **kwargs):
+        if cache_file_name and not os.path.exists(cache_file_name):
+            open(cache_file_name, "wb").write(b"half")  # what a full disk leaves behind
+            raise OSError(errno.ENOSPC, "No space left on device", cache_file_name)
+        return real_map(self, *args, cache_file_name=cache_file_name, **kwargs)
+
+    monkeypatch.setattr(cache_mod, "FileLock", ReadOnlyLock)
+    monkeypatch.setattr(tok_mod, "atomic_path", no_write)
+    monkeypatch.setattr(datasets.Dataset, "map", map_)
+
+
+def test_a_cache_that_cannot_be_written_costs_the_cache_not_the_run(fresh_cache, monkeypatch):
+    from effitrain.data.cache import CacheWarning
+    from effitrain.data.pipeline import prepare_data
+
+    cfg = et.profile_config("smoke")
+    built = prepare_data(cfg.data)  # a cache built normally, then made unwritable: every hit still reads
+    prepare_data.cache_clear()
+    _unwritable(monkeypatch)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        again = prepare_data(cfg.data)
+    assert torch.equal(again.train.ids, built.train.ids)
+    said = [str(w.message) for w in seen if issubclass(w.category, CacheWarning)]
+    assert said and all(m.startswith("cache: cannot lock ") and "\n" not in m for m in said)  # only the locks
+    prepare_data.cache_clear()
+    # a miss (another vocabulary size): built in memory, used, and nothing half-written is kept
+    other = cfg.data.__class__(**{**cfg.data.__dict__, "vocab_size": cfg.data.vocab_size // 2 + 7})
+    with pytest.warns(CacheWarning, match=r"cache: cannot write the (tokenizer|tokenized corpus|packed blocks) in "):
+        fresh = prepare_data(other)
+    prepare_data.cache_clear()
+    assert fresh.vocab_size == other.vocab_size and len(fresh.train) > 0
+    assert not [p for p in fresh_cache.rglob("*") if p.is_file() and p.read_bytes() == b"half"]
+    run = et.train(cfg.replace(budget="2steps", evals=1, vocab_size=other.vocab_size), data=fresh, progress=False)
+    assert run.status == "completed"

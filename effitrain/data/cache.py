@@ -10,18 +10,57 @@ from __future__ import annotations
 
 import os
 import secrets
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from filelock import FileLock
 
+# what a write to a full or read-only disk raises (torch.save and Arrow writers raise RuntimeError)
+WRITE_ERRORS = (OSError, RuntimeError)
+
+
+class CacheWarning(UserWarning):
+    """The cache could not be written (a read-only or full disk): what is there is read, the rest is
+    built in memory for this run and not kept."""
+
+
+def first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
 
 def cache_dir(*parts: str) -> Path:
+    """A folder of the cache, made if it can be (a read-only cache still reads the folders it has)."""
     root = Path(os.environ.get("EFFITRAIN_CACHE") or Path.home() / ".cache" / "effitrain")
     path = root.joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass  # the first write in it says what is wrong, and the caller keeps its result in memory
     return path
+
+
+def cannot_keep(what: str, where: Path, exc: BaseException) -> None:
+    """Warn in one line that `what` is used from memory because `where` cannot be written."""
+    warnings.warn(f"cache: cannot write {what} in {where} ({first_line(exc)}); using it from memory for this run",
+                  CacheWarning, stacklevel=3)
+
+
+def map_cached(dataset: Any, fn: Callable, path: Path, what: str, method: str = "map", **kwargs: Any) -> Any:
+    """`dataset.map(fn, cache_file_name=path)` (or `.filter`), or in memory when the cache file cannot
+    be written (nothing half-written is left at `path`)."""
+    existed = path.exists()
+    try:
+        return getattr(dataset, method)(fn, cache_file_name=str(path), keep_in_memory=False, **kwargs)
+    except WRITE_ERRORS as exc:
+        if not existed and path.exists():
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        cannot_keep(what, path.parent, exc)
+        return getattr(dataset, method)(fn, keep_in_memory=True, **kwargs)
 
 
 @contextmanager
@@ -56,5 +95,15 @@ def build_lock(target: Path) -> Iterator[None]:
     """
     target = Path(target)
     name = f"{target.parent.name}-{target.name}.lock"
-    with FileLock(str(cache_dir("locks") / name)):
+    lock = FileLock(str(cache_dir("locks") / name))
+    try:
+        lock.acquire()
+    except OSError as exc:  # a read-only or full cache: read what is there, build the rest unlocked
+        warnings.warn(f"cache: cannot lock {target.name} in {cache_dir('locks')} ({first_line(exc)}); reading what "
+                      "the cache has and building the rest without the lock", CacheWarning, stacklevel=3)
         yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()

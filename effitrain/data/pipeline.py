@@ -16,7 +16,7 @@ import torch
 from tokenizers import Tokenizer
 
 from effitrain.config import DataConfig
-from effitrain.data.cache import build_lock, cache_dir
+from effitrain.data.cache import build_lock, cache_dir, map_cached
 from effitrain.data.corpus import CorpusError, assign_roles, fingerprint, load_corpus
 from effitrain.data.masking import MaskedBatch, mask_tokens
 from effitrain.data.noisy import add_junk, block_labels
@@ -117,8 +117,7 @@ def _tokenize(corpus: datasets.Dataset, tokenizer: Tokenizer, key: str) -> datas
 
     path = cache_dir("tokenized") / f"ids-ends-{key}.arrow"
     with build_lock(path):
-        return corpus.map(encode, batched=True, batch_size=1000, cache_file_name=str(path),
-                          desc="tokenizing", keep_in_memory=False)
+        return map_cached(corpus, encode, path, "the tokenized corpus", batched=True, batch_size=1000, desc="tokenizing")
 
 
 def _pack(tokenized: datasets.Dataset, seq_len: int, cache_key: str) -> datasets.Dataset:
@@ -147,8 +146,8 @@ def _pack(tokenized: datasets.Dataset, seq_len: int, cache_key: str) -> datasets
 
     path = cache_dir("tokenized") / f"blocks-ends-{cache_key}-{seq_len}.arrow"
     with build_lock(path):
-        return tokenized.map(pack, batched=True, batch_size=1000, remove_columns=tokenized.column_names,
-                             cache_file_name=str(path), desc="packing")
+        return map_cached(tokenized, pack, path, "the packed blocks", batched=True, batch_size=1000,
+                          remove_columns=tokenized.column_names, desc="packing")
 
 
 def _examples(tokenized: datasets.Dataset, seq_len: int) -> dict:
@@ -183,7 +182,8 @@ def _to_trainset(cols: dict) -> TrainSet:
 def _build(cfg: DataConfig, tokenized: datasets.Dataset, role: str, key: str) -> TrainSet:
     path = cache_dir("tokenized") / f"{role}-{key}.arrow"
     with build_lock(path):
-        part = tokenized.filter(lambda r: r == role, input_columns="role", cache_file_name=str(path))
+        part = map_cached(tokenized, lambda r: r == role, path, f"the {role} split", method="filter",
+                          input_columns="role")
     if cfg.pack:
         blocks = _pack(part, cfg.seq_len, f"{role}-{key}").with_format("numpy")
         return _to_trainset(blocks[:])

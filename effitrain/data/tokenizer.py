@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from effitrain.data.cache import atomic_path, build_lock, cache_dir
+from effitrain.data.cache import WRITE_ERRORS, atomic_path, build_lock, cache_dir, cannot_keep
 from effitrain.data.corpus import fingerprint
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -94,6 +94,10 @@ def get_tokenizer(texts: Sequence[str], vocab_size: int, corpus_key: str | None 
         with build_lock(path):
             if not path.exists():  # a builder that held the lock before us may have made it
                 tok = train_tokenizer(texts, vocab_size)
-                with atomic_path(path) as tmp:
-                    tok.save(str(tmp))
+                try:
+                    with atomic_path(path) as tmp:
+                        tok.save(str(tmp))
+                except WRITE_ERRORS as exc:  # a read-only or full cache costs the cache, not the run
+                    cannot_keep("the tokenizer", path.parent, exc)
+                    return tok
     return Tokenizer.from_file(str(path))
