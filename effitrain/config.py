@@ -27,11 +27,26 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+# sane upper bounds: a value past one is refused in one line before anything is allocated (a typo
+# like 1e12 would otherwise crash deep inside torch or the tokenizer library)
+UPPER = {"data.vocab_size": 2 ** 20, "data.seq_len": 2 ** 16, "data.max_val_blocks": 2 ** 20,
+         "model.max_positions": 2 ** 16, "model.hidden": 2 ** 16, "model.layers": 1024, "model.heads": 1024,
+         "model.ffn": 2 ** 18, "run.batch_size": 2 ** 16, "run.grad_accum": 2 ** 16, "run.log_every": 2 ** 30,
+         "run.threads": 1024, "run.evals": 100_000}
+
+
 def _positive_int(section: str, name: str, value: Any) -> None:
     _check(
         isinstance(value, int) and not isinstance(value, bool) and value > 0,
         f"{section}.{name} must be a positive integer; got {value!r}",
     )
+    _upper(section, name, value)
+
+
+def _upper(section: str, name: str, value: Any) -> None:
+    top = UPPER.get(f"{section}.{name}")
+    if top is not None and value > top:
+        raise ConfigError(f"{section}.{name} = {value!r} is past its upper bound {top:,}")
 
 
 def _non_negative(section: str, name: str, value: Any) -> None:
@@ -338,6 +353,8 @@ class RunConfig:
         _positive_int("run", "log_every", self.log_every)
         _check(isinstance(self.threads, int) and not isinstance(self.threads, bool) and self.threads >= 0,
                f"run.threads must be an integer >= 0 (0 = default); got {self.threads!r}")
+        _upper("run", "threads", self.threads)
+        _upper("run", "evals", self.evals)
         _check(isinstance(self.warm_start, int) and not isinstance(self.warm_start, bool) and self.warm_start >= 0,
                f"run.warm_start must be a step count >= 0 (0 = from scratch); got {self.warm_start!r}")
         _check(isinstance(self.warm_seed, int) and not isinstance(self.warm_seed, bool) and 0 <= self.warm_seed <= MAX_SEED,
@@ -389,6 +406,8 @@ class Config:
     profile: str = "custom"
 
     def __post_init__(self) -> None:
+        _check(isinstance(self.profile, str) and bool(self.profile),
+               f"profile must be a name (smoke, cpu, gpu or your own); got {self.profile!r}")
         _check(self.data.seq_len <= self.model.max_positions,
                f"data.seq_len ({self.data.seq_len}) must be <= model.max_positions ({self.model.max_positions})")
         _check(not (self.run.warm_start and self.budget.unit == "steps" and self.run.warm_start >= self.budget.amount),
@@ -415,6 +434,9 @@ class Config:
                 if not owners:
                     raise ConfigError(f"unknown config field {key!r}; known: {', '.join(sorted(_all_field_names()))}")
                 section = owners[0]
+            if section == "budget":
+                raise ConfigError(f"unknown config field {key!r}: the budget is one value, e.g. budget='500steps' "
+                                  "(steps, tokens, flops or seconds: '2e12flops', '60s')")
             if section not in _SECTIONS:
                 raise ConfigError(f"unknown config section {section!r}; known: {', '.join(_SECTIONS)}, budget")
             if name not in {f.name for f in fields(_SECTIONS[section])}:

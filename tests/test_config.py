@@ -129,3 +129,19 @@ def test_a_step_budget_is_a_whole_number_of_steps(text):
 def test_booleans_are_not_integers(field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         et.profile_config("smoke", **{field: True})
+
+
+@pytest.mark.parametrize("change", [{"vocab_size": 10 ** 12}, {"threads": 100_000}, {"batch_size": 10 ** 8},
+                                    {"layers": 10 ** 6}, {"hidden": 100_000}, {"max_positions": 10 ** 12},
+                                    {"evals": 10 ** 9}])
+def test_huge_values_are_refused_before_anything_is_allocated(change):
+    (key, value), = change.items()
+    with pytest.raises(ConfigError, match=rf"\.{key} = {value} is past its upper bound"):
+        et.profile_config("smoke").replace(**change)
+
+
+def test_a_profile_is_a_name_and_the_budget_is_one_value():
+    with pytest.raises(ConfigError, match="profile must be a name"):
+        et.profile_config("smoke").replace(profile=123)
+    with pytest.raises(ConfigError, match=r"'budget.amount': the budget is one value, e.g. budget='500steps'"):
+        et.profile_config("smoke").replace(**{"budget.amount": 5})

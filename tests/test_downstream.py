@@ -415,3 +415,11 @@ def test_order_task_shows_both_classes_the_same_words_split_by_speech(smoke):
     assert shuffled == _order_rows(data.tokenizer, text, 32, True, text)  # deterministic
     again = downstream_task("sotu-order", data, seq_len=32)
     assert torch.equal(again.train_ids, task.train_ids) and torch.equal(again.test_y, task.test_y)
+
+
+def test_a_file_whose_texts_all_carry_two_labels_is_refused_in_one_line(smoke, tmp_path):
+    _, data = smoke
+    path = tmp_path / "dup.csv"
+    path.write_text("text,label\n" + "".join(f"paragraph {i},a\nparagraph {i},b\n" for i in range(30)))
+    with pytest.raises(TaskError, match=r"no test rows for class 'a', 'b': a text that occurs under two labels"):
+        downstream_task(path, data)

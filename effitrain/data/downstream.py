@@ -371,6 +371,12 @@ def task_from_file(path: str | os.PathLike, tokenizer: Tokenizer, seq_len: int, 
     is_test = split_by_text(texts, y, test_fraction, seed)
     tr = [i for i, s in enumerate(is_test) if not s]
     te = [i for i, s in enumerate(is_test) if s]
+    missing = sorted({names[c] for c in range(len(names))} - {names[y[i]] for i in te})
+    if missing:
+        shared = sum(1 for d in {t for t in texts} if sum(d in m for m in distinct) > 1)
+        raise TaskError(f"task file {path}: no test rows for class {', '.join(map(repr, missing))}: a text that "
+                        f"occurs under two labels stays in training, and {shared} of the {len(set(texts))} distinct "
+                        "texts do; drop or relabel them")
     return ClassificationTask(
         name or path.name, names,
         encode(tokenizer, [texts[i] for i in tr], seq_len), torch.tensor([y[i] for i in tr], dtype=torch.long),
