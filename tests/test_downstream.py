@@ -423,3 +423,13 @@ def test_a_file_whose_texts_all_carry_two_labels_is_refused_in_one_line(smoke, t
     path.write_text("text,label\n" + "".join(f"paragraph {i},a\nparagraph {i},b\n" for i in range(30)))
     with pytest.raises(TaskError, match=r"no test rows for class 'a', 'b': a text that occurs under two labels"):
         downstream_task(path, data)
+
+
+def test_a_model_with_a_smaller_vocabulary_than_the_task_is_refused_naming_the_tokenizers(smoke):
+    from effitrain.train.finetune import random_init
+
+    cfg, data = smoke
+    task = downstream_task("sotu-era", data).subset(64, 32)
+    small = random_init((cfg.model, 100), seed=0)
+    with pytest.raises(ValueError, match=r"the model and the task use different tokenizers"):
+        evaluate_downstream(small, task, method="probe", seeds=(0,), progress=False)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -165,6 +166,10 @@ def _rows_from_file(path: Path, whole_file_is_doc: bool) -> Iterable[dict]:
             yield {"text": paragraph, "doc": "#" if whole_file_is_doc else f"#p{i}", "year": -1}
 
 
+class CorpusWarning(UserWarning):
+    """A corpus of one's own was read, but perhaps not as meant (many paragraphs dropped, one per line)."""
+
+
 # -- public ----------------------------------------------------------------------------------
 def load_corpus(spec: str, min_words: int = 1) -> datasets.Dataset:
     """Paragraphs of a corpus as a `datasets.Dataset` with columns text, doc, year.
@@ -178,14 +183,27 @@ def load_corpus(spec: str, min_words: int = 1) -> datasets.Dataset:
         if not path.exists():
             raise CorpusError(f"data.corpus {spec!r} is neither a known corpus ({', '.join(CORPORA)}) nor an existing path")
         source = lambda: _rows_from_path(path)  # noqa: E731
-    texts, docs, years = [], [], []
+    texts, docs, years, dropped = [], [], [], 0
     for row in source():
         if len(row["text"].split()) >= min_words:
             texts.append(row["text"])
             docs.append(str(row["doc"]))
             years.append(int(row["year"]))
+        else:
+            dropped += 1
     if not texts:
         raise CorpusError(f"corpus {spec!r} has no paragraph with at least {min_words} words")
+    if spec not in CORPORA:  # a corpus of one's own: say what its reading did
+        total = len(texts) + dropped
+        if dropped > 0.1 * total:
+            warnings.warn(f"corpus {spec!r}: data.min_words={min_words} dropped {dropped:,} of {total:,} paragraphs "
+                          f"({dropped / total:.0%}) with fewer words; lower it to keep them", CorpusWarning, stacklevel=2)
+        if path.is_file() and path.suffix.lower() in (".txt", ".md") and total < 10:
+            lines = sum(1 for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip())
+            if lines >= 10 * total:
+                warnings.warn(f"corpus {spec!r}: {lines:,} lines read as {total} paragraph(s): paragraphs are "
+                              "separated by blank lines, so a file with one document per line is one paragraph; "
+                              "put a blank line between documents", CorpusWarning, stacklevel=2)
     return datasets.Dataset.from_dict({"text": texts, "doc": docs, "year": years})
 
 

@@ -312,6 +312,11 @@ def evaluate_downstream(model, task: ClassificationTask, *, method: str = "finet
     if not seeds:
         raise ValueError("evaluate_downstream needs at least one seed")
     encoder, cfg, vocab = _parts(model)
+    top = int(max(task.train_ids.max(), task.test_ids.max())) if task.train_ids.numel() and task.test_ids.numel() else -1
+    if top >= vocab:
+        raise ValueError(f"task {task.name!r} holds token id {top}, but the model's vocabulary has {vocab} ids: the "
+                         "model and the task use different tokenizers (build the task with the model's pre-training "
+                         "data: downstream_task(name, data))")
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
     d = DEFAULTS[method]
     rates = d["lr"] if lr is None else lr
