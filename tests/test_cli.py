@@ -276,3 +276,19 @@ def test_sigterm_stops_after_the_step_prints_the_summary_and_exits_143(tmp_path)
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["status"] == "stopped"
     assert "terminated (SIGTERM)" in err.strip().splitlines()[-1] and "Traceback" not in err
+
+
+def test_ctrl_c_under_nproc_2_reports_interrupted_and_130_as_one_process_does(tmp_path):
+    import signal
+
+    env = {**os.environ, "EFFITRAIN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "effitrain.cli", "train", "--profile", "smoke", "--budget", "100000steps",
+           "--nproc", "2", "--json", "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(25)  # the ranks are training by now
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == cli.EXIT_INTERRUPTED, err[-2000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["status"] == "interrupted" and summary["steps"] > 0
+    assert err.strip().splitlines()[-1].startswith("effitrain: interrupted at step")

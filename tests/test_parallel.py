@@ -188,3 +188,14 @@ def test_what_the_ouroboros_pipeline_refuses(smoke, tmp_path):
         et.train(cfg, [ouro, et.technique("standardization_loss")], world_size=2, progress=False)
     with pytest.raises(ConfigError, match="ouroboros over processes and run.compile cannot train together"):
         et.train(cfg.replace(compile=True), [ouro], world_size=2, progress=False)
+
+
+def test_more_processes_than_the_machine_can_run_are_refused_in_one_line(smoke):
+    import os
+
+    from effitrain.parallel.launch import PROCESSES_PER_CORE
+
+    cfg, data = smoke
+    too_many = PROCESSES_PER_CORE * (os.cpu_count() or 1) + 1
+    with pytest.raises(et.ConfigError, match=rf"world_size={too_many} is more than {PROCESSES_PER_CORE} processes per CPU core"):
+        et.train(cfg.replace(device="cpu", batch_size=too_many), data=data, world_size=too_many, progress=False)

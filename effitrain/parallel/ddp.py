@@ -188,7 +188,7 @@ def train_distributed(config: Config, techniques: Iterable[Technique] = (), *, w
     timeout: seconds any collective may wait (a rank that dies ends the others within it).
     callbacks see the rows as they arrive, with a Run in this process that mirrors rank 0's history.
     """
-    check_world_size(world_size)
+    check_world_size(world_size, config.run.resolved_device())
     techniques = list(techniques)
     from effitrain.parallel.pipeline import check_pipeline, pipelined
 

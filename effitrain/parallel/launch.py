@@ -51,11 +51,29 @@ def process_group() -> tuple[int, int]:
     return 0, 1
 
 
-def check_world_size(world_size: Any) -> None:
+# spawned CPU processes per core that still make sense (each gets at least one thread; a pipeline of
+# four groups on two cores is a lesson's check): past it, one line instead of a thrashing machine
+PROCESSES_PER_CORE = 4
+
+
+def check_world_size(world_size: Any, device: "str | torch.device | None" = None) -> None:
+    """A positive number of processes this machine can run: at most one per GPU on CUDA, at most
+    `PROCESSES_PER_CORE` per CPU core on a CPU."""
     from effitrain.config import ConfigError
 
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ConfigError(f"world_size must be a positive integer; got {world_size!r}")
+    if device is None:
+        return
+    if torch.device(device).type == "cuda":
+        gpus = torch.cuda.device_count()
+        if world_size > gpus:
+            raise ConfigError(f"world_size={world_size} needs one GPU per process; this machine has {gpus}")
+    else:
+        cores = os.cpu_count() or 1
+        if world_size > PROCESSES_PER_CORE * cores:
+            raise ConfigError(f"world_size={world_size} is more than {PROCESSES_PER_CORE} processes per CPU core "
+                              f"({cores} cores here); give at most {PROCESSES_PER_CORE * cores}")
 
 
 def init_group(rank: int, world_size: int, store_file: str, backend: str, timeout: float) -> None:
@@ -116,7 +134,7 @@ def launch(fn: Callable, world_size: int, args: tuple = (), *, timeout: float = 
         for p in procs:
             p.start()
         failed: tuple[int, str] | None = None
-        failed_at = 0.0
+        failed_at, interrupted = 0.0, False
         done: set[int] = set()
         try:
             while True:
@@ -127,6 +145,7 @@ def launch(fn: Callable, world_size: int, args: tuple = (), *, timeout: float = 
                 except _queue.Empty:
                     msg = None
                 except KeyboardInterrupt:
+                    interrupted = True
                     if stop_shared is not None:
                         stop_shared.set()  # like the Stop button: the ranks end at the same step
                     continue
@@ -169,4 +188,7 @@ def launch(fn: Callable, world_size: int, args: tuple = (), *, timeout: float = 
             raise WorkerError(f"rank {rank} of {world_size} {what}; every other rank was ended")
         if not os.path.exists(result_file):
             raise WorkerError(f"rank 0 of {world_size} ended without a result")
-        return torch.load(result_file, weights_only=False)
+        result = torch.load(result_file, weights_only=False)
+        if interrupted and getattr(result, "status", None) == "stopped":  # Ctrl-C ends it as in one process
+            result.status, result.message = "interrupted", result.message.replace("stopped", "interrupted", 1)
+        return result
