@@ -316,6 +316,7 @@ def _cmd_lab(extra: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     from effitrain.config import ConfigError
     from effitrain.data import CorpusError
+    from effitrain.parallel.launch import WorkerError
     from effitrain.train import CheckpointError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -335,6 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever the message
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except WorkerError as exc:  # a rank died: which one and how, in one line, no traceback
+        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

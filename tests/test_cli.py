@@ -292,3 +292,15 @@ def test_ctrl_c_under_nproc_2_reports_interrupted_and_130_as_one_process_does(tm
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["status"] == "interrupted" and summary["steps"] > 0
     assert err.strip().splitlines()[-1].startswith("effitrain: interrupted at step")
+
+
+def test_a_dead_rank_is_one_line_naming_it_not_a_traceback(monkeypatch, capsys):
+    from effitrain.parallel.launch import WorkerError
+
+    def dies(args):
+        raise WorkerError("rank 0 of 2 was killed by signal 9; every other rank was ended")
+
+    monkeypatch.setattr(cli, "_cmd_train", dies)
+    assert cli.main(["train", "--profile", "smoke", "--nproc", "2"]) == cli.EXIT_FAILED
+    err = capsys.readouterr().err.strip()
+    assert err == "effitrain: error: rank 0 of 2 was killed by signal 9; every other rank was ended"

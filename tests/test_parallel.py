@@ -70,14 +70,15 @@ def test_the_ranks_agree_when_a_seconds_budget_ends(smoke):
     assert ("step", 1) in seen and seen[-1][0] == "end"  # live rows reach the parent as they come
 
 
-@pytest.mark.parametrize("how, says", [("kill", "rank 1 of 2 was killed by signal 9"),
-                                       ("raise", "rank 1 of 2 failed: ValueError: a broken batch"),
-                                       ("hang", "rank 0 of 2 failed")])
-def test_a_failing_rank_ends_every_rank_within_the_timeout(smoke, how, says):
+@pytest.mark.parametrize("how, rank, says", [("kill", 1, "rank 1 of 2 was killed by signal 9"),
+                                             ("kill", 0, "rank 0 of 2 was killed by signal 9"),  # not its peer's reset
+                                             ("raise", 1, "rank 1 of 2 failed: ValueError: a broken batch"),
+                                             ("hang", 1, "rank 0 of 2 failed")])
+def test_a_failing_rank_ends_every_rank_within_the_timeout(smoke, how, rank, says):
     timeout = 8.0
     t0 = time.monotonic()
     with pytest.raises(WorkerError, match=says):
-        et.train(_cfg(smoke, 20), [Fault(how=how)], world_size=2, progress=False, timeout=timeout)
+        et.train(_cfg(smoke, 20), [Fault(how=how, rank=rank)], world_size=2, progress=False, timeout=timeout)
     # start-up (spawn, imports, data, model) is a few seconds; the fault itself ends within the timeout
     assert time.monotonic() - t0 < 20 + timeout
 

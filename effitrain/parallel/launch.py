@@ -174,6 +174,9 @@ def launch(fn: Callable, world_size: int, args: tuple = (), *, timeout: float = 
                 if failed is not None and time.monotonic() - failed_at > timeout:
                     break  # the rest did not end by themselves within the timeout: ended below
         finally:
+            # who died by a signal before we end the rest: a killed rank sends nothing, and its peers'
+            # errors ("connection reset") may arrive before its exit code does
+            signalled = [r for r, p in enumerate(procs) if p.exitcode is not None and p.exitcode < 0]
             for p in procs:
                 if p.is_alive():
                     p.terminate()
@@ -182,6 +185,8 @@ def launch(fn: Callable, world_size: int, args: tuple = (), *, timeout: float = 
                 if p.is_alive():
                     p.kill()
                     p.join()
+        if failed is not None and signalled and not failed[1].startswith("was killed"):
+            failed = (signalled[0], f"was killed by signal {-procs[signalled[0]].exitcode}")
         if failed is not None:
             rank, what = failed
             what = what if what.startswith(("was killed", "exited")) else f"failed: {what}"
