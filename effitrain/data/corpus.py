@@ -229,15 +229,12 @@ def assign_roles(docs: list[str], groups: list[object], fractions: dict[str, flo
     by rank, so every group contributes to every role in proportion and the split never depends
     on a seed.
     """
-    by_group: dict[object, list[str]] = {}
-    for doc, group in zip(docs, groups):
-        members = by_group.setdefault(group, [])
-        if not members or members[-1] != doc:
-            if doc not in members:
-                members.append(doc)
+    by_group: dict[object, set[str]] = {}
+    for doc, group in zip(docs, groups):  # a set per group: linear in the rows (a list test was quadratic)
+        by_group.setdefault(group, set()).add(doc)
     roles: dict[str, str] = {}
     for members in by_group.values():
-        members = sorted(set(members), key=_unit_hash)
+        members = sorted(members, key=_unit_hash)
         n = len(members)
         for rank, doc in enumerate(members):
             u = (rank + 0.5) / n
