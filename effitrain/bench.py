@@ -38,7 +38,7 @@ from effitrain.train.memory import max_rss_bytes
 from effitrain.train.flops import count_flops, measure_peak_flops, sync
 from effitrain.train.run import finite_or_none
 from effitrain.techniques.base import StepContext
-from effitrain.train.step import (TrainStep, attention_recompute, autocast_for, check_precision, compile_seconds,
+from effitrain.train.step import (TrainStep, attention_recompute, autocast_for, check_fits, check_precision, compile_seconds,
                                   make_optimizer)
 
 ZIPF_EXPONENT = 1.1  # unigram frequencies of subword vocabularies fall off roughly as rank^-1.1
@@ -251,6 +251,7 @@ def bench_training_step(config: Config, steps: int = 20, warmup: int = 3, *, voc
     if config.run.threads:
         torch.set_num_threads(config.run.threads)
 
+    check_fits(config, device, vocab)
     torch.manual_seed(seed)
     model = BertForMLM(config.model, vocab).to(device).train()
     optimizer = make_optimizer(model, config, device)

@@ -145,3 +145,19 @@ def test_a_profile_is_a_name_and_the_budget_is_one_value():
         et.profile_config("smoke").replace(profile=123)
     with pytest.raises(ConfigError, match=r"'budget.amount': the budget is one value, e.g. budget='500steps'"):
         et.profile_config("smoke").replace(**{"budget.amount": 5})
+
+
+def test_a_config_that_cannot_fit_the_device_is_refused_before_allocating(smoke_data):
+    from effitrain.bench import bench_training_step
+    from effitrain.train.step import memory_needed
+
+    cfg, data = smoke_data
+    wide = cfg.replace(hidden=65536, heads=1024, budget="2steps")
+    with pytest.raises(ConfigError, match=r"this run needs about [\d,.]+ GiB, more than the [\d,.]+ GiB of cpu: .*"
+                                          r"model\.hidden=65536"):
+        et.train(wide.replace(device="cpu"), data=data, progress=False)
+    long = cfg.replace(batch_size=65536, seq_len=4096, max_positions=4096, device="cpu")
+    with pytest.raises(ConfigError, match=r"one micro-batch \(run\.batch_size=65536 × data\.seq_len=4096"):
+        bench_training_step(long, steps=1)
+    small = memory_needed(cfg)  # the profiles' own sizes are far inside: tens of MB
+    assert 1e6 < small["total"] < 1e9 and small["parameters"] > 1e5

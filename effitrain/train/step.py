@@ -316,3 +316,52 @@ class FlopMeter:
 
 def _counting(ctx: StepContext) -> StepContext:
     return replace(ctx, counting=True)
+
+
+# -- will it fit? ---------------------------------------------------------------------------------------
+def memory_needed(config: Config, vocab_size: int | None = None) -> dict[str, float]:
+    """A training run's memory, estimated before anything is allocated (bytes): `states` = 16 bytes
+    per parameter (fp32 weights, gradients, AdamW's two moments), `activations` = one micro-batch's
+    saved activations (Korthikanti et al.'s s·b·h·(34 + 5·a·s/h) per layer at 2 bytes, doubled in
+    fp32) plus its logits. An estimate to refuse the impossible, not a measurement."""
+    from effitrain.model.bert import matmul_parameters
+
+    m, d = config.model, config.data
+    vocab = vocab_size or d.vocab_size
+    params = matmul_parameters(m) + vocab * m.hidden + (m.max_positions * m.hidden if m.position == "learned" else 0)
+    B, T, H = config.run.batch_size, d.seq_len, m.hidden
+    per_layer = B * T * H * (34 + 5 * m.heads * T / H)
+    scale = 1.0 if config.run.precision in ("bf16", "fp16") else 2.0
+    predicted = B * T * (d.mask_prob if m.sparse_head else 1.0)
+    activations = scale * m.layers * per_layer + 4 * predicted * vocab * 2  # logits and their gradient, fp32
+    return {"parameters": float(params), "states": 16.0 * params, "activations": float(activations),
+            "total": 16.0 * params + float(activations)}
+
+
+def device_memory(device: torch.device) -> float:
+    """Bytes the device has in all: a GPU's total memory, else the machine's physical memory."""
+    if device.type == "cuda":
+        return float(torch.cuda.get_device_properties(device).total_memory)
+    import os
+
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return math.inf
+
+
+def check_fits(config: Config, device: torch.device, vocab_size: int | None = None) -> None:
+    """Refuse, in one line naming the sizes, a config whose estimated memory exceeds the device's."""
+    need, have = memory_needed(config, vocab_size), device_memory(device)
+    if need["total"] <= have:
+        return
+    m, gib = config.model, 2 ** 30
+    if need["states"] >= need["activations"]:
+        why = (f"{need['parameters']:.3g} parameters (model.hidden={m.hidden}, model.layers={m.layers}, "
+               f"data.vocab_size={vocab_size or config.data.vocab_size}) need {need['states'] / gib:,.1f} GiB of "
+               "weights, gradients and AdamW state")
+    else:
+        why = (f"one micro-batch (run.batch_size={config.run.batch_size} × data.seq_len={config.data.seq_len}, "
+               f"{m.layers} layers) needs {need['activations'] / gib:,.1f} GiB of activations")
+    raise ConfigError(f"this run needs about {need['total'] / gib:,.1f} GiB, more than the {have / gib:,.0f} GiB "
+                      f"of {device.type}: {why}")

@@ -60,8 +60,8 @@ from effitrain.train.run import Run
 from effitrain.train.runcache import this_machine
 from effitrain.train.schedule import lr_factor, micro_batches_at, schedule_fraction
 from effitrain.train.warm import prefix_config, prefix_state
-from effitrain.train.step import (FlopMeter, TrainStep, attention_recompute, autocast_for, check_precision,
-                                  compile_seconds, keep_rng, make_optimizer, param_groups)
+from effitrain.train.step import (FlopMeter, TrainStep, attention_recompute, autocast_for, check_fits,
+                                  check_precision, compile_seconds, keep_rng, make_optimizer, param_groups)
 
 Callback = Callable[[str, dict, Run], None]
 
@@ -301,6 +301,7 @@ class Trainer:
         self.train_set = train
         self.sampler = self._make_sampler(train)
 
+        check_fits(cfg, self.device, self.data.vocab_size)  # an impossible size: one line, before allocating
         model: torch.nn.Module = BertForMLM(cfg.model, self.data.vocab_size)
         for t in self.techniques:
             model = t.on_model(model, self._ctx())
