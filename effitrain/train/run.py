@@ -49,6 +49,9 @@ FORMAT_FIELDS["effitrain-run-v4"] = {
 # v5: run.warm_start, run.warm_seed (start from a baseline seed's state at a step)
 FORMAT_FIELDS["effitrain-run-v5"] = {
     **FORMAT_FIELDS["effitrain-run-v4"], "run": FORMAT_FIELDS["effitrain-run-v4"]["run"] + ("warm_start", "warm_seed")}
+# v6: run.warm_base (the baseline's batch size, lr, warm-up where a warm-started run's differ)
+FORMAT_FIELDS["effitrain-run-v6"] = {
+    **FORMAT_FIELDS["effitrain-run-v5"], "run": FORMAT_FIELDS["effitrain-run-v5"]["run"] + ("warm_base",)}
 _FUSED_TO_KERNEL = {True: "auto", False: "foreach"}  # what optim.fused meant in v1 and v2
 RUN_FORMAT = list(FORMAT_FIELDS)[-1]
 _RUN_KEYS: dict[str, tuple[type, str]] = {  # every format: key -> (type, what it must be)
