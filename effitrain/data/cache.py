@@ -27,7 +27,9 @@ class CacheWarning(UserWarning):
 
 
 def first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+    """An exception as one line: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def cache_dir(*parts: str) -> Path:
@@ -95,11 +97,12 @@ def build_lock(target: Path) -> Iterator[None]:
     """
     target = Path(target)
     name = f"{target.parent.name}-{target.name}.lock"
-    lock = FileLock(str(cache_dir("locks") / name))
+    locks = cache_dir("locks")
+    lock = FileLock(str(locks / name))
     try:
         lock.acquire()
     except OSError as exc:  # a read-only or full cache: read what is there, build the rest unlocked
-        warnings.warn(f"cache: cannot lock {target.name} in {cache_dir('locks')} ({first_line(exc)}); reading what "
+        warnings.warn(f"cache: cannot lock {target.name} in {locks} ({first_line(exc)}); reading what "
                       "the cache has and building the rest without the lock", CacheWarning, stacklevel=3)
         yield
         return

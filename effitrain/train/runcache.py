@@ -57,7 +57,8 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 
 from effitrain.config import Config, ConfigError
-from effitrain.data.cache import cache_dir
+from effitrain.data.cache import WRITE_ERRORS, cache_dir
+from effitrain.data.cache import first_line as _first_line
 from effitrain.train.run import Run
 
 FORMAT = "effitrain-run-cache-v1"
@@ -221,10 +222,6 @@ def why_not_cached(techniques: Sequence[Any], train_kwargs: dict[str, Any]) -> s
 class _Changed(Exception):
     """The entry was replaced while it was being read: read it again."""
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _read_entry(folder: Path) -> dict[str, Any]:
@@ -446,7 +443,7 @@ def cached_train(config: Config, techniques: Iterable[Any] = (), *, force: bool 
     run = trainer.train(config, techniques, **train_kwargs)
     try:
         store(run, key, replace=force or bad)
-    except (OSError, RuntimeError) as exc:  # a full or read-only disk costs the cache, never the run
+    except WRITE_ERRORS as exc:  # a full or read-only disk costs the cache, never the run
         # (torch.save raises RuntimeError when the disk fills up mid-write)
         warnings.warn(f"run cache: could not store {run.label} ({_first_line(exc)})", RunCacheWarning, stacklevel=2)
     return run

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
@@ -342,8 +343,6 @@ def device_memory(device: torch.device) -> float:
     """Bytes the device has in all: a GPU's total memory, else the machine's physical memory."""
     if device.type == "cuda":
         return float(torch.cuda.get_device_properties(device).total_memory)
-    import os
-
     try:
         return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from effitrain.config import PROFILES, WARM_BASE_KEYS, Config, parse_warm_base, profile_config
+from effitrain.data.cache import WRITE_ERRORS
 from effitrain.train import runcache
 
 WARM_DIR = "warm"
@@ -63,6 +64,11 @@ def prefix_config(config: Config) -> Config:
     return config.replace(**changes)
 
 
+def _main_phase(config: Config, key: str) -> Any:
+    """The value of a `WARM_BASE_KEYS` setting (batch_size is the run's, lr and warmup the optimizer's)."""
+    return getattr(config.run if key == "batch_size" else config.optim, key)
+
+
 def variant(config: Config, **changes: Any) -> Config:
     """`config` with other batch size, learning rate or warm-up (and any other changes) that still
     continues `config`'s warm state: the baseline's values go to `run.warm_base`, so the prefix is
@@ -76,11 +82,9 @@ def variant(config: Config, **changes: Any) -> Config:
     base = {**parse_warm_base(config.run.warm_base)}
     for key in WARM_BASE_KEYS:
         if key in changes:
-            section = "run" if key == "batch_size" else "optim"
-            base.setdefault(key, getattr(getattr(config, section), key))
+            base.setdefault(key, _main_phase(config, key))
     new = config.replace(**changes)
-    now = {key: getattr(getattr(new, "run" if key == "batch_size" else "optim"), key) for key in WARM_BASE_KEYS}
-    base = {key: value for key, value in base.items() if value != now[key]}
+    base = {key: value for key, value in base.items() if value != _main_phase(new, key)}
     return new.replace(warm_base=",".join(f"{key}={value!r}" for key, value in base.items()))
 
 
@@ -105,7 +109,7 @@ def prefix_state(config: Config, data: Any, make_trainer: Callable[..., Any], pr
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             return _train_prefix(config, data, make_trainer, progress, path)
-        except (OSError, RuntimeError) as exc:  # torch.save on a full disk raises RuntimeError
+        except WRITE_ERRORS as exc:  # torch.save on a full disk raises RuntimeError
             if path.exists():
                 return path
             warnings.warn(f"warm start: cannot keep the state in {path.parent} ({str(exc).splitlines()[0]}); "
