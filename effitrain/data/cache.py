@@ -8,8 +8,10 @@ file the user creates (0666 less the umask), like the rest of the cache.
 """
 from __future__ import annotations
 
+import glob
 import os
 import secrets
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,13 +67,48 @@ def map_cached(dataset: Any, fn: Callable, path: Path, what: str, method: str = 
         return getattr(dataset, method)(fn, keep_in_memory=True, **kwargs)
 
 
+# a temporary file older than this is stale whoever wrote it (a writer on another host of a shared cache)
+STALE_TMP_SECONDS = 24 * 3600
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, owned by someone else
+        return True
+    return True
+
+
+def sweep_stale(target: Path) -> list[Path]:
+    """Remove the temporary files an `atomic_path` writer of `target` left when it was killed (a
+    `kill -9` or a power cut gives no chance to clean up): those whose process is gone from this
+    machine, or older than a day. Returns what was removed; what cannot be removed stays."""
+    target, removed = Path(target), []
+    for tmp in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        owner = tmp.name[len(target.name) + 2:-len(".tmp")].split(".")[0]
+        try:
+            stale = (owner.isdigit() and not _alive(int(owner))) or time.time() - tmp.stat().st_mtime > STALE_TMP_SECONDS
+            if stale:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:
+            continue  # gone already, or not ours to remove
+    return removed
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
+    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds.
+
+    The temporary name holds the writer's process id, so a later write of `target` removes what a
+    killed writer left (`sweep_stale`)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(target)
     while True:
-        tmp_path = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        tmp_path = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
         try:
             # O_EXCL: a fresh name of our own; mode 0o666: the umask applies, as to any new file
             # (tempfile.mkstemp would make it 0600, unreadable to the group of a shared cache)
