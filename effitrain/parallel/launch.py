@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import queue as _queue
+import sys
 import tempfile
 import threading
 import time
@@ -87,10 +88,18 @@ def emit(kind: str, row: dict) -> None:
         _events.put(("event", kind, row))
 
 
+def _traceback_file(result_file: str, rank: int) -> str:
+    return str(Path(result_file).with_name(f"rank{rank}.traceback"))
+
+
 def _worker(rank: int, world_size: int, fn: Callable, args: tuple, store_file: str, backend: str,
             timeout: float, result_file: str, events: Any, threads: int) -> None:
     global _events
     _events = events if rank == 0 else None
+    # tqdm's default write lock is a multiprocessing lock, which a rank killed by a signal never gives
+    # back ("resource_tracker: … leaked semaphore objects" at exit); a rank's bars need only a thread lock
+    from tqdm.std import tqdm
+    tqdm.set_lock(threading.RLock())
     if threads:
         torch.set_num_threads(threads)
     try:
@@ -100,10 +109,10 @@ def _worker(rank: int, world_size: int, fn: Callable, args: tuple, store_file: s
             torch.save(result, result_file + ".part")
             os.replace(result_file + ".part", result_file)  # never half-written
         events.put(("done", rank, ""))
-    except BaseException as exc:  # one line for the parent; the traceback on this worker's stderr
-        line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    except BaseException as exc:  # one line for the parent; the traceback in a file it shows only for the
+        line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""  # rank it blames (not a peer's reset)
+        Path(_traceback_file(result_file, rank)).write_text(traceback.format_exc())
         events.put(("error", rank, f"{type(exc).__name__}: {line}"[:400]))
-        traceback.print_exc()
         raise SystemExit(1)
     finally:
         if dist.is_initialized():
@@ -189,7 +198,12 @@ def launch(fn: Callable, world_size: int, args: tuple = (), *, timeout: float = 
             failed = (signalled[0], f"was killed by signal {-procs[signalled[0]].exitcode}")
         if failed is not None:
             rank, what = failed
-            what = what if what.startswith(("was killed", "exited")) else f"failed: {what}"
+            if not what.startswith(("was killed", "exited")):  # its own error: where it came from
+                try:
+                    sys.stderr.write(Path(_traceback_file(result_file, rank)).read_text())
+                except OSError:
+                    pass
+                what = f"failed: {what}"
             raise WorkerError(f"rank {rank} of {world_size} {what}; every other rank was ended")
         if not os.path.exists(result_file):
             raise WorkerError(f"rank 0 of {world_size} ended without a result")
