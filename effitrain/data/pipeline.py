@@ -7,8 +7,12 @@ run, so runs are comparable) and the unigram counts of the training tokens.
 from __future__ import annotations
 
 import math
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
+from typing import Iterator
 
 import datasets
 import numpy as np
@@ -20,7 +24,7 @@ from effitrain.data.cache import build_lock, cache_dir, map_cached
 from effitrain.data.corpus import CorpusError, assign_roles, fingerprint, load_corpus
 from effitrain.data.masking import MaskedBatch, mask_tokens
 from effitrain.data.noisy import add_junk, block_labels
-from effitrain.data.tokenizer import CLS, PAD, SEP, SPECIAL_TOKENS, get_tokenizer
+from effitrain.data.tokenizer import CLS, PAD, SEP, SPECIAL_TOKENS, get_tokenizer, tokenizer_path
 
 DOWNSTREAM_FRACTION = 0.15  # of the documents of a corpus with a downstream task, held out of pre-training
 VAL_MASK_SEED = 1234
@@ -108,6 +112,11 @@ class PretrainData:
 
 
 # --------------------------------------------------------------------------------------------
+def tokenized_path(key: str) -> Path:
+    """Where the tokenized corpus of data key `key` is cached."""
+    return cache_dir("tokenized") / f"ids-ends-{key}.arrow"
+
+
 def _tokenize(corpus: datasets.Dataset, tokenizer: Tokenizer, key: str) -> datasets.Dataset:
     def encode(batch: dict) -> dict:
         encs = tokenizer.encode_batch(batch["text"], add_special_tokens=False)
@@ -115,7 +124,7 @@ def _tokenize(corpus: datasets.Dataset, tokenizer: Tokenizer, key: str) -> datas
         # so a row cut at any token knows exactly how much text it holds.
         return {"ids": [e.ids for e in encs], "ends": [[o[1] for o in e.offsets] for e in encs]}
 
-    path = cache_dir("tokenized") / f"ids-ends-{key}.arrow"
+    path = tokenized_path(key)
     with build_lock(path):
         return map_cached(corpus, encode, path, "the tokenized corpus", batched=True, batch_size=1000, desc="tokenizing")
 
@@ -249,22 +258,52 @@ def split_roles(corpus: datasets.Dataset, cfg: DataConfig) -> tuple[datasets.Dat
     return datasets.Dataset.from_dict({"text": texts, "doc": docs, "year": years, "role": role_col}), "piece"
 
 
+# a corpus of more characters than this takes tens of seconds to prepare the first time: say so, with progress bars
+LONG_PREPARATION_CHARS = 30_000_000
+
+
+@contextmanager
+def _progress_bars(show: bool) -> Iterator[None]:
+    """`datasets`' progress bars (off in effitrain: our own say what matters) on within the block."""
+    was_off = datasets.are_progress_bars_disabled()
+    if show and was_off:
+        datasets.enable_progress_bars()
+    try:
+        yield
+    finally:
+        if show and was_off:
+            datasets.disable_progress_bars()
+
+
 @lru_cache(maxsize=8)
 def prepare_data(cfg: DataConfig) -> PretrainData:
-    """Load, split, tokenize and cut the corpus of `cfg`; cached on disk and within the process."""
+    """Load, split, tokenize and cut the corpus of `cfg`; cached on disk and within the process.
+
+    A corpus of over `LONG_PREPARATION_CHARS` characters says what it prepares, with progress bars
+    for the tokenizer's training, the tokenizing and the packing (each cached on disk, so only the
+    first preparation of a corpus takes long)."""
     corpus, split = split_roles(load_corpus(cfg.corpus, min_words=cfg.min_words), cfg)
     corpus = add_junk(corpus, cfg.corpus, cfg.min_words)  # noisy corpora only: junk in training documents
     cols = corpus[:]
     role_col = cols["role"]
     train_texts = [t for t, r in zip(cols["text"], role_col) if r == "train"]
+    chars = sum(map(len, cols["text"]))
     corpus_key = fingerprint(train_texts)
-    tokenizer = get_tokenizer(train_texts, cfg.vocab_size, corpus_key)
+    long = chars > LONG_PREPARATION_CHARS and not tokenizer_path(corpus_key, cfg.vocab_size).exists()
+    say = (f"preparing corpus {cfg.corpus!r}: {len(role_col):,} paragraphs, {chars / 1e6:,.0f} M characters "
+           "(tokenizer, tokens and blocks are cached, so only the first preparation takes this long)")
+    if long:
+        print(say, file=sys.stderr, flush=True)
+    tokenizer = get_tokenizer(train_texts, cfg.vocab_size, corpus_key, progress=long)
     # keyed by the tokenizer's content too: cached ids always belong to the tokenizer in use
     key = fingerprint(cols["text"], role_col, cfg.vocab_size, corpus_key, fingerprint([tokenizer.to_str()]),
                       *([cols["junk"]] if "junk" in cols else []))
-    tokenized = _tokenize(corpus, tokenizer, key)
-
-    train = _build(cfg, tokenized, "train", key)
+    if chars > LONG_PREPARATION_CHARS and not long and not tokenized_path(key).exists():
+        long = True  # the tokenizer was cached, its tokens are not
+        print(say, file=sys.stderr, flush=True)
+    with _progress_bars(long):
+        tokenized = _tokenize(corpus, tokenizer, key)
+        train = _build(cfg, tokenized, "train", key)
     if cfg.max_train_examples and len(train) > cfg.max_train_examples:
         train = train.select(torch.arange(cfg.max_train_examples))
     val_set = _build(cfg, tokenized, "val", key)  # split_roles saw to it that there is validation text

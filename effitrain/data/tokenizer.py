@@ -36,10 +36,11 @@ def _pipeline(model: models.Model) -> Tokenizer:
     return tok
 
 
-def _trained(texts: Iterable[str], length: int, vocab_size: int, special: Sequence[str]) -> Tokenizer:
+def _trained(texts: Iterable[str], length: int, vocab_size: int, special: Sequence[str],
+             progress: bool = False) -> Tokenizer:
     tok = _pipeline(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix=PREFIX))
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(special), min_frequency=2,
-                                        continuing_subword_prefix=PREFIX, show_progress=False)
+                                        continuing_subword_prefix=PREFIX, show_progress=progress)
     tok.train_from_iterator(texts, trainer=trainer, length=length)
     return tok
 
@@ -62,8 +63,9 @@ def continuing_characters(texts: Sequence[str]) -> list[str]:
     return sorted(t for t in probe.get_vocab() if t.startswith(PREFIX) and len(t) == len(PREFIX) + 1)
 
 
-def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Tokenizer:
-    """Train a WordPiece tokenizer, deterministically (see the module's docstring).
+def train_tokenizer(texts: Sequence[str], vocab_size: int, progress: bool = False) -> Tokenizer:
+    """Train a WordPiece tokenizer, deterministically (see the module's docstring); `progress` shows
+    the trainer's own progress bars (on stderr).
 
     The continuing characters are given to the trainer as extra special tokens, so they have fixed
     ids before any merge; the tokenizer is then rebuilt from the vocabulary in the canonical order
@@ -71,7 +73,7 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Tokenizer:
     (in the order they were learned), with only the five special tokens special.
     """
     pinned = continuing_characters(texts)
-    trained = _trained(texts, len(texts), vocab_size, SPECIAL_TOKENS + tuple(pinned))
+    trained = _trained(texts, len(texts), vocab_size, SPECIAL_TOKENS + tuple(pinned), progress)
     vocab = trained.get_vocab()
     learned = [t for t in sorted(vocab, key=vocab.__getitem__) if t not in SPECIAL_TOKENS]
     singles = sorted((t for t in learned if _is_single(t)), key=lambda t: (t.startswith(PREFIX), t))
@@ -87,13 +89,15 @@ def tokenizer_path(key: str, vocab_size: int):
     return cache_dir("tokenizers") / f"wordpiece-v{TOKENIZER_VERSION}-{key}-{vocab_size}.json"
 
 
-def get_tokenizer(texts: Sequence[str], vocab_size: int, corpus_key: str | None = None) -> Tokenizer:
-    """Load the cached tokenizer for these texts and size, or train and cache it (once, whoever asks at once)."""
+def get_tokenizer(texts: Sequence[str], vocab_size: int, corpus_key: str | None = None,
+                  progress: bool = False) -> Tokenizer:
+    """Load the cached tokenizer for these texts and size, or train and cache it (once, whoever asks at
+    once); `progress`: show the training's progress bars."""
     path = tokenizer_path(corpus_key or fingerprint(texts), vocab_size)
     if not path.exists():  # entries are renamed into place whole: an existing file is complete
         with build_lock(path):
             if not path.exists():  # a builder that held the lock before us may have made it
-                tok = train_tokenizer(texts, vocab_size)
+                tok = train_tokenizer(texts, vocab_size, progress)
                 try:
                     with atomic_path(path) as tmp:
                         tok.save(str(tmp))
