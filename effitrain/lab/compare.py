@@ -86,7 +86,7 @@ def _group_key(run: Run) -> str:
 def _base_label(run: Run) -> str:
     if run.name:
         return _SEED_SUFFIX.sub("", run.name) or run.name
-    return "+".join(t["name"] for t in run.techniques) or "baseline"
+    return run.setting
 
 
 def _flat(run: Run) -> dict[str, Any]:

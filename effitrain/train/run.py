@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from effitrain.config import _SECTIONS, Config, ConfigError
+from effitrain.config import _SECTIONS, Config, ConfigError, DataConfig
 from effitrain.data.cache import atomic_path
 from effitrain.train.history import History
 
@@ -75,11 +75,16 @@ class Run:
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. unigram_entropy, parameters
 
     @property
-    def label(self) -> str:
-        if self.name:
-            return self.name
+    def setting(self) -> str:
+        """What was trained, without the seed: the techniques' names, else "baseline"; on a corpus
+        other than the default, its file or name after "on" ("baseline on reviews.txt")."""
         names = "+".join(t["name"] for t in self.techniques) or "baseline"
-        return f"{names} s{self.config.run.seed}"
+        corpus = self.config.data.corpus
+        return names if corpus == DataConfig.corpus else f"{names} on {Path(corpus).name or corpus}"
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.setting} s{self.config.run.seed}"
 
     @property
     def finished(self) -> bool:
