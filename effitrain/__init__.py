@@ -2,7 +2,7 @@
 
     import effitrain as et
     cfg = et.profile_config("smoke")           # or "cpu", "gpu"; EFFITRAIN_PROFILE picks the default
-    run = et.train(cfg)                        # a Run: history, model, summary()
+    run = et.train(cfg)                        # a Run: history, model, summary(); kept in the run cache
     run = et.cached_train(cfg)                 # the same, but an identical call loads it from disk
     et.time_to_target(run.history, val_loss=6.0)
     et.evaluate_downstream(run.model, et.downstream_task("sotu-era", data), method="probe")   # accuracy ± 95%
@@ -12,9 +12,8 @@ import datasets as _datasets
 from effitrain.config import Budget, Config, ConfigError, PROFILES, PRESETS, default_profile, profile_config
 from effitrain.data import CorpusError, corpus_names, prepare_data
 from effitrain.techniques import Technique, get as technique, register, registered
-from effitrain.train import (CheckpointError, History, Run, Trainer, measure_peak_flops, time_to_target,
-                             train)
-from effitrain.train.runcache import cached_train
+from effitrain.train import CheckpointError, History, Run, Trainer, measure_peak_flops, time_to_target
+from effitrain.train.runcache import cached_train, train
 from effitrain.train.finetune import DownstreamResult, downstream_table, evaluate_downstream, random_init_floor
 from effitrain.data.downstream import downstream_task
 from effitrain.recipes import ingredients, recipe, recipe_card

@@ -375,3 +375,17 @@ def test_a_store_that_fails_mid_write_keeps_the_run(smoke_data, cache, fake_trai
     with pytest.warns(RunCacheWarning, match="could not store"):
         run = cached_train(cfg, data=data, progress=False)
     assert run.status == "completed" and run.summary()["val_loss_last"] == pytest.approx(6.9)
+
+
+def test_et_train_keeps_its_run_so_an_identical_cached_train_loads_it(smoke_data, cache, fake_train, monkeypatch):
+    cfg, data = cfg_of(smoke_data)
+    first = et.train(cfg, data=data, progress=False)
+    assert not loaded(first) and len(fake_train) == 1 and len(entries(cache)) == 1
+    again = et.cached_train(cfg, data=data, progress=False)
+    assert loaded(again) and len(fake_train) == 1  # not trained twice
+    assert torch.equal(next(again.model.parameters()), next(first.model.parameters()))
+    et.train(cfg, data=data, progress=False)  # et.train always trains (and replaces the entry)
+    assert len(fake_train) == 2 and len(entries(cache)) == 1
+    monkeypatch.setenv(runcache.ENV_SWITCH, "0")
+    et.train(cfg.replace(seed=1), data=data, progress=False)
+    assert len(entries(cache)) == 1  # switched off: kept nowhere

@@ -410,6 +410,15 @@ def replay(run: Run, callbacks: Iterable[Callable[[str, dict, Run], None]]) -> R
     return run
 
 
+def train(config: Config, techniques: Iterable[Any] = (), **train_kwargs: Any) -> Run:
+    """Train `config` with `techniques` now (a cached run is never loaded) and keep the finished run in
+    the run cache, so an identical `cached_train` call afterwards loads it instead of training again.
+
+    This is `effitrain.train`; `effitrain.train.trainer.train` trains and keeps nothing. A run the cache
+    cannot hold (see `why_not_cached`), or any run with EFFITRAIN_RUN_CACHE=0, is trained and not kept."""
+    return cached_train(config, techniques, force=True, **train_kwargs)
+
+
 def cached_train(config: Config, techniques: Iterable[Any] = (), *, force: bool = False, cache: bool = True,
                  **train_kwargs: Any) -> Run:
     """`effitrain.train(config, techniques, **train_kwargs)`, or the same run loaded from the run cache.
