@@ -111,11 +111,12 @@ def test_local_formats(tmp_path):
 @pytest.mark.parametrize("content, words", [
     (b"", "is empty"),
     (b"   \n\n ", "is empty"),
+    (b"text,label\n\n", "has a header row but no rows"),
     (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "looks binary"),
     ("caf\u00e9 ".encode("latin-1") * 50, "is not valid UTF-8"),
 ])
 def test_bad_corpus_files(tmp_path, fresh_cache, content, words):
-    path = tmp_path / "bad.txt"
+    path = tmp_path / ("bad.csv" if content.startswith(b"text,") else "bad.txt")
     path.write_bytes(content)
     with pytest.raises(CorpusError) as err:
         prepare_data(DataConfig(corpus=str(path)))

@@ -120,6 +120,11 @@ def _check_text_file(path: Path) -> str:
 def _rows_from_table(path: Path, builder: str, doc_prefix: str, **options: object) -> Iterable[dict]:
     if builder in ("json", "csv"):
         _check_text_file(path)
+    if builder == "csv":
+        with open(path, encoding="utf-8") as f:
+            filled = sum(1 for line in f if line.strip())
+        if filled <= 1:
+            raise CorpusError(f"corpus file {path} has a header row but no rows")
     elif path.stat().st_size == 0:
         raise CorpusError(f"corpus file {path} is empty")
     try:
