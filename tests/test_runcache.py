@@ -389,3 +389,20 @@ def test_et_train_keeps_its_run_so_an_identical_cached_train_loads_it(smoke_data
     monkeypatch.setenv(runcache.ENV_SWITCH, "0")
     et.train(cfg.replace(seed=1), data=data, progress=False)
     assert len(entries(cache)) == 1  # switched off: kept nowhere
+
+
+def test_a_hit_on_a_cache_that_cannot_be_written_loads_the_run(smoke_data, cache, fake_train, monkeypatch):
+    """A read-only cache (the tests may run as root, so writes fail by patching): a hit touches
+    nothing it needs to write, and a miss trains and warns that it could not store."""
+    cfg, data = cfg_of(smoke_data)
+    cached_train(cfg, data=data, progress=False)
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(runcache.os, "utime", read_only)
+    monkeypatch.setattr(runcache.os, "mkdir", read_only)
+    assert loaded(cached_train(cfg, data=data, progress=False)) and len(fake_train) == 1
+    with pytest.warns(RunCacheWarning, match="could not store"):
+        run = cached_train(cfg.replace(seed=1), data=data, progress=False)
+    assert run.status == "completed" and len(fake_train) == 2
