@@ -238,6 +238,17 @@ def test_recipe_table_rows_targets_and_a_named_reference(smoke):
     assert list(df.index) == ["slow", "fast"] and (df["seeds"] == 2).all()
     worst = max(r.summary()["val_loss_last"] for r in groups["slow"])
     assert df.attrs["target_val_loss"] == pytest.approx(worst) and df.attrs["plateau"] is True
-    assert df.loc["slow", "speed-up (s)"] == "1.00×"
+    assert df.loc["slow", "speed-up (s)"] == "1.00×" and df.loc["slow", "loss verdict"] == "reference"
+    # the loss difference is paired by seed and equals scipy's paired t-interval on the final losses
+    from scipy import stats
+
+    slow, fast = ([r.summary()["val_loss_last"] for r in groups[k]] for k in ("slow", "fast"))
+    ci = stats.ttest_rel(fast, slow).confidence_interval(0.95)
+    d = sum(fast) / 2 - sum(slow) / 2
+    assert df.loc["fast", "Δ val loss"] == f"{d:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}]"
+    assert df.loc["fast", "loss verdict"].startswith("lower by" if ci.high < 0 else "undecided")
+    by_tokens = tables.recipe_table(groups, reference="slow", speedup_by="tokens", target_val_loss="common")
+    assert "tokens to target" in by_tokens.columns and "speed-up (tokens)" in by_tokens.columns
+    assert not by_tokens["tokens to target"].str.startswith("not reached").any()  # every run reaches "common"
     with pytest.raises(ValueError, match=r"^reference 'none' is not one of the groups: slow, fast$"):
         tables.recipe_table(groups, reference="none")

@@ -33,6 +33,7 @@ from effitrain.lab.compare import NOT_REACHED, compare, mean_ci, fmt_pm, fmt_rat
 from effitrain.techniques.base import Technique
 from effitrain.techniques.dataset_distillation import DistilledSet, random_subset, train_on
 from effitrain.techniques.pruning import Prune
+from effitrain.train.history import time_to_target
 from effitrain.train.run import Run
 from effitrain.train.runcache import cached_train
 
@@ -537,11 +538,18 @@ def work_text(df: pd.DataFrame) -> str:
 # -- lesson 05: recipes and the cramming ablation ----------------------------------------------------------
 def recipe_table(groups: "dict[str, Sequence[Run]]", tasks: Sequence[ClassificationTask] = (),
                  reference: str | None = None, target_val_loss: float | None = None,
-                 probe: "dict | None" = None) -> pd.DataFrame:
-    """One row per group of seeds (a recipe, or a recipe with some ingredients swapped): steps, final val
-    loss and context gain with their 95% intervals, each task's linear-probe accuracy (± over
-    pre-training seeds), and the seconds to `target_val_loss` (default: the reference group's worst
-    final loss, the reference being the first group unless named) with the speed-up over the reference.
+                 probe: "dict | None" = None, speedup_by: str = "seconds", resolve: float = DEFAULT_RESOLVE,
+                 resolve_loss: float = 0.05) -> pd.DataFrame:
+    """One row per group of seeds (a recipe, or a recipe with some ingredients swapped), each judged
+    against the reference group (the first unless named) at the same budget.
+
+    Columns: seeds, steps (mean), final val loss ± 95%, "Δ val loss" (the group's final val loss −
+    the reference's, [95% interval], paired by seed where both hold the same seeds, else Welch) and
+    its "loss verdict" (higher / lower by [lo, hi], no effect beyond ±`resolve_loss` nats here, or
+    undecided), context gain (unigram − final, nats), each task's linear-probe accuracy ± over
+    pre-training seeds, the time to `target_val_loss` on the `speedup_by` axis ("seconds", "tokens",
+    "flops", "step"; default target: the reference's worst final loss) and the speed-up over the
+    reference with `compare`'s verdict at ×/÷`resolve`.
 
     Runs are relabelled by their group, so groups that differ only in a setting `compare` would not
     name stay apart. `df.attrs`: target_val_loss, unigram_val_loss, plateau (the target lies above
@@ -549,6 +557,7 @@ def recipe_table(groups: "dict[str, Sequence[Run]]", tasks: Sequence[Classificat
     """
     import copy
 
+    from effitrain.stats import difference_ci, difference_verdict
     from effitrain.train.finetune import evaluate_downstream
 
     ref = _reference_group(groups, reference, "recipe_table", "reference")
@@ -558,23 +567,38 @@ def recipe_table(groups: "dict[str, Sequence[Run]]", tasks: Sequence[Classificat
         for r in renamed[label]:
             r.name = f"{label} s{r.config.run.seed}"
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a target on the plateau is reported in attrs, not as a warning
-        cmp = compare([r for runs in renamed.values() for r in runs], target_val_loss=target_val_loss, baseline=ref)
+        warnings.simplefilter("ignore")  # a target on the plateau or a wide interval is reported in the table
+        cmp = compare([r for runs in renamed.values() for r in runs], target_val_loss=target_val_loss, baseline=ref,
+                      speedup_by=speedup_by, resolve=resolve)
+    finals = {label: {r.config.run.seed: r.summary()["val_loss_last"] for r in runs} for label, runs in groups.items()}
+    unit = {"seconds": "s", "tokens": "tokens", "flops": "FLOPs", "step": "steps"}[speedup_by]
     rows = {}
     for label, runs in renamed.items():
         c = cmp.loc[label]
         row = {"seeds": len(runs), "steps": float(np.mean([r.summary()["steps"] for r in runs])),
-               "final val loss": fmt_pm(c["final_val_loss"], c["final_val_loss_ci"], ".3f"),
-               "context gain": fmt_pm(c["context_gain"], c["context_gain_ci"], ".2f")}
+               "final val loss": fmt_pm(c["final_val_loss"], c["final_val_loss_ci"], ".3f")}
+        if label == ref:
+            row["Δ val loss"], row["loss verdict"] = "0 (reference)", "reference"
+        else:
+            b, g = finals[ref], finals[label]
+            paired = sorted(b) == sorted(g) and len(b) > 1
+            keys = sorted(b)
+            d, lo, hi = (difference_ci([b[k] for k in keys], [g[k] for k in keys], paired=True) if paired
+                         else difference_ci(list(b.values()), list(g.values())))
+            row["Δ val loss"] = f"{d:+.3f}" + ("" if math.isnan(lo) else f" [{lo:+.3f}, {hi:+.3f}]")
+            row["loss verdict"] = difference_verdict(d, lo, hi, resolve_loss, " nats")
+        row["context gain"] = fmt_pm(c["context_gain"], c["context_gain_ci"], ".2f")
         features: list[dict] = [{} for _ in runs]  # each run's probe features, shared by the tasks
         for task in tasks:
             accs = [evaluate_downstream(r.model, task, method="probe", seeds=[r.config.run.seed], feature_cache=cache,
                                         **(probe or {})).accuracy for r, cache in zip(runs, features)]
             row[f"{task.name} probe"] = fmt_pm(*mean_ci(accs), ".3f")
-        reached = c["reached"]
-        row["s to target"] = (fmt_pm(c["time_s"], c["time_s_ci"], ".1f") if c["time_s"] != NOT_REACHED
-                              else f"not reached ({reached})")
-        row["speed-up (s)"] = fmt_ratio(c["speedup"], c["speedup_lo"], c["speedup_hi"])
+        hits = [time_to_target(r.history, val_loss=cmp.attrs["target_val_loss"]) for r in runs]
+        spec = {"seconds": ".1f", "tokens": ",.0f", "step": ".0f", "flops": ".3g"}[speedup_by]
+        row[f"{unit} to target"] = (fmt_pm(*mean_ci([h[speedup_by] for h in hits]), spec)
+                                    if all(hits) else f"not reached ({c['reached']})")
+        row[f"speed-up ({unit})"] = fmt_ratio(c["speedup"], c["speedup_lo"], c["speedup_hi"])
+        row["verdict"] = "reference" if label == ref else c["verdict"]
         rows[label] = row
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "recipe"
@@ -583,6 +607,9 @@ def recipe_table(groups: "dict[str, Sequence[Run]]", tasks: Sequence[Classificat
                     notes=[f"target {target:.3f} ({ref}'s worst final val loss unless given), "
                            f"{unigram - target:+.2f} nats below the unigram line {unigram:.3f}"
                            + (": ON THE PLATEAU, a time to it says nothing about using context" if target > unigram
-                              else "")])
+                              else ""),
+                           f"Δ val loss: the row's final val loss − {ref}'s at the same budget, [95% interval], paired "
+                           f"by seed where the seeds match (else Welch); verdicts resolve ±{resolve_loss:g} nats and "
+                           f"×/÷{resolve:g}"])
     return df
 
