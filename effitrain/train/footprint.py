@@ -1,0 +1,229 @@
+"""Where a training step's bytes go: weights, gradients, optimizer state and the activations autograd
+keeps for the backward, measured on a real step, next to the formula that predicts them.
+
+    from effitrain.train.footprint import measure_footprint, activation_formula
+    fp = measure_footprint(et.profile_config("smoke"))
+    fp.parameters, fp.gradients, fp.optimizer, fp.activations, fp.by_part    # bytes
+    activation_formula(cfg)                                                  # the same, predicted (fp32)
+
+**Measured.** Weights, gradients and optimizer state are the tensors themselves after one optimizer
+step (AdamW keeps two moments per weight, and a step counter). Activations are what autograd saves
+for the backward during the forward, caught with `torch.autograd.graph.saved_tensors_hooks` and
+counted by *storage*: a tensor saved as a view keeps its whole storage alive (the attention's `v`, a
+view of the fused q|k|v projection, keeps all three), and a storage saved twice counts once.
+Storages that belong to the weights are not activations; a checkpointed block (the `checkpointing`
+technique) keeps only its input, which is what is counted for it. Each saved storage is booked to the part
+of the model that was running when it was saved: `embeddings`, `block 0` … `block L-1`, `head`, or
+`loss` (the cross-entropy, outside the model).
+
+**Predicted** (`activation_formula`), in fp32 without dropout, for a micro-batch of B full rows of T
+tokens, hidden H, h heads, FFN inner width F (2/3 of `model.ffn` for the gated unit), M masked
+positions and V words; bytes = 4 × elements (8 for the int64 ids and labels). Per block, pre-LN with
+rotary positions and fused attention (each term is one saved tensor):
+
+    block = B·T·H·(1 + 1 + 2 + 3 + 1 + 1 + 1)   input, LN1 out, rotated q and k, the q|k|v projection
+                                                 (kept whole by v, a view of it), attention out, LN2 in, LN2 out
+          + B·T·2F                              the FFN: GELU's input, the down projection's input (gated: 4F)
+          + 2·2·B·T + B·h·T                     each LN's mean and 1/std, the attention's logsumexp
+
+Learned or ALiBi positions save no rotated copies (q and k are views of the projection: −2·B·T·H);
+`model.norm="none"` saves no LN outputs (−2·B·T·H, no statistics); `model.attention="math"` saves
+bmm copies of q, kᵀ and v, the output's copy and the softmax output, B·T·4H + B·h·T·T, instead.
+Then the embeddings (the ids, the embedding LN's input), the head (the final LN's input; the dense
+layer's, GELU's, LN's and decoder's inputs at M positions, at all B·T with a dense head) and the loss
+(the M × V log-softmax, the labels); the rotary cos/sin tables (2·T·H/h) are saved once, in the first
+block. Measured, every block matches the formula to the byte, and the total within
+`FORMULA_TOLERANCE` (a few scalars the formula leaves out).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from effitrain.config import Config
+
+FORMULA_TOLERANCE = 0.01  # relative, on the parts outside the blocks and the total: a few scalars are left out
+
+
+@dataclass
+class Footprint:
+    """Bytes of one training step's memory, by kind and, for activations, by part of the model."""
+
+    parameters: int
+    gradients: int
+    optimizer: int
+    activations: int
+    by_part: dict[str, int] = field(default_factory=dict)
+    micro_batch: tuple[int, int] = (0, 0)  # rows, tokens per row
+
+    @property
+    def total(self) -> int:
+        return self.parameters + self.gradients + self.optimizer + self.activations
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"parameters": self.parameters, "gradients": self.gradients, "optimizer": self.optimizer,
+                "activations": self.activations, "total": self.total, "by_part": dict(self.by_part),
+                "micro_batch": list(self.micro_batch)}
+
+
+def _storage(t: torch.Tensor) -> tuple[int, int]:
+    s = t.untyped_storage()
+    return s.data_ptr(), s.nbytes()
+
+
+def _parts(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """The labelled parts of a `BertForMLM` (or anything with .encoder.blocks / .head) in call order."""
+    parts: list[tuple[str, torch.nn.Module]] = []
+    encoder = getattr(model, "encoder", None)
+    if encoder is not None:
+        for name in ("tok", "pos", "ln_emb"):
+            if getattr(encoder, name, None) is not None:
+                parts.append(("embeddings", getattr(encoder, name)))
+        parts += [(f"block {i}", b) for i, b in enumerate(getattr(encoder, "blocks", ()))]
+        if getattr(encoder, "ln_final", None) is not None:
+            parts.append(("head", encoder.ln_final))  # the last LN belongs with what reads it
+    if getattr(model, "head", None) is not None:
+        parts.append(("head", model.head))
+    return parts
+
+
+def saved_activation_bytes(model: torch.nn.Module, run: "Any") -> tuple[int, dict[str, int], Any]:
+    """Call `run()` (a forward that returns a loss) with every tensor autograd saves for the backward
+    recorded; returns (bytes saved, bytes by part, what `run()` returned). Counted by storage, once
+    each, the model's weights left out; see the module docstring."""
+    weights = {_storage(p)[0] for p in model.parameters()} | {_storage(b)[0] for b in model.buffers()}
+    seen: dict[int, tuple[str, int]] = {}
+    where = ["loss"]
+
+    def enter(label: str):
+        def hook(module, args):
+            where.append(label)
+        return hook
+
+    def leave(module, args, output):
+        where.pop()
+
+    def record(t: torch.Tensor, label: str) -> None:
+        if t.device.type != "meta" and not t.is_sparse:
+            ptr, nbytes = _storage(t)
+            if ptr and ptr not in weights and ptr not in seen:
+                seen[ptr] = (label, nbytes)
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        record(t, where[-1])
+        return t
+
+    def labelled(run_block):  # what a checkpointed block keeps (its input) is saved before the block runs
+        def call(i, *args, **kwargs):
+            where.append(f"block {i}")
+            try:
+                return run_block(i, *args, **kwargs)
+            finally:
+                where.pop()
+        return call
+
+    handles = []
+    for label, module in _parts(model):
+        handles.append(module.register_forward_pre_hook(enter(label)))
+        handles.append(module.register_forward_hook(leave))
+    encoders = [m for m in model.modules() if callable(getattr(m, "run_block", None))]
+    for enc in encoders:
+        enc.run_block = labelled(enc.run_block)
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = run()
+    finally:
+        for h in handles:
+            h.remove()
+        for enc in encoders:
+            del enc.run_block  # the class's method again
+    by_part: dict[str, int] = {}
+    for label, nbytes in seen.values():
+        by_part[label] = by_part.get(label, 0) + nbytes
+    return sum(by_part.values()), by_part, out
+
+
+def _tensor_bytes(tensors) -> int:
+    seen: dict[int, int] = {}
+    for t in tensors:
+        if isinstance(t, torch.Tensor):
+            ptr, nbytes = _storage(t)
+            seen.setdefault(ptr, nbytes)
+    return sum(seen.values())
+
+
+def measure_footprint(config: Config, vocab_size: int | None = None, seed: int = 0) -> Footprint:
+    """One real training step of `config` (its model, precision and optimizer, one micro-batch of
+    synthetic masked rows, `effitrain.bench.synthetic_batches`), measured as the module docstring says."""
+    from effitrain.bench import synthetic_batches
+    from effitrain.model import BertForMLM
+    from effitrain.train.step import autocast_for, make_optimizer, mlm_loss_inputs
+
+    vocab = vocab_size or config.data.vocab_size
+    device = config.run.resolved_device()
+    torch.manual_seed(seed)
+    model = BertForMLM(config.model, vocab).to(device)
+    model.train()
+    optimizer = make_optimizer(model, config, device)
+    batch = synthetic_batches(config, count=1, vocab_size=vocab, seed=seed, device=device)[0]
+
+    def forward() -> torch.Tensor:
+        with autocast_for(config, device)():
+            return mlm_loss_inputs(model, batch).loss
+
+    activations, by_part, loss = saved_activation_bytes(model, forward)
+    loss.backward()
+    optimizer.step()
+    params = _tensor_bytes(model.parameters())
+    grads = _tensor_bytes(p.grad for p in model.parameters() if p.grad is not None)
+    state = _tensor_bytes(v for s in optimizer.state.values() for v in s.values())
+    return Footprint(params, grads, state, activations, by_part, (config.run.batch_size, config.data.seq_len))
+
+
+def predicted_tokens(config: Config) -> int:
+    """Masked positions of one micro-batch of full rows ([CLS] … [SEP], `mask_tokens`' rounding per row)."""
+    T, p = config.data.seq_len, config.data.mask_prob
+    return config.run.batch_size * max(1, round((T - 2) * p))
+
+
+def activation_formula(config: Config, vocab_size: int | None = None) -> dict[str, float]:
+    """Predicted activation bytes of one micro-batch of full rows in fp32 (see the module docstring):
+    "embeddings", "block" (each), "blocks", "head", "loss" and "total". The standard block (not
+    GroupBERT) without dropout; a ValueError names what else was asked."""
+    m, d = config.model, config.data
+    unsupported = [what for what, bad in (("model.groupbert", m.groupbert), ("model.dropout > 0", m.dropout > 0),
+                                          (f"run.precision={config.run.precision!r}", config.run.precision != "fp32"))
+                   if bad]
+    if unsupported:
+        raise ValueError(f"activation_formula covers the standard block in fp32 without dropout; not {', '.join(unsupported)}")
+    vocab = vocab_size or d.vocab_size
+    B, T, H, h = config.run.batch_size, d.seq_len, m.hidden, m.heads
+    BT, M = B * T, predicted_tokens(config)
+    inner = m.ffn * 2 // 3 if m.ffn_kind == "glu" else m.ffn
+    ln = m.norm != "none"
+    # the FFN: GELU saves the up projection's output (both halves when gated: the gate's GELU output
+    # and the other half are the product's factors), the down projection its input
+    ffn = BT * (4 * inner if m.ffn_kind == "glu" else 2 * inner)
+    if m.attention == "math":  # bmm copies of q, kᵀ and v, the softmax output (B, h, T, T), the output's copy
+        attention = BT * 4 * H + B * h * T * T
+    else:  # fused SDPA: q and k (rotated copies with rotary; else views), v keeps the whole q|k|v
+        # projection alive, the output (the out projection reads a view of it), a logsumexp per row
+        attention = BT * (3 + (2 if m.position == "rotary" else 0) + 1) * H + B * h * T
+    # the residual stream: the block's input and (norms) the LN outputs and the second sublayer's input
+    stream = BT * H * (4 if ln else 2) + (2 * 2 * BT if ln else 0)  # + each LN's mean and rstd
+    block = 4.0 * (stream + attention + ffn)
+    embeddings = 8.0 * BT + (4.0 * (BT * H + 2 * BT) if ln else 0.0)  # the ids; the embedding LN's input
+    rows = M if m.sparse_head else BT  # the head's dense, GELU, LN and decoder inputs (+ LN statistics)
+    head = 4.0 * (4 * rows * H + 2 * rows) + (4.0 * (BT * H + 2 * BT) if m.norm == "pre" else 0.0)  # final LN
+    head += 8.0 * M if not m.sparse_head else 0.0  # the positions that pick M of the B·T logits
+    loss = 4.0 * M * vocab + 2 * 8.0 * M  # log-softmax output; the labels
+    tables = 4.0 * 2 * T * (H // h) if m.position == "rotary" else 0.0  # cos and sin, saved in the first block
+    total = embeddings + block * m.layers + tables + head + loss
+    return {"embeddings": embeddings, "block": block, "rotary tables": tables, "blocks": block * m.layers + tables,
+            "head": head, "loss": loss, "total": total}
+
+
+__all__ = ["FORMULA_TOLERANCE", "Footprint", "activation_formula", "measure_footprint", "predicted_tokens",
+           "saved_activation_bytes"]
