@@ -39,10 +39,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch.profiler import record_function
 
 from effitrain.config import ModelConfig
@@ -289,6 +291,25 @@ class Encoder(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList((GroupBlock if cfg.groupbert else Block)(cfg) for _ in range(cfg.layers))
         self.ln_final = nn.LayerNorm(cfg.hidden, bias=cfg.bias) if cfg.norm == "pre" else nn.Identity()
+        # activation checkpointing (the `checkpointing` technique sets these): blocks whose forward runs
+        # again in the backward instead of keeping what it saved, and how many times one did
+        self.checkpointed: frozenset[int] = frozenset()
+        self.recomputed = 0
+
+    def run_block(self, i: int, x: torch.Tensor, *args: Any, **extra: Any) -> torch.Tensor:
+        """Block i on x; checkpointed (`torch.utils.checkpoint`, non-reentrant, random state preserved)
+        when i is in `checkpointed` and the model trains with gradients on."""
+        block = self.blocks[i]
+        if i not in self.checkpointed or not (self.training and torch.is_grad_enabled()):
+            return block(x, *args, **extra)
+
+        @contextlib.contextmanager
+        def recomputing() -> Iterator[None]:
+            self.recomputed += 1
+            yield
+
+        return torch.utils.checkpoint.checkpoint(block, x, *args, use_reentrant=False,
+                                                 context_fn=lambda: (contextlib.nullcontext(), recomputing()), **extra)
 
     def embed(self, ids: torch.Tensor | None = None, *, embeds: torch.Tensor | None = None,
               dropout: bool = True) -> torch.Tensor:
@@ -307,8 +328,8 @@ class Encoder(nn.Module):
         with region("effitrain/embeddings"):
             x = self.embed(ids, embeds=embeds)  # (B, T, H)
         args, extra = self.block_args(x.shape[1], attention_mask, x.device)
-        for block in self.blocks:
-            x = block(x, *args, **extra)
+        for i in range(len(self.blocks)):
+            x = self.run_block(i, x, *args, **extra)
         return self.ln_final(x)
 
     def block_args(self, T: int, attention_mask: torch.Tensor | None,

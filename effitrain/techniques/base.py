@@ -47,7 +47,7 @@ Which method of the mission uses which events (the methods still to come are pla
     |                                | on_step (vmapped replicas, then the averaging)            |
     | DDP (effitrain.parallel.ddp)   | none: a Trainer per rank, its step through the DDP module |
     | Ouroboros (ouroboros)          | loss (tied-weight split), before_update (stale gradients) |
-    | activation checkpointing       | on_model                                                  |
+    | activation checkpointing       | on_model (Encoder.checkpointed), after_step, analytic_flops |
     | low-bit optimizer state        | on_optimizer                                              |
 
 Composition. Any two techniques either train together with both effects present, or the pair
@@ -230,6 +230,9 @@ class Technique:
     claims: ClassVar[tuple[str, ...]] = ()
     conflicts: ClassVar[dict[str, str]] = {}
     after: ClassVar[tuple[str, ...]] = ()
+    # on_model changes how the model runs, not what it holds (same class, same weights): the run cache
+    # can rebuild a finished run's model as it does a plain one's (activation checkpointing)
+    keeps_weights: ClassVar[bool] = False
     needs_hidden_states: ClassVar[bool] = False
     # events a partner may not override (e.g. a technique that runs its own step refuses partners that
     # change the loss or the gradients, which it would silently skip); see `refusal`

@@ -130,7 +130,7 @@ def group_forward(model: nn.Module, group: int, groups: int, batch: Any, x: torc
         x = enc.embed(batch.input_ids)
     args, extra = enc.block_args(x.shape[1], batch.attention_mask, x.device)
     for i in blocks_of(group, groups, len(enc.blocks)):
-        x = enc.blocks[i](x, *args, **extra)
+        x = enc.run_block(i, x, *args, **extra)
     if group < groups - 1:
         return x
     logits = model.predict(enc.ln_final(x), batch.positions)

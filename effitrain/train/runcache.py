@@ -213,6 +213,8 @@ def why_not_cached(techniques: Sequence[Any], train_kwargs: dict[str, Any]) -> s
             return "a technique is not a Technique"
         for event in MODEL_EVENTS:
             base = getattr(Technique, event, None)
+            if event == "on_model" and t.keeps_weights:
+                continue  # it changes how the model runs, not what it holds
             if base is not None and getattr(type(t), event, base) is not base:
                 return f"technique {t.name!r} changes the model ({event}), which the cache cannot rebuild"
     return None
