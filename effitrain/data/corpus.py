@@ -17,6 +17,7 @@ unknown). ``doc`` groups paragraphs of one document, so splits never cut a docum
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import warnings
@@ -120,11 +121,10 @@ def _check_text_file(path: Path) -> str:
 def _rows_from_table(path: Path, builder: str, doc_prefix: str, **options: object) -> Iterable[dict]:
     if builder in ("json", "csv"):
         _check_text_file(path)
-    if builder == "csv":
-        with open(path, encoding="utf-8") as f:
-            filled = sum(1 for line in f if line.strip())
-        if filled <= 1:
-            raise CorpusError(f"corpus file {path} has a header row but no rows")
+        if builder == "csv":
+            with open(path, encoding="utf-8") as f:  # a header and one row are enough: stop there
+                if len(list(itertools.islice((line for line in f if line.strip()), 2))) < 2:
+                    raise CorpusError(f"corpus file {path} has a header row but no rows")
     elif path.stat().st_size == 0:
         raise CorpusError(f"corpus file {path} is empty")
     try:

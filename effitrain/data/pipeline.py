@@ -289,18 +289,23 @@ def prepare_data(cfg: DataConfig) -> PretrainData:
     train_texts = [t for t, r in zip(cols["text"], role_col) if r == "train"]
     chars = sum(map(len, cols["text"]))
     corpus_key = fingerprint(train_texts)
-    long = chars > LONG_PREPARATION_CHARS and not tokenizer_path(corpus_key, cfg.vocab_size).exists()
-    say = (f"preparing corpus {cfg.corpus!r}: {len(role_col):,} paragraphs, {chars / 1e6:,.0f} M characters "
-           "(tokenizer, tokens and blocks are cached, so only the first preparation takes this long)")
-    if long:
-        print(say, file=sys.stderr, flush=True)
-    tokenizer = get_tokenizer(train_texts, cfg.vocab_size, corpus_key, progress=long)
+    big = chars > LONG_PREPARATION_CHARS
+
+    def say() -> None:
+        print(f"preparing corpus {cfg.corpus!r}: {len(role_col):,} paragraphs, {chars / 1e6:,.0f} M characters "
+              "(tokenizer, tokens and blocks are cached, so only the first preparation takes this long)",
+              file=sys.stderr, flush=True)
+
+    new_tokenizer = big and not tokenizer_path(corpus_key, cfg.vocab_size).exists()
+    if new_tokenizer:
+        say()
+    tokenizer = get_tokenizer(train_texts, cfg.vocab_size, corpus_key, progress=new_tokenizer)
     # keyed by the tokenizer's content too: cached ids always belong to the tokenizer in use
     key = fingerprint(cols["text"], role_col, cfg.vocab_size, corpus_key, fingerprint([tokenizer.to_str()]),
                       *([cols["junk"]] if "junk" in cols else []))
-    if chars > LONG_PREPARATION_CHARS and not long and not tokenized_path(key).exists():
-        long = True  # the tokenizer was cached, its tokens are not
-        print(say, file=sys.stderr, flush=True)
+    long = new_tokenizer or (big and not tokenized_path(key).exists())
+    if long and not new_tokenizer:  # the tokenizer was cached, its tokens are not
+        say()
     with _progress_bars(long):
         tokenized = _tokenize(corpus, tokenizer, key)
         train = _build(cfg, tokenized, "train", key)

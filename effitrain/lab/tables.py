@@ -28,7 +28,7 @@ import torch
 from effitrain.config import Config
 from effitrain.data import PretrainData
 from effitrain.data.downstream import ClassificationTask
-from effitrain.stats import DEFAULT_RESOLVE
+from effitrain.stats import DEFAULT_RESOLVE, difference_ci, difference_verdict
 from effitrain.lab.compare import NOT_REACHED, compare, mean_ci, fmt_pm, fmt_ratio, group_runs, ratio_ci, to_text
 from effitrain.techniques.base import Technique
 from effitrain.techniques.dataset_distillation import DistilledSet, random_subset, train_on
@@ -362,6 +362,19 @@ def _reference_group(groups: dict, name: str | None, caller: str, role: str) -> 
 
 
 # -- pre-training judged downstream ------------------------------------------------------------------------
+def _seed_difference(base: "dict[int, float]", group: "dict[int, float]", resolve: float,
+                     what: str = "") -> tuple[str, str]:
+    """group − base as "+d [lo, hi]" and its verdict, from {seed: value}: paired by seed when both hold
+    the same seeds (more than one), else Welch (`stats.difference_ci`, `stats.difference_verdict`)."""
+    keys = sorted(base)
+    if keys == sorted(group) and len(keys) > 1:
+        d, lo, hi = difference_ci([base[k] for k in keys], [group[k] for k in keys], paired=True)
+    else:
+        d, lo, hi = difference_ci(list(base.values()), list(group.values()))
+    return (f"{d:+.3f}" + ("" if math.isnan(lo) else f" [{lo:+.3f}, {hi:+.3f}]"),
+            difference_verdict(d, lo, hi, resolve, what))
+
+
 def downstream_groups(groups: "dict[str, Sequence[Any]]", tasks: Sequence[ClassificationTask],
                       methods: Sequence[str] = ("probe", "finetune"), baseline: str | None = None,
                       judge: tuple[str, str] | None = None, steps: "dict[str, int] | None" = None,
@@ -383,7 +396,6 @@ def downstream_groups(groups: "dict[str, Sequence[Any]]", tasks: Sequence[Classi
     where the seeds are the same (else Welch), with its 95% interval, worded as higher / lower by
     [lo, hi], no effect beyond ±X (the interval within ±`resolve`), or undecided.
     """
-    from effitrain.stats import difference_ci, difference_verdict
     from effitrain.model import count_parameters
     from effitrain.train.finetune import DEFAULTS, evaluate_downstream
 
@@ -430,13 +442,8 @@ def downstream_groups(groups: "dict[str, Sequence[Any]]", tasks: Sequence[Classi
         if label == base:
             deltas.append("0 (baseline)"), verdicts.append("baseline")
             continue
-        b, g = judged[base], judged[label]
-        paired = sorted(b) == sorted(g) and len(b) > 1
-        keys = sorted(b)
-        d, lo, hi = (difference_ci([b[k] for k in keys], [g[k] for k in keys], paired=True) if paired
-                     else difference_ci(list(b.values()), list(g.values())))
-        deltas.append(f"{d:+.3f}" + ("" if math.isnan(lo) else f" [{lo:+.3f}, {hi:+.3f}]"))
-        verdicts.append(difference_verdict(d, lo, hi, resolve))
+        delta, verdict = _seed_difference(judged[base], judged[label], resolve)
+        deltas.append(delta), verdicts.append(verdict)
     df[f"Δ {col}"], df["verdict"] = deltas, verdicts
     df.attrs.update(baseline=base, judge=col, chosen_lr=chosen, notes=[
         f"accuracy: test accuracy, one {'/'.join(methods)} per pre-training seed; ± = 95% Student-t half-width "
@@ -557,7 +564,6 @@ def recipe_table(groups: "dict[str, Sequence[Run]]", tasks: Sequence[Classificat
     """
     import copy
 
-    from effitrain.stats import difference_ci, difference_verdict
     from effitrain.train.finetune import evaluate_downstream
 
     ref = _reference_group(groups, reference, "recipe_table", "reference")
@@ -580,13 +586,7 @@ def recipe_table(groups: "dict[str, Sequence[Run]]", tasks: Sequence[Classificat
         if label == ref:
             row["Δ val loss"], row["loss verdict"] = "0 (reference)", "reference"
         else:
-            b, g = finals[ref], finals[label]
-            paired = sorted(b) == sorted(g) and len(b) > 1
-            keys = sorted(b)
-            d, lo, hi = (difference_ci([b[k] for k in keys], [g[k] for k in keys], paired=True) if paired
-                         else difference_ci(list(b.values()), list(g.values())))
-            row["Δ val loss"] = f"{d:+.3f}" + ("" if math.isnan(lo) else f" [{lo:+.3f}, {hi:+.3f}]")
-            row["loss verdict"] = difference_verdict(d, lo, hi, resolve_loss, " nats")
+            row["Δ val loss"], row["loss verdict"] = _seed_difference(finals[ref], finals[label], resolve_loss, " nats")
         row["context gain"] = fmt_pm(c["context_gain"], c["context_gain_ci"], ".2f")
         features: list[dict] = [{} for _ in runs]  # each run's probe features, shared by the tasks
         for task in tasks:

@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from effitrain.config import ConfigError
-from effitrain.model.bert import Encoder
+from effitrain.model.bert import Encoder, GroupedLinear
 from effitrain.techniques.base import StepContext, Technique, param, register
 from effitrain.train.step import attention_recompute
 
@@ -31,8 +31,7 @@ def encoders(model: nn.Module) -> list[Encoder]:
 
 
 def _matmul_weights(module: nn.Module) -> int:
-    return sum(m.weight.numel() for m in module.modules()
-               if isinstance(m, (nn.Linear, nn.Conv1d)) or type(m).__name__ == "GroupedLinear")
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv1d, GroupedLinear)))
 
 
 def recomputed_share(enc: Encoder) -> float:
@@ -99,6 +98,7 @@ class CheckpointingTechnique(Technique):
     def __init__(self, params: Any = None, **kwargs: Any):
         super().__init__(params, **kwargs)
         self.encoders: list[Encoder] = []
+        self.counted = 0  # the encoders' recompute count when the stats were last brought up to date
         self.stats.update(checkpointed_blocks=0, recomputed_blocks=0)
 
     def on_model(self, model: nn.Module, ctx: StepContext) -> nn.Module:
@@ -107,12 +107,14 @@ class CheckpointingTechnique(Technique):
             raise ConfigError(f"checkpointing needs a model with an effitrain Encoder; got {type(model).__name__}")
         for enc in self.encoders:
             enc.checkpointed = checkpointed_blocks(len(enc.blocks), self.params.every)
-            enc.recomputed = 0
+        self.counted = sum(enc.recomputed for enc in self.encoders)
         self.stats["checkpointed_blocks"] = sum(len(enc.checkpointed) for enc in self.encoders)
         return model
 
     def after_step(self, model: nn.Module, ctx: StepContext) -> None:
-        self.stats["recomputed_blocks"] = sum(enc.recomputed for enc in self.encoders)
+        now = sum(enc.recomputed for enc in self.encoders)  # the encoders count; the stats add what is new
+        self.stats["recomputed_blocks"] += now - self.counted
+        self.counted = now
 
     def analytic_flops(self, parts: dict[str, float], batch: Any, ctx: StepContext) -> dict[str, float]:
         """The checkpointed blocks' forward once more, up to the last tensor the backward needs (torch's
@@ -133,8 +135,6 @@ class CheckpointingTechnique(Technique):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.stats.update(state.get("stats", {}))
-        for enc in self.encoders:
-            enc.recomputed = int(self.stats.get("recomputed_blocks", 0)) // max(1, len(self.encoders))
 
 
 __all__ = ["CheckpointingParams", "CheckpointingTechnique", "checkpointed_blocks", "encoders", "recomputed_share"]
