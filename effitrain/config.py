@@ -333,6 +333,10 @@ class RunConfig:
     # "batch_size=32,lr=0.0015": where this run's batch size, learning rate or warm-up differ from the
     # baseline whose warm state it continues (effitrain.train.warm.variant writes it); "" = they do not
     warm_base: str = ""
+    # "200MB", "1.5GiB", "" = none: a run whose estimated footprint (weights, gradients, optimizer state and
+    # one micro-batch's saved activations: effitrain.train.footprint.estimate_footprint) exceeds it is
+    # refused before its first step. It does not change the curve (and is not part of the run cache's key).
+    memory_budget: str = ""
 
     def __post_init__(self) -> None:
         _finite_floats("run", self)
@@ -361,6 +365,8 @@ class RunConfig:
                f"run.warm_seed must be an integer in [0, {MAX_SEED}] (the baseline seed a warm start begins from); "
                f"got {self.warm_seed!r}")
         parse_warm_base(self.warm_base)
+        if self.memory_budget != "":
+            parse_bytes(self.memory_budget, "run.memory_budget")
         _check(not (self.warm_base and not self.warm_start),
                f"run.warm_base ({self.warm_base!r}) names the baseline of a warm start, but run.warm_start is 0")
 
@@ -373,6 +379,21 @@ class RunConfig:
 
 
 # the settings a run may change at its warm start and still continue the baseline's state
+BYTE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+              "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_bytes(text: Any, field: str = "size") -> int:
+    """"200MB" → 200,000,000; "1.5GiB" → 1,610,612,736; units B, KB, MB, GB, TB (powers of 1000) and
+    KiB, MiB, GiB, TiB (powers of 1024), any case. A ConfigError names `field` otherwise."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]+)\s*", text) if isinstance(text, str) else None
+    unit = m and BYTE_UNITS.get(m.group(2).upper())
+    if not unit or float(m.group(1)) <= 0:
+        raise ConfigError(f"{field} must be a positive size with a unit such as '200MB' or '1.5GiB' "
+                          f"({', '.join(['B', 'KB', 'MB', 'GB', 'TB', 'KiB', 'MiB', 'GiB', 'TiB'])}); got {text!r}")
+    return int(round(float(m.group(1)) * unit))
+
+
 WARM_BASE_KEYS = {"batch_size": int, "lr": float, "warmup": float}
 
 

@@ -118,7 +118,9 @@ def test_every_ordered_pair_composes_or_is_refused(first, second, smoke):
                "distill": lambda s: s["kd_batches"] == 4,
                "electra": lambda s: s["rtd_batches"] == 4,
                "sma": lambda s: s["averaging_steps"] == 4 and s["replicas"] == replicas,
-               "ouroboros": lambda s: s["groups"] == 2 and s["stale_steps"] == 1}
+               "ouroboros": lambda s: s["groups"] == 2 and s["stale_steps"] == 1,
+               "checkpointing": lambda s: s["recomputed_blocks"] > 0,
+               "lowbit_optimizer": lambda s: 0 < s["state_bytes"] < 3 * run.extra["parameters"]}
     for name in (first, second):
         if name in effects:
             assert effects[name](stats[name]), f"{name} did not act in {first}+{second}: {stats[name]}"

@@ -50,7 +50,7 @@ from effitrain.data import MaskedBatch
 from effitrain.parallel.ddp import REFUSED_EVENTS, DistributedTrainer  # (ddp imports this module lazily)
 from effitrain.techniques.base import StepContext, Technique, overridden
 from effitrain.techniques.ouroboros import DECODER_PART, EMBEDDING_PART, group_forward, ouroboros_groups
-from effitrain.train.step import StepResult, TrainStep, _share, micro_batch_weights
+from effitrain.train.step import StepResult, TrainStep, _share, micro_batch_weights, set_lr
 
 __all__ = ["PipelineStep", "PipelineTrainer", "check_pipeline", "pipelined"]
 
@@ -136,8 +136,7 @@ class PipelineStep(TrainStep):
     # -- the step ---------------------------------------------------------------------------------------
     def __call__(self, batches: Sequence[MaskedBatch], ctx: StepContext, lr: float | None = None) -> StepResult:
         if lr is not None:
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            set_lr(self.optimizer, lr)
         g, K, t = self.g, self.K, self.calls
         self.calls += 1
         self.sends = [(w, x) for w, x in self.sends if not w.is_completed()]

@@ -145,41 +145,161 @@ def saved_activation_bytes(model: torch.nn.Module, run: "Any") -> tuple[int, dic
     return sum(by_part.values()), by_part, out
 
 
-def _tensor_bytes(tensors) -> int:
+def _inner_tensors(t: torch.Tensor) -> list[torch.Tensor]:
+    """The plain tensors holding a tensor's bytes: itself, or a tensor subclass's parts (a quantized
+    optimizer state's codes, block scales and code table; `__tensor_flatten__`)."""
+    if not hasattr(type(t), "__tensor_flatten__"):
+        return [t]
+    names, _ = t.__tensor_flatten__()
+    return [x for name in names for x in _inner_tensors(getattr(t, name))]
+
+
+def tensor_bytes(tensors: Any) -> int:
+    """Bytes of these tensors' storages, each storage once (a tensor subclass counts what it holds)."""
     seen: dict[int, int] = {}
     for t in tensors:
         if isinstance(t, torch.Tensor):
-            ptr, nbytes = _storage(t)
-            seen.setdefault(ptr, nbytes)
+            for x in _inner_tensors(t):
+                s = x.untyped_storage()
+                seen.setdefault(s.data_ptr() or id(s), s.nbytes())
     return sum(seen.values())
 
 
-def measure_footprint(config: Config, vocab_size: int | None = None, seed: int = 0) -> Footprint:
-    """One real training step of `config` (its model, precision and optimizer, one micro-batch of
-    synthetic masked rows, `effitrain.bench.synthetic_batches`), measured as the module docstring says."""
-    from effitrain.bench import synthetic_batches
-    from effitrain.model import BertForMLM
-    from effitrain.train.step import autocast_for, make_optimizer, mlm_loss_inputs
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of an optimizer's state as it is now (moments, step counters), each storage once."""
+    return tensor_bytes(v for s in optimizer.state.values() for v in s.values())
 
-    vocab = vocab_size or config.data.vocab_size
+
+def optimizer_state_formula(optimizer: torch.optim.Optimizer) -> int:
+    """The state an Adam-type optimizer will hold after its first step, from its parameters: two
+    moments per trainable weight in the weight's format (torch's AdamW; a 4-byte step counter each), or,
+    for torchao's low-bit AdamW (`block_size` and 8 or 4 bits in its class name), each moment of a weight
+    of at least 4,096 elements divisible into blocks as codes (bits/8 bytes per weight), one fp32 scale
+    per block and a code table of 2^bits fp32 values; smaller weights keep fp32 moments."""
+    name = type(optimizer).__name__
+    bits = 8 if "8bit" in name else 4 if "4bit" in name else None
+    block = getattr(optimizer, "block_size", None)
+    total = 0
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if not p.requires_grad:
+                continue
+            n = p.numel()
+            if bits and block and n >= 4096 and n % block == 0:
+                total += 2 * (n * bits // 8 + 4 * (n // block) + 4 * 2 ** bits)
+            else:
+                total += 2 * n * p.element_size()
+            total += 4  # the step counter
+    return total
+
+
+def _build(config: Config, vocab: int, seed: int, techniques: Any) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The config's model after the techniques' on_model, and the optimizer their on_optimizer (or the
+    config's AdamW) builds over it."""
+    from effitrain.model import BertForMLM
+    from effitrain.techniques.base import StepContext
+    from effitrain.train.step import make_optimizer, param_groups
+
     device = config.run.resolved_device()
     torch.manual_seed(seed)
     model = BertForMLM(config.model, vocab).to(device)
     model.train()
-    optimizer = make_optimizer(model, config, device)
-    batch = synthetic_batches(config, count=1, vocab_size=vocab, seed=seed, device=device)[0]
+    ctx = StepContext.standalone(config, device, seed)
+    for t in techniques:
+        model = t.on_model(model, ctx)
+    groups = param_groups(model, config.optim.weight_decay)
+    for t in techniques:
+        optimizer = t.on_optimizer(model, groups, ctx)
+        if optimizer is not None:
+            return model, optimizer
+    return model, make_optimizer(model, config, device, groups)
+
+
+def _activations(model: torch.nn.Module, config: Config, vocab: int, rows: int,
+                 seed: int = 0) -> tuple[int, dict[str, int], torch.Tensor]:
+    """Saved activation bytes of one forward of `rows` synthetic masked rows (the loss included), in the
+    config's precision; the global random state is left as it was."""
+    from effitrain.bench import synthetic_batches
+    from effitrain.train.step import autocast_for, keep_rng, mlm_loss_inputs
+
+    device = next(model.parameters()).device
+    batch = synthetic_batches(config.replace(**{"run.batch_size": rows}), count=1, vocab_size=vocab, seed=seed,
+                              device=device)[0]
 
     def forward() -> torch.Tensor:
         with autocast_for(config, device)():
             return mlm_loss_inputs(model, batch).loss
 
-    activations, by_part, loss = saved_activation_bytes(model, forward)
+    with keep_rng(device):
+        return saved_activation_bytes(model, forward)
+
+
+def measure_footprint(config: Config, vocab_size: int | None = None, seed: int = 0,
+                      techniques: Any = ()) -> Footprint:
+    """One real training step of `config` (its model, precision and optimizer, one micro-batch of
+    synthetic masked rows, `effitrain.bench.synthetic_batches`), measured as the module docstring says.
+    `techniques`: Technique instances whose on_model / on_optimizer change the model or the optimizer
+    (activation checkpointing, low-bit optimizer state)."""
+    vocab = vocab_size or config.data.vocab_size
+    model, optimizer = _build(config, vocab, seed, list(techniques))
+    activations, by_part, loss = _activations(model, config, vocab, config.run.batch_size, seed)
     loss.backward()
     optimizer.step()
-    params = _tensor_bytes(model.parameters())
-    grads = _tensor_bytes(p.grad for p in model.parameters() if p.grad is not None)
-    state = _tensor_bytes(v for s in optimizer.state.values() for v in s.values())
+    params = tensor_bytes(model.parameters())
+    grads = tensor_bytes(p.grad for p in model.parameters() if p.grad is not None)
+    state = optimizer_state_bytes(optimizer)
     return Footprint(params, grads, state, activations, by_part, (config.run.batch_size, config.data.seq_len))
+
+
+def estimate_footprint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: Config,
+                       vocab_size: int | None = None) -> Footprint:
+    """What one training step of this model and optimizer will hold, before the first step: the weights
+    (measured), a gradient per trainable weight, the optimizer state (`optimizer_state_formula`) and one
+    micro-batch's saved activations. Activations are affine in the micro-batch's rows (a per-row part and
+    a fixed part: weight copies under autocast, position tables), so they are measured on forwards of 1
+    and 2 synthetic rows (`saved_activation_bytes`, no backward) and extended to `run.batch_size` rows:
+    exact for any model, precision and technique that changes the model, at the cost of two tiny forwards.
+    Not counted: the allocator's transient buffers, a technique's extra models outside `model`, rows a
+    technique adds to a micro-batch."""
+    vocab = vocab_size or config.data.vocab_size
+    rows = config.run.batch_size
+    try:
+        one, by_one, _ = _activations(model, config, vocab, 1)
+        two, by_two, _ = _activations(model, config, vocab, 2)
+    except (TypeError, AttributeError) as exc:
+        raise ValueError(f"cannot estimate the activations of a {type(model).__name__} (the footprint runs the "
+                         f"masked-LM forward): {exc}") from None
+    by_part = {k: by_one.get(k, 0) + (by_two.get(k, 0) - by_one.get(k, 0)) * (rows - 1) for k in {**by_one, **by_two}}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return Footprint(tensor_bytes(model.parameters()), sum(p.numel() * p.element_size() for p in trainable),
+                     optimizer_state_formula(optimizer), one + (two - one) * (rows - 1), by_part,
+                     (rows, config.data.seq_len))
+
+
+def format_bytes(n: float) -> str:
+    """1234567 → '1.23 MB' (powers of 1000, as `run.memory_budget` reads 'MB')."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{int(n)} B"
+
+
+def check_memory_budget(footprint: Footprint, config: Config) -> None:
+    """Refuse (ConfigError, one line) a run whose estimated footprint exceeds `run.memory_budget`,
+    naming the estimate and its biggest part."""
+    from effitrain.config import ConfigError, parse_bytes
+
+    if not config.run.memory_budget:
+        return
+    budget = parse_bytes(config.run.memory_budget, "run.memory_budget")
+    if footprint.total <= budget:
+        return
+    parts = {"weights": footprint.parameters, "gradients": footprint.gradients,
+             "optimizer state": footprint.optimizer, "activations": footprint.activations}
+    biggest = max(parts, key=parts.get)
+    raise ConfigError(f"run.memory_budget={config.run.memory_budget!r}: this run needs an estimated "
+                      f"{format_bytes(footprint.total)}, the biggest part {biggest} ({format_bytes(parts[biggest])} "
+                      f"for a micro-batch of {footprint.micro_batch[0]} rows of {footprint.micro_batch[1]} tokens)")
 
 
 def predicted_tokens(config: Config) -> int:
@@ -225,5 +345,6 @@ def activation_formula(config: Config, vocab_size: int | None = None) -> dict[st
             "head": head, "loss": loss, "total": total}
 
 
-__all__ = ["FORMULA_TOLERANCE", "Footprint", "activation_formula", "measure_footprint", "predicted_tokens",
-           "saved_activation_bytes"]
+__all__ = ["FORMULA_TOLERANCE", "Footprint", "activation_formula", "check_memory_budget", "estimate_footprint",
+           "format_bytes", "measure_footprint", "optimizer_state_bytes", "optimizer_state_formula", "predicted_tokens",
+           "saved_activation_bytes", "tensor_bytes"]

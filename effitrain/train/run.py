@@ -53,6 +53,10 @@ FORMAT_FIELDS["effitrain-run-v5"] = {
 FORMAT_FIELDS["effitrain-run-v6"] = {
     **FORMAT_FIELDS["effitrain-run-v5"], "run": FORMAT_FIELDS["effitrain-run-v5"]["run"] + ("warm_base",)}
 _FUSED_TO_KERNEL = {True: "auto", False: "foreach"}  # what optim.fused meant in v1 and v2
+# v7: run.memory_budget (lesson 09)
+FORMAT_FIELDS["effitrain-run-v7"] = {
+    **FORMAT_FIELDS["effitrain-run-v6"], "run": FORMAT_FIELDS["effitrain-run-v6"]["run"] + ("memory_budget",)}
+
 RUN_FORMAT = list(FORMAT_FIELDS)[-1]
 _RUN_KEYS: dict[str, tuple[type, str]] = {  # every format: key -> (type, what it must be)
     "name": (str, "a string"), "config": (dict, "a mapping"), "techniques": (list, "a list"),

@@ -187,7 +187,7 @@ def run_key(config: Config, techniques: Sequence[Any], data: Any) -> RunKey:
 
     cfg = config.to_dict()
     cfg.pop("profile", None)
-    cfg["run"] = {k: v for k, v in cfg["run"].items() if k != "name"}
+    cfg["run"] = {k: v for k, v in cfg["run"].items() if k not in ("name", "memory_budget")}  # no effect on the curve
     cfg["run"]["device"] = config.run.resolved_device().type
     return RunKey(_normal({
         "format": FORMAT,

@@ -102,6 +102,16 @@ def make_optimizer(model: torch.nn.Module, config: Config, device: torch.device,
     return torch.optim.AdamW(groups, foreach=o.kernel != "for-loop", **kwargs)
 
 
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every group's learning rate to `lr`; in place where a group holds it as a tensor (torchao's
+    low-bit optimizers, whose compiled step reads the tensor and refuse a float in its place)."""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+
 # -- the forward --------------------------------------------------------------------------------------
 def mlm_loss_inputs(model: torch.nn.Module, batch: MaskedBatch) -> LossInputs:
     """The sparse MLM forward: logits at the predicted positions only, and their cross-entropy."""
@@ -207,8 +217,7 @@ class TrainStep:
 
     def __call__(self, batches: Sequence[Any], ctx: StepContext, lr: float | None = None) -> StepResult:
         if lr is not None:
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            set_lr(self.optimizer, lr)
         return self.update(self.accumulate(batches, ctx), ctx)
 
     def accumulate(self, batches: Sequence[Any], ctx: StepContext) -> StepResult:

@@ -55,6 +55,7 @@ from effitrain.model import BertForMLM, count_parameters
 from effitrain.model.bert import analytic_flops_parts
 from effitrain.techniques.base import Sampler, StepContext, StepPlan, Technique, resolve
 from effitrain.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from effitrain.train.footprint import check_memory_budget, estimate_footprint
 from effitrain.train.memory import PeakMemory
 from effitrain.train.run import Run
 from effitrain.train.runcache import this_machine
@@ -311,6 +312,8 @@ class Trainer:
                          train_examples=len(train), vocab_size=self.data.vocab_size)
         self.model = run.model = model
         self.optimizer = self._make_optimizer(model)
+        if cfg.run.memory_budget:
+            self._check_memory_budget(model)
         step_model = torch.compile(model) if cfg.run.compile else model
         self.step = TrainStep(model, self.optimizer, cfg, self.device, self.techniques, step_model=step_model)
         # the FLOP meter counts the eager module (torch.compile's graphs hide their ops from the counter)
@@ -326,6 +329,16 @@ class Trainer:
         elif cfg.run.warm_start:
             self._warm_start()
         run.status, self.started = "running", True
+
+    def _check_memory_budget(self, model: torch.nn.Module) -> None:
+        """run.memory_budget: the step's estimated footprint (kept in run.extra["memory_estimate"]) or a
+        one-line refusal naming the estimate and its biggest part, before the first step."""
+        try:
+            estimate = estimate_footprint(model, self.optimizer, self.config, self.data.vocab_size)
+        except ValueError as exc:
+            raise ConfigError(f"run.memory_budget: {exc}") from None
+        self.run.extra["memory_estimate"] = estimate.to_dict()
+        check_memory_budget(estimate, self.config)
 
     def _make_sampler(self, train: TrainSet) -> Sampler:
         chosen: list[tuple[str, Sampler]] = []
