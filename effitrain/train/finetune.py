@@ -30,6 +30,8 @@ from effitrain.data.downstream import ClassificationTask
 from effitrain.data.tokenizer import PAD
 from effitrain.model import BertForClassification, BertForMLM, Encoder
 from effitrain.stats import mean_ci
+from effitrain.train.footprint import optimizer_state_bytes
+from effitrain.train.sparse_update import apply_update, check_update
 from effitrain.train.step import keep_rng
 
 
@@ -40,6 +42,8 @@ class FinetuneResult:
     seconds: float
     steps: int
     val_accuracy: float = math.nan  # on `validation`'s test split, where one was given
+    trainable_params: int = 0  # parameters the optimizer updated (`update`: all, adapters, biases, last blocks)
+    optimizer_bytes: int = 0  # AdamW's state after training, each storage once
 
 
 @torch.no_grad()
@@ -55,18 +59,23 @@ def accuracy(model: torch.nn.Module, ids: torch.Tensor, y: torch.Tensor, batch_s
 
 def finetune(pretrained: BertForMLM | None, task: ClassificationTask, *, config=None, steps: int = 200,
              batch_size: int = 32, lr: float = 1e-4, seed: int = 0, device: str | torch.device = "cpu",
-             validation: ClassificationTask | None = None) -> FinetuneResult:
+             validation: ClassificationTask | None = None, update: str = "full", rank: int = 8,
+             last: int = 1) -> FinetuneResult:
     """Train encoder + classifier on the task's training split for `steps`; test accuracy at the end.
 
     `pretrained=None` trains from random initialisation (give `config`) — the no-pre-training control.
     The pre-trained model is copied, never changed. `validation`: a task whose test split is also
     scored (``val_accuracy``), for choosing settings without looking at the test split.
+    `update`, `rank`, `last`: which parameters train (`effitrain.train.sparse_update.apply_update`);
+    the result counts them (``trainable_params``) and AdamW's state bytes (``optimizer_bytes``).
     """
-    model, seconds = train_classifier(pretrained, task, config=config, steps=steps, batch_size=batch_size, lr=lr,
-                                      seed=seed, device=device)
+    model, seconds, optimizer = _train_classifier(pretrained, task, config=config, steps=steps,
+                                                  batch_size=batch_size, lr=lr, seed=seed, device=device,
+                                                  update=update, rank=rank, last=last)
     val = math.nan if validation is None else accuracy(model, validation.test_ids, validation.test_y)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return FinetuneResult(accuracy(model, task.test_ids, task.test_y), train_sample_accuracy(model, task),
-                          seconds, steps, val)
+                          seconds, steps, val, trainable, optimizer_state_bytes(optimizer))
 
 
 TRAIN_SAMPLE = 512  # training rows scored for FinetuneResult.train_accuracy
@@ -80,11 +89,25 @@ def train_sample_accuracy(model: torch.nn.Module, task: ClassificationTask) -> f
 
 def train_classifier(pretrained: BertForMLM | None, task: ClassificationTask, *, config=None, steps: int = 200,
                      batch_size: int = 32, lr: float = 1e-4, seed: int = 0, device: str | torch.device = "cpu",
-                     on_step: Callable[[int, torch.Tensor], None] | None = None) -> tuple[BertForClassification, float]:
+                     on_step: Callable[[int, torch.Tensor], None] | None = None, update: str = "full",
+                     rank: int = 8, last: int = 1) -> tuple[BertForClassification, float]:
     """(the fine-tuned classifier, training seconds): `finetune` without the scoring.
 
     `on_step(step, loss)`, where given, is called after every optimizer step with the step's loss
-    (a detached tensor: reading it is the caller's sync), e.g. for a progress bar."""
+    (a detached tensor: reading it is the caller's sync), e.g. for a progress bar.
+    `update` ("full", "lora", "bias", "last"), `rank`, `last`: which parameters train
+    (`effitrain.train.sparse_update.apply_update`, applied to the freshly built classifier); AdamW
+    holds state for those only. "full" trains everything."""
+    model, seconds, _ = _train_classifier(pretrained, task, config=config, steps=steps, batch_size=batch_size,
+                                          lr=lr, seed=seed, device=device, on_step=on_step, update=update,
+                                          rank=rank, last=last)
+    return model, seconds
+
+
+def _train_classifier(pretrained, task: ClassificationTask, *, config, steps: int, batch_size: int, lr: float,
+                      seed: int, device, update: str, rank: int, last: int,
+                      on_step=None) -> tuple[BertForClassification, float, torch.optim.Optimizer]:
+    """`train_classifier`, also returning the optimizer (its state is what `finetune` measures)."""
     torch.manual_seed(seed)
     if pretrained is not None:
         cfg, vocab = pretrained.cfg, pretrained.vocab_size
@@ -94,8 +117,11 @@ def train_classifier(pretrained: BertForMLM | None, task: ClassificationTask, *,
             raise ValueError("finetune without a pre-trained model needs config= (a ModelConfig and vocab size)")
         cfg, vocab = config
         encoder = None
-    model = BertForClassification(cfg, vocab, task.num_classes, encoder).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    model = BertForClassification(cfg, vocab, task.num_classes, encoder)
+    apply_update(model, update, rank=rank, last=last)
+    model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     g = torch.Generator().manual_seed(seed)
     n = len(task.train_ids)
     t0 = time.perf_counter()
@@ -107,12 +133,12 @@ def train_classifier(pretrained: BertForMLM | None, task: ClassificationTask, *,
             group["lr"] = lr * (f / 0.1 if f < 0.1 else (1 - f) / 0.9)
         loss = F.cross_entropy(model(x, x != PAD), y)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if on_step is not None:
             on_step(step, loss.detach())
-    return model, time.perf_counter() - t0
+    return model, time.perf_counter() - t0, optimizer
 
 
 # -- evaluating a pre-trained encoder downstream: fine-tuning or a linear probe, over seeds ----------
@@ -281,7 +307,8 @@ def evaluate_downstream(model, task: ClassificationTask, *, method: str = "finet
                         steps: int | None = None, lr: "float | Sequence[float] | None" = None,
                         batch_size: int | None = None, device: str | torch.device | None = None,
                         feature_cache: dict | None = None, floor: bool = False,
-                        progress: bool = True) -> DownstreamResult:
+                        progress: bool = True, update: str = "full", rank: int = 8,
+                        last: int = 1) -> DownstreamResult:
     """Test accuracy of a pre-trained encoder on `task`, mean ± 95% interval over `seeds`.
 
     method="finetune": encoder + [CLS] classifier trained together (`finetune`) on a copy, per seed.
@@ -304,6 +331,9 @@ def evaluate_downstream(model, task: ClassificationTask, *, method: str = "finet
     saying pre-training helped. It doubles the cost.
     progress: a tqdm bar over the fine-tuning steps (all seeds and rates), cleared when done;
     False for none. The probe takes seconds and shows none.
+    update, rank, last: which parameters fine-tuning trains (`effitrain.train.sparse_update`; "full",
+    the default, all of them); recorded in ``settings`` where not "full". The probe trains its linear
+    layer only and takes update="full".
     """
 
     if method not in METHODS:
@@ -312,6 +342,11 @@ def evaluate_downstream(model, task: ClassificationTask, *, method: str = "finet
     if not seeds:
         raise ValueError("evaluate_downstream needs at least one seed")
     encoder, cfg, vocab = _parts(model)
+    if update != "full":
+        check_update(update, rank=rank, last=last, layers=len(encoder.blocks), hidden=encoder.tok.embedding_dim)
+        if method == "probe":
+            raise ValueError(f"update={update!r}: the probe trains a linear layer on frozen features; "
+                             "update is for method='finetune'")
     top = int(max(task.train_ids.max(), task.test_ids.max())) if task.train_ids.numel() and task.test_ids.numel() else -1
     if top >= vocab:
         raise ValueError(f"task {task.name!r} holds token id {top}, but the model's vocabulary has {vocab} ids: the "
@@ -327,6 +362,13 @@ def evaluate_downstream(model, task: ClassificationTask, *, method: str = "finet
         raise ValueError("lr: the probe takes one learning rate; a grid is for method='finetune'")
     settings = {"steps": d["steps"] if steps is None else int(steps), "lr": rates[0] if len(rates) == 1 else rates,
                 "batch_size": d["batch_size"] if batch_size is None else int(batch_size)}
+    extra = {"update": update, "rank": rank, "last": last}  # which parameters fine-tuning trains
+    if update != "full":  # the record says what trained
+        settings["update"] = update
+        if update == "lora":
+            settings["rank"] = rank
+        if update == "last":
+            settings["last"] = last
     accs, train_accs, seconds, feature_seconds, chosen, val_accs = [], [], [], 0.0, [], []
     if method == "finetune":
         holder = SimpleNamespace(encoder=encoder, cfg=cfg, vocab_size=vocab)
@@ -340,7 +382,7 @@ def evaluate_downstream(model, task: ClassificationTask, *, method: str = "finet
                     if bar is not None:
                         bar.set_postfix_str(f"seed {seed} lr {rate:g}", refresh=False)
                     clf, secs = train_classifier(holder, fit, seed=seed, device=device, steps=settings["steps"],
-                                                 batch_size=settings["batch_size"], lr=rate,
+                                                 batch_size=settings["batch_size"], lr=rate, **extra,
                                                  on_step=None if bar is None else (lambda step, loss: bar.update()))
                     spent += secs
                     score = accuracy(clf, val.test_ids, val.test_y) if val is not None else 0.0
@@ -375,7 +417,7 @@ def evaluate_downstream(model, task: ClassificationTask, *, method: str = "finet
     if floor:
         base = random_init_floor(SimpleNamespace(encoder=encoder, cfg=cfg, vocab_size=vocab), task, method=method,
                                  seeds=seeds, steps=settings["steps"], lr=settings["lr"],
-                                 batch_size=settings["batch_size"], device=device, progress=progress)
+                                 batch_size=settings["batch_size"], device=device, progress=progress, **extra)
         result.floor = base
         result.gain, result.gain_ci = mean_ci([a - b for a, b in zip(accs, base.per_seed)])
     return result
