@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import effitrain as et
-from effitrain.train.footprint import (_build, estimate_footprint, measure_footprint, optimizer_state_bytes,
+from effitrain.train.footprint import (build_model_and_optimizer, estimate_footprint, measure_footprint, optimizer_state_bytes,
                                        optimizer_state_formula)
 
 
@@ -21,7 +21,7 @@ def test_the_state_is_the_formulas_and_a_fraction_of_adamws(smoke, bits):
     cfg, _ = _cfg(smoke)
     adamw = measure_footprint(cfg)
     low = measure_footprint(cfg, techniques=[et.technique("lowbit_optimizer", bits=bits)])
-    model, optimizer = _build(cfg, cfg.data.vocab_size, 0, [et.technique("lowbit_optimizer", bits=bits)])
+    model, optimizer = build_model_and_optimizer(cfg, cfg.data.vocab_size, 0, [et.technique("lowbit_optimizer", bits=bits)])
     assert optimizer_state_formula(optimizer) == low.optimizer  # predicted before the first step, to the byte
     # 8 bytes per weight become about 2 (8-bit) or 1 (4-bit) plus block scales and the fp32 moments of
     # the small tensors (biases, norms)
@@ -72,7 +72,7 @@ def test_trains_past_the_plateau_on_smoke(smoke, bits):
 # -- the memory budget -------------------------------------------------------------------------------------------
 def test_a_run_over_its_memory_budget_is_refused_before_its_first_step(smoke):
     cfg, data = _cfg(smoke)
-    model, optimizer = _build(cfg, data.vocab_size, 0, [])
+    model, optimizer = build_model_and_optimizer(cfg, data.vocab_size, 0, [])
     need = estimate_footprint(model, optimizer, cfg, data.vocab_size)
     budget = f"{need.total * 0.9 / 1e6:.3f}MB"
     with pytest.raises(et.ConfigError) as info:
@@ -93,7 +93,7 @@ def test_the_estimate_is_the_measured_step(smoke, techniques, precision):
     cfg, _ = _cfg(smoke, precision=precision, batch_size=5)
     made = [et.technique(name) for name in techniques]
     measured = measure_footprint(cfg, techniques=made)
-    model, optimizer = _build(cfg, cfg.data.vocab_size, 0, [et.technique(name) for name in techniques])
+    model, optimizer = build_model_and_optimizer(cfg, cfg.data.vocab_size, 0, [et.technique(name) for name in techniques])
     estimate = estimate_footprint(model, optimizer, cfg)
     assert estimate.to_dict() == measured.to_dict()
 

@@ -114,13 +114,21 @@ def loss_parity(runs: "dict[str, Run]", baseline: Sequence[Run]) -> pd.DataFrame
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
+def setting_parts(setting: Any) -> "tuple[dict[str, Any], list[Any]]":
+    """(config changes, techniques) of a setting given as [techniques] or (changes, [techniques])."""
+    if isinstance(setting, tuple) and len(setting) == 2 and isinstance(setting[0], dict):
+        return dict(setting[0]), list(setting[1])
+    return {}, list(setting)
+
+
 def step_cost(config: Config, settings: "dict[str, Sequence[Any]]", *, data: Any = None, rounds: int = 3,
               steps: int = 12, warmup: int = 2) -> pd.DataFrame:
     """Seconds and FLOPs per step of short real training runs with technique lists, against the plain run.
 
     For techniques that change the work of a step (selective backprop, layer dropping), where
-    `toggle_speed`'s config changes cannot express them. settings: {label: [techniques]} (each run
-    gets fresh deep copies, so no state carries from one run to the next); the plain run is the row
+    `toggle_speed`'s config changes cannot express them. settings: {label: [techniques]}, or {label:
+    (config changes, [techniques])} for a setting that changes the config too (each run gets fresh deep
+    copies, so no state carries from one run to the next); the plain run is the row
     "baseline". Each round trains every setting
     for `warmup` + `steps` steps on real batches of `data` (in turn, rounds alternating; seed =
     config seed + round), and the per-step seconds and FLOPs of the last `steps` steps are compared
@@ -136,12 +144,13 @@ def step_cost(config: Config, settings: "dict[str, Sequence[Any]]", *, data: Any
         raise ValueError("step_cost: 'baseline' is the name of the plain run's row; give the setting another label")
     total = warmup + steps
     cfg = config.replace(budget=f"{total}steps", evals=1, log_every=1)
-    every = {"baseline": [], **{label: list(t) for label, t in settings.items()}}
+    every = {"baseline": ({}, []), **{label: setting_parts(s) for label, s in settings.items()}}
     seconds: dict[str, list[float]] = {label: [] for label in every}
     flops: dict[str, list[float]] = {label: [] for label in every}
     for r in range(rounds):
-        for label, techniques in every.items():
-            run = train(cfg.replace(seed=config.run.seed + r), copy.deepcopy(techniques), data=data, progress=False)
+        for label, (changes, techniques) in every.items():
+            run = train(cfg.replace(**{**changes, "seed": config.run.seed + r}), copy.deepcopy(techniques), data=data,
+                        progress=False)
             rows = {int(row["step"]): row for row in run.history.steps}
             first, last = rows.get(warmup, {"seconds": 0.0, "flops": 0.0}), rows[total]
             seconds[label].append((last["seconds"] - first["seconds"]) / steps)
@@ -159,4 +168,4 @@ def step_cost(config: Config, settings: "dict[str, Sequence[Any]]", *, data: Any
     return df
 
 
-__all__ = ["toggle_speed", "loss_parity", "max_gap", "step_cost"]
+__all__ = ["toggle_speed", "loss_parity", "max_gap", "setting_parts", "step_cost"]

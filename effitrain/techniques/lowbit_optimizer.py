@@ -14,44 +14,27 @@ bitsandbytes 0.50, 2026-12-07), which a machine without network cannot do.
 """
 from __future__ import annotations
 
-import logging
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from effitrain.config import ConfigError
+from effitrain.imports import quiet_import
 from effitrain.techniques.base import StepContext, Technique, param, register
 from effitrain.train.footprint import optimizer_state_bytes
 
 BITS = (32, 8, 4)
 
 
-def _quiet_import_torchao_optim() -> Any:
-    """`torchao.optim`, imported without the warnings torchao logs about its optional compiled extensions
-    (kernels for other GPUs and torch builds; the optimizers do not use them)."""
-    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
-    levels = [lg.level for lg in loggers]
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        import torchao.optim as optim
-        # torch notes once per process that torchao's state classes lack a hash for its compile cache
-        warnings.filterwarnings("ignore", message=".*does not implement _stable_hash_for_caching.*")
-    except ImportError as exc:
-        raise ConfigError(f"lowbit_optimizer needs torchao (pip install 'torchao>=0.10'): {exc}") from None
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-    return optim
-
-
 def lowbit_adamw(param_groups: list[dict], bits: int, lr: float, betas: tuple[float, float], eps: float,
                  weight_decay: float = 0.0) -> torch.optim.Optimizer:
     """torchao's AdamW with `bits`-bit moments over these groups (each group may set its weight decay).
     Weights under 4,096 elements (biases, norms) keep fp32 moments, as bitsandbytes and torchao do."""
-    optim = _quiet_import_torchao_optim()
+    try:
+        optim = quiet_import("torchao.optim", "lowbit_optimizer", "pip install 'torchao>=0.10'")
+    except ImportError as exc:
+        raise ConfigError(str(exc)) from None
     cls = {8: optim.AdamW8bit, 4: optim.AdamW4bit}[bits]
     return cls(param_groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 

@@ -193,7 +193,7 @@ def optimizer_state_formula(optimizer: torch.optim.Optimizer) -> int:
     return total
 
 
-def _build(config: Config, vocab: int, seed: int, techniques: Any) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+def build_model_and_optimizer(config: Config, vocab: int, seed: int, techniques: Any) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """The config's model after the techniques' on_model, and the optimizer their on_optimizer (or the
     config's AdamW) builds over it."""
     from effitrain.model import BertForMLM
@@ -241,7 +241,7 @@ def measure_footprint(config: Config, vocab_size: int | None = None, seed: int =
     `techniques`: Technique instances whose on_model / on_optimizer change the model or the optimizer
     (activation checkpointing, low-bit optimizer state)."""
     vocab = vocab_size or config.data.vocab_size
-    model, optimizer = _build(config, vocab, seed, list(techniques))
+    model, optimizer = build_model_and_optimizer(config, vocab, seed, list(techniques))
     activations, by_part, loss = _activations(model, config, vocab, config.run.batch_size, seed)
     loss.backward()
     optimizer.step()
@@ -345,6 +345,7 @@ def activation_formula(config: Config, vocab_size: int | None = None) -> dict[st
             "head": head, "loss": loss, "total": total}
 
 
-__all__ = ["FORMULA_TOLERANCE", "Footprint", "activation_formula", "check_memory_budget", "estimate_footprint",
+__all__ = ["FORMULA_TOLERANCE", "Footprint", "activation_formula", "build_model_and_optimizer", "check_memory_budget",
+           "estimate_footprint",
            "format_bytes", "measure_footprint", "optimizer_state_bytes", "optimizer_state_formula", "predicted_tokens",
            "saved_activation_bytes", "tensor_bytes"]

@@ -69,7 +69,7 @@ _PACKAGE = Path(__file__).resolve().parent.parent  # effitrain/
 # package code that cannot change a pre-training curve: the notebook UI, the command line, the step
 # benchmark, the statistics of comparisons, and downstream evaluation (fine-tuning, probes), which
 # no training path imports
-_CODE_EXCLUDED = ("lab/", "cli.py", "bench.py", "stats.py", "train/finetune.py")
+_CODE_EXCLUDED = ("lab/", "cli.py", "bench.py", "stats.py", "train/finetune.py", "train/sparse_update.py")
 # technique events that make the trained (or evaluated) model something `BertForMLM` + weights is not
 MODEL_EVENTS = ("on_model", "eval_model")
 

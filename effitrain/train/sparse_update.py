@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from effitrain.imports import quiet_import
+
 UPDATES = ("full", "lora", "bias", "last")
 HEAD = ("pool", "classify")  # BertForClassification's layers on top of the encoder, new at fine-tuning
 
@@ -119,10 +121,7 @@ def last_names(encoder: nn.Module, last: int) -> set[str]:
 
 
 def _inject_lora(model: nn.Module, rank: int) -> None:
-    try:
-        import peft  # imports transformers: seconds, so only when asked for
-    except ImportError:
-        raise ImportError("update='lora' needs the peft library: pip install peft") from None
+    peft = quiet_import("peft", "update='lora'", "pip install peft")  # imports transformers: seconds, so only when asked for
     config = peft.LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=lora_targets(model),
                              bias="none")
     peft.inject_adapter_in_model(config, model)  # freezes every parameter but the adapters
