@@ -20,7 +20,7 @@ def test_each_method_removes_its_kind_of_bytes(cfg):
                 "accumulate ×4": ({"batch_size": 2, "grad_accum": 4}, [])}
     df = memory_table(cfg, settings, budget="30MB", rounds=0)
     base = df.loc["baseline"]
-    assert df.loc["checkpointing", "activations"] < 0.4 * base["activations"]
+    assert df.loc["checkpointing", "activations"] < 0.65 * base["activations"]  # inputs + one block recomputed
     assert df.loc["4-bit", "optimizer state"] < 0.2 * base["optimizer state"]
     assert df.loc["4-bit", "activations"] == base["activations"]
     per_row = base["activations"] / 8  # activations are affine in the rows: a quarter of them, plus the fixed part
@@ -58,3 +58,17 @@ def test_a_fine_tuning_step_under_each_update():
     # a frozen linear layer keeps no copy of its input: fewer saved activations than full fine-tuning
     assert rows["bias"]["activations"] < rows["full"]["activations"]
     assert rows["last"]["activations"] < rows["full"]["activations"]
+
+
+def test_the_measured_peak_holds_the_estimate_and_follows_the_methods(cfg):
+    from effitrain.train.footprint import measure_peak
+
+    plain, kind = measure_peak(cfg)
+    df = memory_table(cfg, {"checkpointing": [et.technique("checkpointing")]}, rounds=0)
+    estimate = df.loc["baseline", "total MB"] * 1e6
+    assert kind == "cpu profiler allocations"
+    # the estimate adds parts never all held at once (the backward frees activations as it makes gradients)
+    # and leaves out the transients of the backward and the update: the two agree to a few tens of percent
+    assert 0.8 * estimate <= plain <= 1.3 * estimate
+    assert df.loc["baseline", "peak MB"] == pytest.approx(plain / 1e6)
+    assert df.loc["checkpointing", "peak MB"] < 0.8 * df.loc["baseline", "peak MB"]

@@ -28,7 +28,7 @@ from effitrain.config import Config, parse_bytes
 from effitrain.lab.plot import PALETTE
 from effitrain.lab.speed import setting_parts, step_cost
 from effitrain.stats import difference_ci, difference_verdict
-from effitrain.train.footprint import build_model_and_optimizer, estimate_footprint, saved_activation_bytes
+from effitrain.train.footprint import build_model_and_optimizer, estimate_footprint, measure_peak, saved_activation_bytes
 
 PARTS = ("weights", "gradients", "optimizer state", "activations")
 MB = 1e6
@@ -59,17 +59,29 @@ def footprint_row(fp, budget: int | None = None) -> dict[str, Any]:
     return row
 
 
+def setting_peak(config: Config, setting: Any, vocab_size: int | None = None) -> tuple[int, str]:
+    """`measure_peak` of `config` with a setting ([techniques] or (changes, [techniques]))."""
+    changes, techniques = setting_parts(setting)
+    cfg = config.replace(**changes) if changes else config
+    return measure_peak(cfg, vocab_size or cfg.data.vocab_size, cfg.run.seed, copy.deepcopy(techniques))
+
+
 def memory_table(config: Config, settings: "dict[str, Any]", *, data: Any = None, budget: str | None = None,
-                 rounds: int = 3, steps: int = 8, warmup: int = 2) -> pd.DataFrame:
+                 rounds: int = 3, steps: int = 8, warmup: int = 2, peak: bool = True) -> pd.DataFrame:
     """One row per setting (the plain run first, "baseline"): its footprint in MB by kind and in all,
-    whether it fits `budget`, and its seconds per step against the baseline's (`step_cost`: ratio and
-    95% interval over `rounds`, paired by round)."""
+    whether it fits `budget`, the measured peak of a whole step ("peak MB", `measure_peak`: transients
+    included; `peak=False` skips it), and its seconds per step against the baseline's (`step_cost`:
+    ratio and 95% interval over `rounds`, paired by round; `rounds=0` skips the timing)."""
     limit = parse_bytes(budget, "budget") if budget else None
     vocab = data.vocab_size if data is not None else None
-    rows = {"baseline": footprint_row(setting_footprint(config, [], vocab), limit)}
-    for label, setting in settings.items():
+    rows, kind = {}, ""
+    for label, setting in {"baseline": [], **settings}.items():
         rows[label] = footprint_row(setting_footprint(config, setting, vocab), limit)
+        if peak:
+            measured, kind = setting_peak(config, setting, vocab)
+            rows[label]["peak MB"] = measured / MB
     df = pd.DataFrame.from_dict(rows, orient="index")
+    df.attrs.update(peak_kind=kind)
     if rounds:
         cost = step_cost(config, settings, data=data, rounds=rounds, steps=steps, warmup=warmup)
         df = df.join(cost[["ms/step", "× baseline s", "s lo", "s hi"]])
@@ -82,6 +94,9 @@ def footprint_figure(df: pd.DataFrame, budget: str | None = None, title: str = "
     fig = go.Figure()
     for i, part in enumerate(PARTS):
         fig.add_bar(name=part, x=list(df.index), y=df[part], marker_color=PALETTE[i % len(PALETTE)])
+    if "peak MB" in df:
+        fig.add_scatter(name="measured peak", x=list(df.index), y=df["peak MB"], mode="markers",
+                        marker=dict(symbol="diamond", size=11, color="black"))
     if budget:
         fig.add_hline(y=parse_bytes(budget, "budget") / MB, line_dash="dash", annotation_text=f"budget {budget}")
     fig.update_layout(barmode="stack", title=title, yaxis_title="MB per training step", height=360,
@@ -90,15 +105,17 @@ def footprint_figure(df: pd.DataFrame, budget: str | None = None, title: str = "
 
 
 def memory_scatter(df: pd.DataFrame, budget: str | None = None) -> go.Figure:
-    """Total MB against seconds per step (× the baseline's, with its interval), the budget as a line."""
+    """Measured peak MB (the estimate where no peak was measured) against seconds per step (× the
+    baseline's, with its interval), the budget as a line."""
     err = dict(type="data", symmetric=False, array=df["s hi"] - df["× baseline s"],
                arrayminus=df["× baseline s"] - df["s lo"])
-    fig = go.Figure(go.Scatter(x=df["× baseline s"], y=df["total MB"], mode="markers+text", text=list(df.index),
+    y = "peak MB" if "peak MB" in df else "total MB"
+    fig = go.Figure(go.Scatter(x=df["× baseline s"], y=df[y], mode="markers+text", text=list(df.index),
                                textposition="top center", error_x=err, marker=dict(size=10, color=PALETTE[0])))
     if budget:
         fig.add_hline(y=parse_bytes(budget, "budget") / MB, line_dash="dash", annotation_text=f"budget {budget}")
     fig.update_layout(title="Memory against time: each setting's price", xaxis_title="seconds per step × baseline",
-                      yaxis_title="MB per training step", height=380, margin=dict(l=60, r=20, t=50, b=40))
+                      yaxis_title="peak MB of a training step" if y == "peak MB" else "MB per training step", height=380, margin=dict(l=60, r=20, t=50, b=40))
     return fig
 
 
@@ -177,4 +194,4 @@ def finetune_table(pretrained: Any, task: Any, updates: "dict[str, dict[str, Any
 
 
 __all__ = ["PARTS", "budget_for", "finetune_footprint", "finetune_table", "footprint_figure", "footprint_row", "memory_scatter",
-           "memory_table", "preset_table", "setting_footprint"]
+           "memory_table", "preset_table", "setting_footprint", "setting_peak"]

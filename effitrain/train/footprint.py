@@ -37,8 +37,11 @@ block. Measured, every block matches the formula to the byte, and the total with
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -259,21 +262,111 @@ def estimate_footprint(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     a fixed part: weight copies under autocast, position tables), so they are measured on forwards of 1
     and 2 synthetic rows (`saved_activation_bytes`, no backward) and extended to `run.batch_size` rows:
     exact for any model, precision and technique that changes the model, at the cost of two tiny forwards.
+    With checkpointed blocks, the part "recompute" adds the insides of the biggest one, which the backward
+    holds while it runs that block again (measured the same way with checkpointing off).
     Not counted: the allocator's transient buffers, a technique's extra models outside `model`, rows a
     technique adds to a micro-batch."""
     vocab = vocab_size or config.data.vocab_size
     rows = config.run.batch_size
+    by_part = _affine_activations(model, config, vocab, rows)
+    checkpointed = [(enc, enc.checkpointed) for enc in model.modules() if getattr(enc, "checkpointed", None)]
+    if checkpointed:  # the backward recomputes one checkpointed block at a time: its insides, at most one block's
+        for enc, _ in checkpointed:
+            enc.checkpointed = frozenset()
+        try:
+            plain = _affine_activations(model, config, vocab, rows)
+        finally:
+            for enc, blocks in checkpointed:
+                enc.checkpointed = blocks
+        blocks = {int(k.split()[1]) for enc, chosen in checkpointed for k in plain if k.startswith("block ")
+                  if int(k.split()[1]) in chosen}
+        by_part["recompute"] = max((plain[f"block {i}"] - by_part.get(f"block {i}", 0) for i in blocks), default=0)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return Footprint(tensor_bytes(model.parameters()), sum(p.numel() * p.element_size() for p in trainable),
+                     optimizer_state_formula(optimizer), sum(by_part.values()), by_part, (rows, config.data.seq_len))
+
+
+def _affine_activations(model: torch.nn.Module, config: Config, vocab: int, rows: int) -> dict[str, int]:
+    """Saved activation bytes by part for `rows` rows, from forwards of 1 and 2 rows (affine in the rows)."""
     try:
-        one, by_one, _ = _activations(model, config, vocab, 1)
-        two, by_two, _ = _activations(model, config, vocab, 2)
+        _, by_one, _ = _activations(model, config, vocab, 1)
+        _, by_two, _ = _activations(model, config, vocab, 2)
     except (TypeError, AttributeError) as exc:
         raise ValueError(f"cannot estimate the activations of a {type(model).__name__} (the footprint runs the "
                          f"masked-LM forward): {exc}") from None
-    by_part = {k: by_one.get(k, 0) + (by_two.get(k, 0) - by_one.get(k, 0)) * (rows - 1) for k in {**by_one, **by_two}}
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    return Footprint(tensor_bytes(model.parameters()), sum(p.numel() * p.element_size() for p in trainable),
-                     optimizer_state_formula(optimizer), one + (two - one) * (rows - 1), by_part,
-                     (rows, config.data.seq_len))
+    return {k: by_one.get(k, 0) + (by_two.get(k, 0) - by_one.get(k, 0)) * (rows - 1) for k in {**by_one, **by_two}}
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 to /dev/null meanwhile: the profiler's C++ side logs its start and stop there
+    (a notebook would show them as errors). Python's own errors still raise as exceptions."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _allocator_peak_above_start(run: Any, device: torch.device) -> tuple[int, str]:
+    """Bytes allocated at the peak of `run()` above those allocated when it starts: CUDA's allocator
+    statistics on a GPU; on a CPU the profiler's memory records (`torch.profiler`, profile_memory), each
+    operator's allocations and each free replayed in time order."""
+    if device.type == "cuda":
+        from effitrain.train.flops import sync
+
+        sync(device)
+        start = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        run()
+        sync(device)
+        return int(torch.cuda.max_memory_allocated(device) - start), "cuda max allocated"
+    from torch.profiler import ProfilerActivity, profile
+
+    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start)
+    now = peak = 0
+    for e in events:
+        now += e.self_cpu_memory_usage
+        peak = max(peak, now)
+    return int(peak), "cpu profiler allocations"
+
+
+def measure_peak(config: Config, vocab_size: int | None = None, seed: int = 0, techniques: Any = ()) -> tuple[int, str]:
+    """(bytes, how measured): the most memory one whole training step of `config` holds at any moment —
+    weights, optimizer state, gradients, saved activations and every transient buffer of the forward,
+    backward and update — and what measured it. A first step creates the optimizer state; the second is
+    measured: what it holds when it starts (weights and state) plus the allocator's peak above that
+    (`_allocator_peak_above_start`). `run.grad_accum` micro-batches of `run.batch_size` rows per step.
+    Beside `estimate_footprint`: the estimate adds parts that are never all held at once (the backward
+    frees activations as it makes gradients) and leaves out the transients; the peak has both."""
+    from effitrain.bench import synthetic_batches
+    from effitrain.train.step import autocast_for, keep_rng, mlm_loss_inputs
+
+    vocab = vocab_size or config.data.vocab_size
+    model, optimizer = build_model_and_optimizer(config, vocab, seed, list(techniques))
+    device = next(model.parameters()).device
+    k = config.run.grad_accum
+    batches = synthetic_batches(config, count=k, vocab_size=vocab, seed=seed, device=device)
+
+    def step() -> None:
+        for batch in batches:
+            with autocast_for(config, device)():
+                loss = mlm_loss_inputs(model, batch).loss / k
+            loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    with keep_rng(device):
+        step()
+        held = tensor_bytes(model.parameters()) + optimizer_state_bytes(optimizer)
+        above, kind = _allocator_peak_above_start(step, device)
+    return held + above, kind
 
 
 def format_bytes(n: float) -> str:
@@ -347,5 +440,5 @@ def activation_formula(config: Config, vocab_size: int | None = None) -> dict[st
 
 __all__ = ["FORMULA_TOLERANCE", "Footprint", "activation_formula", "build_model_and_optimizer", "check_memory_budget",
            "estimate_footprint",
-           "format_bytes", "measure_footprint", "optimizer_state_bytes", "optimizer_state_formula", "predicted_tokens",
+           "format_bytes", "measure_footprint", "measure_peak", "optimizer_state_bytes", "optimizer_state_formula", "predicted_tokens",
            "saved_activation_bytes", "tensor_bytes"]
