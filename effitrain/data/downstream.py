@@ -428,10 +428,6 @@ def _sst2(data: PretrainData, seq_len: int | None = None) -> ClassificationTask:
 TASKS = {"sotu-era": sotu_era_task, "sotu-party": sotu_party_task, "sotu-order": sotu_order_task, "sst2": _sst2}
 
 
-def task_names() -> list[str]:
-    return list(TASKS)
-
-
 def downstream_task(name_or_path: str | os.PathLike, data: PretrainData, *, seq_len: int | None = None,
                     **kw) -> ClassificationTask:
     """A task by name ("sotu-era", "sotu-party", "sotu-order", "sst2") or from a local labelled file.

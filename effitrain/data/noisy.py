@@ -126,10 +126,6 @@ _STRAY = ("~", "'", ",", ".", "`", ";", "^", "*")
 _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
-def _fit(words: list[str], target: int) -> str:
-    return " ".join(words[:max(target, 1)])
-
-
 def _near_copy(text: str, d: _Draw, vocab: Sequence[str], min_words: int) -> str:
     words = text.split()
     for _ in range(2 + d.below(3)):

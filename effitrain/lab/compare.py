@@ -56,7 +56,7 @@ import pandas as pd
 from effitrain.stats import DEFAULT_RESOLVE, LEVEL, Ratio, mean_ci, ratio_ci
 from effitrain.train.history import time_to_target
 from effitrain.train.run import Run
-from effitrain.train.runcache import host, measured_elsewhere, measured_on
+from effitrain.train.machine import host, measured_elsewhere, measured_on
 
 NOT_REACHED = "not reached"
 BASELINE_NOT_REACHED = "baseline not reached"
@@ -77,7 +77,7 @@ class PlateauError(ValueError):
 _SEED_SUFFIX = re.compile(r"\s*\bs\d+$")
 
 
-def _group_key(run: Run) -> str:
+def group_key(run: Run) -> str:
     cfg = run.config.to_dict()
     cfg["run"] = {k: v for k, v in cfg["run"].items() if k not in ("seed", "name")}
     return json.dumps({"techniques": run.techniques, "config": cfg}, sort_keys=True, default=str)
@@ -115,7 +115,7 @@ def group_runs(runs: Iterable[Run]) -> dict[str, list[Run]]:
     """
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        groups.setdefault(_group_key(run), []).append(run)
+        groups.setdefault(group_key(run), []).append(run)
     by_label: dict[str, list[str]] = {}
     for key, members in groups.items():
         by_label.setdefault(_base_label(members[0]), []).append(key)

@@ -241,13 +241,6 @@ class LivePlot:
         with self.figure.batch_update():
             self.figure.layout.shapes = shapes
 
-    def reach_points(self) -> dict[str, dict[str, float] | None]:
-        """label → `time_to_target(...)` for the current target (None: not reached or no target)."""
-        out = {}
-        for e in self._entries.values():
-            out[e.label] = time_to_target(e.run.history, val_loss=self.target) if self.target is not None else None
-        return out
-
     def _ipython_display_(self) -> None:  # `plot` alone in a cell shows the widget
         from IPython.display import display
         display(self.widget)
@@ -271,8 +264,8 @@ class LivePlot:
 
     def _color_for(self, run: Run, label: str) -> str:
         if self.color_by == "group":
-            from effitrain.lab.compare import _group_key
-            key = _group_key(run)
+            from effitrain.lab.compare import group_key
+            key = group_key(run)
         else:
             key = f"run:{id(run)}:{label}"
         if key not in self._colors:

@@ -361,7 +361,7 @@ class MLMHead(nn.Module):
         return self.decoder(self.ln(F.gelu(self.dense(h))))
 
 
-def _init(module: nn.Module, std: float) -> None:
+def init_weights(module: nn.Module, std: float) -> None:
     if isinstance(module, (nn.Linear, nn.Embedding, GroupedLinear, nn.Conv1d)):
         nn.init.normal_(module.weight, mean=0.0, std=std)
     if isinstance(module, (nn.Linear, GroupedLinear, nn.Conv1d)) and module.bias is not None:
@@ -377,7 +377,7 @@ class BertForMLM(nn.Module):
         self.vocab_size = vocab_size
         self.encoder = Encoder(cfg, vocab_size)
         self.head = MLMHead(cfg, vocab_size)
-        self.apply(lambda m: _init(m, cfg.init_std))
+        self.apply(lambda m: init_weights(m, cfg.init_std))
         if cfg.tie_embeddings:
             self.head.decoder.weight = self.encoder.tok.weight
 
@@ -404,9 +404,9 @@ class BertForClassification(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.classify = nn.Linear(cfg.hidden, num_classes)
         for m in (self.pool, self.classify):
-            _init(m, cfg.init_std)
+            init_weights(m, cfg.init_std)
         if encoder is None:
-            self.encoder.apply(lambda m: _init(m, cfg.init_std))
+            self.encoder.apply(lambda m: init_weights(m, cfg.init_std))
 
     def forward(self, ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, *,
                 embeds: torch.Tensor | None = None) -> torch.Tensor:

@@ -43,7 +43,7 @@ from effitrain.data import MaskedBatch
 from effitrain.parallel.launch import backend_for, check_world_size, emit, launch
 from effitrain.techniques.base import StepContext, Technique, overridden
 from effitrain.train.run import Run
-from effitrain.train.step import StepResult, TrainStep, _share
+from effitrain.train.step import StepResult, TrainStep, loss_share
 from effitrain.train.trainer import Trainer
 
 __all__ = ["DistributedTrainer", "train_distributed", "rank_slice", "REFUSED_EVENTS"]
@@ -102,7 +102,7 @@ class DistributedStep(TrainStep):
             sync = self.step_model.no_sync() if i < k - 1 else contextlib.nullcontext()
             with sync:
                 out = self.loss_inputs(mine, ctx)
-                self.backward(_share(out.loss, N * share, k), ctx)
+                self.backward(loss_share(out.loss, N * share, k), ctx)
             parts[0] += float(out.loss.detach()) * share
             for name, value in out.terms.items():
                 if name not in names:

@@ -50,7 +50,8 @@ from effitrain.data import MaskedBatch
 from effitrain.parallel.ddp import REFUSED_EVENTS, DistributedTrainer  # (ddp imports this module lazily)
 from effitrain.techniques.base import StepContext, Technique, overridden
 from effitrain.techniques.ouroboros import DECODER_PART, EMBEDDING_PART, group_forward, ouroboros_groups
-from effitrain.train.step import StepResult, TrainStep, _share, micro_batch_weights, set_lr
+from effitrain.train.step import StepResult, TrainStep, loss_share, micro_batch_weights, set_lr
+from effitrain.train.flops import sync
 
 __all__ = ["PipelineStep", "PipelineTrainer", "check_pipeline", "pipelined"]
 
@@ -129,8 +130,7 @@ class PipelineStep(TrainStep):
         return buf
 
     def _timed(self, part: str, t0: float) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        sync(self.device)
         self.seconds[part] += time.perf_counter() - t0
 
     # -- the step ---------------------------------------------------------------------------------------
@@ -161,8 +161,8 @@ class PipelineStep(TrainStep):
                 self._send(out, g + 1)
             else:
                 w = None if weights is None else weights[i]
-                loss += _share(float(out.detach()), w, k)
-                out = _share(out, w, k)
+                loss += loss_share(float(out.detach()), w, k)
+                out = loss_share(out, w, k)
                 self._timed("forward", t0)
             entries.append((x, out))
         self.kept.append((t, slot, entries))

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from effitrain.config import ConfigError, ModelConfig
 from effitrain.data import MaskedBatch
 from effitrain.data.tokenizer import MASK, SPECIAL_TOKENS
-from effitrain.model.bert import BertForMLM, Encoder, MLMHead, _init, analytic_flops_parts, count_parameters
+from effitrain.model.bert import BertForMLM, Encoder, MLMHead, init_weights, analytic_flops_parts, count_parameters
 from effitrain.stats import mean_ci
 from effitrain.techniques.base import LossInputs, StepContext, Technique, param, register
 from effitrain.train.step import attention_recompute, autocast_for
@@ -208,7 +208,7 @@ class Generator(nn.Module):
         self.encoder.embed_scale = None
         self.head = MLMHead(cfg, vocab_size, in_hidden=gen.hidden)  # H_g → H, then the tied (V, H) decoder
         for m in (self.project, self.encoder, self.head):
-            m.apply(lambda mod: _init(mod, gen.init_std))
+            m.apply(lambda mod: init_weights(mod, gen.init_std))
         if cfg.tie_embeddings:
             self.head.decoder.weight = self.tok.weight
 
@@ -245,7 +245,7 @@ class Discriminator(nn.Module):
         self.cfg, self.vocab_size = encoder.cfg, vocab_size
         self.encoder = encoder
         self.rtd = RTDHead(encoder.cfg)
-        self.rtd.apply(lambda m: _init(m, encoder.cfg.init_std))
+        self.rtd.apply(lambda m: init_weights(m, encoder.cfg.init_std))
         self.__dict__["generator"] = None  # set by Electra; a plain attribute, not a submodule
 
     def rtd_logits(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:

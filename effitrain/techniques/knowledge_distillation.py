@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from effitrain.config import ConfigError
 from effitrain.techniques.base import LossInputs, StepContext, Technique, param, register
-from effitrain.train.trainer import train_frozen
+from effitrain.train.runcache import train_frozen
 
 if TYPE_CHECKING:  # pragma: no cover
     from effitrain.config import Config

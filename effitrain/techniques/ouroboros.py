@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from effitrain.config import Config, ConfigError
 from effitrain.parallel.launch import process_group
 from effitrain.techniques.base import LossInputs, StepContext, Technique, param, register
+from effitrain.train.flops import sync as device_sync
 
 TIED = "encoder.tok.weight"  # one tensor, two places: the embedding (first group) and the decoder (last)
 EMBEDDING_PART, DECODER_PART = "encoder.tok.weight@embedding", "encoder.tok.weight@decoder"
@@ -283,8 +284,7 @@ def group_seconds(config: Config, groups: int, *, vocab_size: int | None = None,
             return group_forward(model, g, groups, batch, x)
 
     def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        device_sync(device)
 
     rows = []
     inputs: torch.Tensor | None = None

@@ -41,7 +41,7 @@ from effitrain.data.tokenizer import PAD, decode_text
 from effitrain.techniques.base import StepContext, Technique, param, register
 from effitrain.train.flops import count_flops
 from effitrain.train.step import keep_rng
-from effitrain.train.trainer import train_frozen
+from effitrain.train.runcache import train_frozen
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

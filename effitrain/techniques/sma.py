@@ -38,6 +38,7 @@ from effitrain.config import Config, ConfigError
 from effitrain.data import MaskedBatch
 from effitrain.model.bert import SelfAttention, math_attention
 from effitrain.parallel.launch import process_group
+from effitrain.train.flops import sync
 from effitrain.techniques.base import StepContext, StepPlan, Technique, param, register
 from effitrain.train.step import StepResult, TrainStep, make_optimizer
 from effitrain.train.warm import variant
@@ -353,12 +354,10 @@ def _rate(step: Any, batches: Sequence[Any], per_step: int, rows: int, steps: in
     """Rows per second of `step` over `steps` timed calls (after `warmup`), alternating two sets of batches."""
     for i in range(warmup + steps):
         if i == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            sync(device)
             t0 = time.perf_counter()
         step(batches[(i % 2) * per_step:(i % 2 + 1) * per_step], ctx)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     return steps * rows / (time.perf_counter() - t0)
 
 

@@ -45,21 +45,24 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import sys
 import time
 import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import torch
 
 from effitrain.config import Config, ConfigError
 from effitrain.data.cache import WRITE_ERRORS, cache_dir
 from effitrain.data.cache import first_line as _first_line
+from effitrain.train.machine import host, measured_elsewhere, measured_on, this_machine  # noqa: F401  # re-exported
 from effitrain.train.run import Run
+
+if TYPE_CHECKING:  # pragma: no cover
+    from effitrain.data import PretrainData
 
 FORMAT = "effitrain-run-cache-v1"
 ENV_SWITCH = "EFFITRAIN_RUN_CACHE"
@@ -102,27 +105,6 @@ def size_limit() -> float:
         raise ConfigError(f"{ENV_SIZE} must be a positive number of GiB (e.g. 5); got {raw!r} "
                           f"(to turn the run cache off, set {ENV_SWITCH}=0)")
     return gb * 2**30
-
-
-def host() -> str:
-    return socket.gethostname()
-
-
-def this_machine(device: str) -> dict[str, str]:
-    """{"host": this host's name, "device": `device`} (a run's `device`, e.g. "NVIDIA H200", "cpu (8 threads)")."""
-    return {"host": host(), "device": device}
-
-
-def measured_on(run: Run) -> dict[str, str] | None:
-    """{"host", "device"} where the run's seconds were measured, when known (cached runs record it)."""
-    machine = (run.extra.get("cache") or {}).get("machine") or run.extra.get("machine")
-    return dict(machine) if isinstance(machine, dict) else None
-
-
-def measured_elsewhere(run: Run) -> bool:
-    """True when the run's seconds are known to come from another host than this one."""
-    machine = measured_on(run)
-    return machine is not None and bool(machine.get("host")) and machine["host"] != host()
 
 
 # -- the key ------------------------------------------------------------------------------------
@@ -202,7 +184,7 @@ def run_key(config: Config, techniques: Sequence[Any], data: Any) -> RunKey:
 
 def why_not_cached(techniques: Sequence[Any], train_kwargs: dict[str, Any]) -> str | None:
     """Why a run of these techniques / trainer arguments is never cached (None: it can be)."""
-    from effitrain.techniques.base import Technique
+    from effitrain.techniques.base import Technique, overridden
 
     if not enabled():
         return f"{ENV_SWITCH}=0"
@@ -211,12 +193,11 @@ def why_not_cached(techniques: Sequence[Any], train_kwargs: dict[str, Any]) -> s
     for t in techniques:
         if not isinstance(t, Technique):
             return "a technique is not a Technique"
-        for event in MODEL_EVENTS:
-            base = getattr(Technique, event, None)
-            if event == "on_model" and t.keeps_weights:
-                continue  # it changes how the model runs, not what it holds
-            if base is not None and getattr(type(t), event, base) is not base:
-                return f"technique {t.name!r} changes the model ({event}), which the cache cannot rebuild"
+        # on_model of a technique that keeps the weights changes how the model runs, not what it holds
+        events = [e for e in MODEL_EVENTS if not (e == "on_model" and t.keeps_weights)]
+        changed = overridden(t, events)
+        if changed:
+            return f"technique {t.name!r} changes the model ({changed[0]}), which the cache cannot rebuild"
     return None
 
 
@@ -457,4 +438,29 @@ def cached_train(config: Config, techniques: Iterable[Any] = (), *, force: bool 
     except WRITE_ERRORS as exc:  # a full or read-only disk costs the cache, never the run
         # (torch.save raises RuntimeError when the disk fills up mid-write)
         warnings.warn(f"run cache: could not store {run.label} ({_first_line(exc)})", RunCacheWarning, stacklevel=2)
+    return run
+
+
+def train_frozen(config: Config, data: PretrainData, what: str, cache: bool = False, **kwargs: Any) -> Run:
+    """Train a helper model (a pruning reference, a distillation teacher) and freeze it.
+
+    The global RNG is left as it was, so the run that asked for the helper starts exactly as it
+    would have without it. A run that does not complete raises RuntimeError naming `what`.
+    The run's model comes back in eval mode with gradients off. cache=True: through the run cache
+    (`cached_train`), so a helper trained in an earlier session loads, model and measured cost.
+    """
+    from effitrain.train import trainer  # looked up at call time, as cached_train does
+    from effitrain.train.step import keep_rng
+
+    device = config.run.resolved_device()
+    with keep_rng(device):
+        if cache:
+            run = cached_train(config, data=data, progress=False, **kwargs)
+        else:
+            run = trainer.train(config, data=data, progress=False, **kwargs)
+    if run.status != "completed":
+        raise RuntimeError(f"{what} did not complete: {run.status} {run.message}")
+    run.model.eval()
+    for p in run.model.parameters():
+        p.requires_grad_(False)
     return run

@@ -146,7 +146,7 @@ def micro_batch_weights(predicted: Sequence[int]) -> list[float] | None:
     return [m / total for m in predicted]
 
 
-def _share(value: Any, weight: float | None, count: int) -> Any:
+def loss_share(value: Any, weight: float | None, count: int) -> Any:
     """A micro-batch's part of the step: value · weight, or value / count when the shares are equal
     (dividing, not multiplying by 1/count, keeps equal-share steps bit-identical to plain accumulation)."""
     return value / count if weight is None else value * weight
@@ -212,7 +212,7 @@ class TrainStep:
     def micro_step(self, batch: Any, ctx: StepContext, weight: float | None, count: int) -> LossInputs | torch.Tensor:
         """Forward and backward of one micro-batch; its loss scaled by `weight` (None: 1/count)."""
         out = self.loss_inputs(batch, ctx)
-        self.backward(_share(out if isinstance(out, torch.Tensor) else out.loss, weight, count), ctx)
+        self.backward(loss_share(out if isinstance(out, torch.Tensor) else out.loss, weight, count), ctx)
         return out
 
     def __call__(self, batches: Sequence[Any], ctx: StepContext, lr: float | None = None) -> StepResult:
@@ -230,9 +230,9 @@ class TrainStep:
             w = None if weights is None else weights[i]
             out = self.micro_step(batch, ctx, w, k)
             loss, named = (out, {}) if isinstance(out, torch.Tensor) else (out.loss, out.terms)
-            total += _share(float(loss.detach()), w, k)
+            total += loss_share(float(loss.detach()), w, k)
             for name, value in named.items():
-                terms[name] = terms.get(name, 0.0) + _share(float(value), w, k)
+                terms[name] = terms.get(name, 0.0) + loss_share(float(value), w, k)
         tokens = sum(b.num_tokens for b in batches if isinstance(b, MaskedBatch))
         return StepResult(total, tokens, sum(predicted), terms)
 

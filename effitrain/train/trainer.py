@@ -53,12 +53,13 @@ from effitrain.data.order import OrderedSampler, compressible_rows, likely_first
 from effitrain.data.sampler import EpochSampler
 from effitrain.model import BertForMLM, count_parameters
 from effitrain.model.bert import analytic_flops_parts
-from effitrain.techniques.base import Sampler, StepContext, StepPlan, Technique, resolve
+from effitrain.techniques.base import Sampler, StepContext, StepPlan, Technique, overridden, resolve
 from effitrain.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from effitrain.train.flops import sync
 from effitrain.train.footprint import check_memory_budget, estimate_footprint
 from effitrain.train.memory import PeakMemory
 from effitrain.train.run import Run
-from effitrain.train.runcache import this_machine
+from effitrain.train.machine import this_machine
 from effitrain.train.schedule import lr_factor, micro_batches_at, schedule_fraction
 from effitrain.train.warm import prefix_config, prefix_state
 from effitrain.train.step import (FlopMeter, TrainStep, attention_recompute, autocast_for, check_fits,
@@ -66,7 +67,7 @@ from effitrain.train.step import (FlopMeter, TrainStep, attention_recompute, aut
 
 Callback = Callable[[str, dict, Run], None]
 
-__all__ = ["EpochSampler", "Trainer", "evaluate", "train", "train_frozen"]
+__all__ = ["EpochSampler", "Trainer", "evaluate", "train"]
 
 
 @torch.no_grad()
@@ -322,7 +323,7 @@ class Trainer:
         for t in self.techniques:  # a technique that runs the step itself (claim "step"); counting stays plain
             self.step = t.on_step(self.step, self._ctx())
         self.meter = FlopMeter(model, self.techniques, self.device, every=self.flops_every_step)
-        self.scores_batches = any(type(t).on_masked_batch is not Technique.on_masked_batch for t in self.techniques)
+        self.scores_batches = any(overridden(t, ["on_masked_batch"]) for t in self.techniques)
         self.bar = _ProgressBar(cfg, enabled=self.progress)
         if self.resume:
             self._load(self.resume)
@@ -435,8 +436,7 @@ class Trainer:
         self.pos.evals_done = min(self.config.run.evals, int(math.floor(fraction * self.config.run.evals + 1e-9)))
 
     def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        sync(self.device)
 
     def _agree(self, seconds: float) -> float:
         """The seconds of a part of the step as every process counts them (one process: its own); a
@@ -481,7 +481,7 @@ class Trainer:
                     _check_optimizer_shapes(self.optimizer)
             except (RuntimeError, ValueError, KeyError) as exc:
                 event = "on_model" if part == "model" else "on_optimizer"
-                owners = [t.name for t in self.techniques if getattr(type(t), event) is not getattr(Technique, event)]
+                owners = [t.name for t in self.techniques if overridden(t, [event])]
                 raise ConfigError(f"run.warm_start and {' and '.join(owners) or 'this config'} cannot train together: "
                                   f"the baseline's {part} state at step {S} does not fit this run's {part} "
                                   f"({str(exc).splitlines()[0][:120]})") from None
@@ -492,7 +492,7 @@ class Trainer:
         if cfg.run.seed == cfg.run.warm_seed:  # the warm run itself continues: its generators and data order
             same_data = len(self.train_set) == len(self.data.train) - self.run.extra["rows_filtered"] \
                 and type(self.sampler) is EpochSampler
-            if same_data and not any(type(t).on_dataset is not Technique.on_dataset for t in self.techniques):
+            if same_data and not any(overridden(t, ["on_dataset"]) for t in self.techniques):
                 self.sampler.load_state_dict(tr["sampler"])  # else: the techniques' data, in their own order
             self._restore_generators(tr)
         # another seed keeps the generators and sampler its own seed gave it: its data order and masks from here
@@ -622,27 +622,3 @@ def train(config: Config, techniques: Iterable[Technique] = (), *, world_size: i
 
         return train_distributed(config, techniques, world_size=world_size, **kwargs)
     return Trainer(config, techniques, **kwargs).fit()
-
-
-def train_frozen(config: Config, data: PretrainData, what: str, cache: bool = False, **kwargs: Any) -> Run:
-    """Train a helper model (a pruning reference, a distillation teacher) and freeze it.
-
-    The global RNG is left as it was, so the run that asked for the helper starts exactly as it
-    would have without it. A run that does not complete raises RuntimeError naming `what`.
-    The run's model comes back in eval mode with gradients off. cache=True: through the run cache
-    (`cached_train`), so a helper trained in an earlier session loads, model and measured cost.
-    """
-    device = config.run.resolved_device()
-    with keep_rng(device):
-        if cache:
-            from effitrain.train.runcache import cached_train  # runcache imports this module
-
-            run = cached_train(config, data=data, progress=False, **kwargs)
-        else:
-            run = train(config, data=data, progress=False, **kwargs)
-    if run.status != "completed":
-        raise RuntimeError(f"{what} did not complete: {run.status} {run.message}")
-    run.model.eval()
-    for p in run.model.parameters():
-        p.requires_grad_(False)
-    return run
