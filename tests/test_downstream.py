@@ -16,13 +16,7 @@ from effitrain.train.finetune import (DownstreamResult, downstream_table, evalua
                                       random_init, random_init_floor)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These are tiny models: one CPU thread is faster, and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (conftest)
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,7 @@ VOCAB = 60
 RUN = {"steps": 6, "batch_size": 8, "lr": 1e-2, "seed": 0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (conftest)
 
 
 @pytest.fixture(scope="module")
