@@ -115,3 +115,19 @@ def test_the_budget_is_not_part_of_the_run_cache_key(smoke):
     cfg, data = smoke
     assert run_key(cfg, [], data).digest == run_key(cfg.replace(memory_budget="1GB"), [], data).digest
     assert optimizer_state_bytes(torch.optim.AdamW([torch.nn.Parameter(torch.ones(3))])) == 0
+
+
+def test_a_warm_start_continues_the_baselines_adamw_state_in_low_bits(smoke):
+    """The baseline's fp32 moments are quantized into the low-bit state, not kept in fp32 (no silent drop)."""
+    from effitrain.train.trainer import Trainer
+
+    cfg, data = _cfg(smoke, steps=8)
+    warm = cfg.replace(warm_start=4)
+    trainer = Trainer(warm, [et.technique("lowbit_optimizer", bits=8)], data=data, progress=False)
+    run = trainer.fit()
+    assert run.status == "completed", run.message
+    moments = [s["exp_avg"] for s in trainer.optimizer.state.values()]
+    assert any(type(m).__name__ == "OptimState8bit" for m in moments)
+    plain = measure_footprint(cfg).optimizer
+    assert run.extra["techniques"]["lowbit_optimizer"]["state_bytes"] < 0.3 * plain
+    assert all(isinstance(g["lr"], torch.Tensor) for g in trainer.optimizer.param_groups)

@@ -35,8 +35,33 @@ def lowbit_adamw(param_groups: list[dict], bits: int, lr: float, betas: tuple[fl
         optim = quiet_import("torchao.optim", "lowbit_optimizer", "pip install 'torchao>=0.10'")
     except ImportError as exc:
         raise ConfigError(str(exc)) from None
-    cls = {8: optim.AdamW8bit, 4: optim.AdamW4bit}[bits]
+    cls = _loads_adamw_state({8: optim.AdamW8bit, 4: optim.AdamW4bit}[bits])
     return cls(param_groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+def _loads_adamw_state(cls: type) -> type:
+    """`cls` whose `load_state_dict` also takes torch AdamW's state (a warm start continues the baseline's
+    optimizer): fp32 moments of the weights it quantizes are quantized (`copy_` into its low-bit buffers)
+    and a float learning rate becomes the tensor its compiled step reads. Its own state loads unchanged."""
+
+    class LowBitAdamW(cls):
+        def load_state_dict(self, state_dict: dict) -> None:
+            super().load_state_dict(state_dict)
+            for group in self.param_groups:
+                if not isinstance(group["lr"], torch.Tensor):
+                    group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32)
+                for p in group["params"]:
+                    state = self.state.get(p, {})
+                    for key, signed in (("exp_avg", True), ("exp_avg_sq", False)):
+                        plain = state.get(key)
+                        if type(plain) is torch.Tensor:
+                            low = self._new_buffer(p, signed)
+                            if type(low) is not torch.Tensor:  # a weight it keeps in low bits
+                                low.copy_(plain)
+                                state[key] = low
+
+    LowBitAdamW.__name__ = LowBitAdamW.__qualname__ = cls.__name__  # the name says the bits
+    return LowBitAdamW
 
 
 @dataclass(frozen=True)
