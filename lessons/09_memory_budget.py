@@ -204,7 +204,7 @@ bigger
 # [−1.09, +0.70] paired by seed: **undecided**. Per seed −0.58, −0.15 and +0.14: both models are
 # 1.4–2.0 nats below the unigram line, yet each seed still carries *when* it left the plateau (the
 # deeper model's seed 0 left last and never caught up), which two architectures cannot share the way
-# lesson 00's warm start shares one model's. The price is clear: 2.1× the seconds per run (70 s
+# the toolkit's warm start (`effitrain.lab.design`, lessons 01, 06, 07) shares one model's. The price is clear: 2.1× the seconds per run (70 s
 # against 34 s). Deciding the loss needs many more seeds here (the spread of the differences,
 # 0.36, asks for about 200 pairs for ±0.05) or a GPU's longer runs: the claim is not shown on this CPU.
 
