@@ -58,7 +58,9 @@ def test_compile_time_is_reported_and_kept_out_of_the_runs_seconds(smoke):
     run = et.train(short, data=data, progress=False)
     wall = time.perf_counter() - t0
     s = run.summary()
-    assert run.status == "completed" and s["compile_seconds"] > 0.5, s["compile_seconds"]
+    # no floor in seconds: with inductor's on-disk cache warm, compiling took 0.497 s once (a timed unit test fails
+    # on a fast machine); that it is measured, apart, and dwarfs three tiny steps is what matters
+    assert run.status == "completed" and s["compile_seconds"] > 0, s["compile_seconds"]
     assert s["seconds"] + s["compile_seconds"] <= wall + 1e-3  # both measured, neither counted twice
     assert s["seconds"] < s["compile_seconds"]  # 3 tiny steps take far less than compiling them
     assert "compiled in" in run.summary_line()
