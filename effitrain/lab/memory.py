@@ -28,18 +28,24 @@ from effitrain.config import Config, parse_bytes
 from effitrain.lab.plot import PALETTE
 from effitrain.lab.speed import setting_parts, step_cost
 from effitrain.stats import difference_ci, difference_verdict
-from effitrain.train.footprint import build_model_and_optimizer, estimate_footprint, measure_peak, saved_activation_bytes
+from effitrain.train.footprint import (build_model_and_optimizer, estimate_footprint, measure_peak,
+                                       saved_activation_bytes, tensor_bytes)
 
 PARTS = ("weights", "gradients", "optimizer state", "activations")
 MB = 1e6
 
 
+def _applied(config: Config, setting: Any) -> "tuple[Config, list[Any]]":
+    """The config with a setting's changes, and fresh copies of its techniques."""
+    changes, techniques = setting_parts(setting)
+    return (config.replace(**changes) if changes else config), copy.deepcopy(techniques)
+
+
 def setting_footprint(config: Config, setting: Any, vocab_size: int | None = None):
     """`estimate_footprint` of `config` with a setting ([techniques] or (changes, [techniques]))."""
-    changes, techniques = setting_parts(setting)
-    cfg = config.replace(**changes) if changes else config
+    cfg, techniques = _applied(config, setting)
     vocab = vocab_size or cfg.data.vocab_size
-    model, optimizer = build_model_and_optimizer(cfg, vocab, cfg.run.seed, copy.deepcopy(techniques))
+    model, optimizer = build_model_and_optimizer(cfg, vocab, cfg.run.seed, techniques)
     return estimate_footprint(model, optimizer, cfg, vocab)
 
 
@@ -61,9 +67,8 @@ def footprint_row(fp, budget: int | None = None) -> dict[str, Any]:
 
 def setting_peak(config: Config, setting: Any, vocab_size: int | None = None) -> tuple[int, str]:
     """`measure_peak` of `config` with a setting ([techniques] or (changes, [techniques]))."""
-    changes, techniques = setting_parts(setting)
-    cfg = config.replace(**changes) if changes else config
-    return measure_peak(cfg, vocab_size or cfg.data.vocab_size, cfg.run.seed, copy.deepcopy(techniques))
+    cfg, techniques = _applied(config, setting)
+    return measure_peak(cfg, vocab_size or cfg.data.vocab_size, cfg.run.seed, techniques)
 
 
 def memory_table(config: Config, settings: "dict[str, Any]", *, data: Any = None, budget: str | None = None,
@@ -161,7 +166,7 @@ def finetune_footprint(pretrained: Any, task: Any, update: str = "full", *, rows
         saved, _, _ = saved_activation_bytes(model, lambda: torch.nn.functional.cross_entropy(model(x, x != PAD), y))
     trainable = [p for p in model.parameters() if p.requires_grad]
     grads = sum(p.numel() * p.element_size() for p in trainable)
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    weights = tensor_bytes(model.parameters())
     return {"trainable": info.trainable, "trainable %": 100.0 * info.fraction, "weights": weights / MB,
             "gradients": grads / MB, "optimizer state": 2 * grads / MB, "activations": saved / MB,
             "total MB": (weights + 3 * grads + saved) / MB}
