@@ -52,7 +52,7 @@ def _build_parser() -> _Parser:
     parser = _Parser(prog=PROG, description="Measure what speeds up the training of Transformer language models.")
     from effitrain import __version__
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{train,bench,techniques,lab}", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="{train,bench,speedrun,techniques,lab}", parser_class=_Parser)
 
     t = sub.add_parser("train", help="train one run and print its summary",
                        description="Train one run of a profile (with overrides) and print its summary.")
@@ -95,6 +95,30 @@ def _build_parser() -> _Parser:
     b.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps (default 3)")
     b.add_argument("--seed", type=int, help="random seed (integer >= 0)")
     b.add_argument("--json", action="store_true", help="end with the result as one line of JSON")
+
+    s = sub.add_parser("speedrun", help="race a candidate against a track's baseline; records must beat the last at p < 0.01",
+                       description="Train the track baseline and a candidate (the baseline config with a recipe, "
+                                   "--set changes and techniques) seed by seed in alternating order, each stopped at "
+                                   "the track's target val loss; report seconds and FLOPs to target, the speed-up "
+                                   "with its interval and the one-sided test against the latest record, and write "
+                                   "the attempt's folder (records/<track>/NN-name/ when it is a record, else "
+                                   "records/<track>/candidates/).")
+    s.add_argument("--track", default="cpu", help="smoke, cpu or gpu (default cpu)")
+    s.add_argument("--name", default="", help="the candidate's name (its folder's name)")
+    s.add_argument("--recipe", help="a named recipe on top of the track's baseline: bert, 24h-bert or cramming")
+    s.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="sets",
+                   help="change one config field, e.g. --set optim.lr=5e-3 --set budget=900steps (repeatable)")
+    s.add_argument("--technique", action="append", default=[], metavar="NAME[:k=v,...]", help="a technique (repeatable)")
+    s.add_argument("--runs", type=int, help="seeds 0..N-1, each trained for the baseline and the candidate "
+                                            "(default: the track's)")
+    s.add_argument("--notes", default="", help="the write-up: what changed and why it helps (goes to notes.md)")
+    s.add_argument("--records", help="the records folder (default: EFFITRAIN_RECORDS, else the repository's records/)")
+    s.add_argument("--no-write", action="store_true", help="report only; write no folder")
+    s.add_argument("--leaderboard", action="store_true", help="print the track's records (no training)")
+    s.add_argument("--verify", action="store_true",
+                   help="recompute every record of the track from its stored histories and test each against the "
+                        "one before it (no training)")
+    s.add_argument("--check", type=int, metavar="N", help="train record N again here against the baseline (long)")
 
     sub.add_parser("techniques", help="list the registered techniques, their parameters and allowed values",
                    description="List every registered technique: the first line of its card and its parameters.")
@@ -232,6 +256,54 @@ def _train_run(args: argparse.Namespace, cfg: Any, techniques: list, stop: threa
         return runcache.cached_train(cfg, techniques, force=args.no_cache, progress=not args.no_progress, stop=stop)
 
 
+def _cmd_speedrun(args: argparse.Namespace) -> int:
+    from effitrain.lab import speedrun as sr
+
+    try:
+        return _speedrun(args, sr)
+    except (sr.RecordError, FileExistsError) as exc:  # a bad record folder, or one that exists: one line
+        raise _UsageError(str(exc)) from None
+
+
+def _speedrun(args: argparse.Namespace, sr: Any) -> int:
+    from effitrain.config import parse_assignment
+    from effitrain.techniques import parse_technique
+
+    tr = sr.track(args.track)
+    if args.leaderboard or args.verify:
+        board = sr.leaderboard(tr.name, args.records)
+        print(board.to_string() if len(board) else f"no records on track {tr.name!r} yet", flush=True)
+        previous = None
+        for rec in sr.records(tr.name, args.records) if args.verify else ():
+            test = sr.verify_record(rec, previous)
+            print(f"record {rec.number} ({rec.name}): verified from its histories, p = {test.p:.2g}", flush=True)
+            previous = rec
+        return EXIT_OK
+    if args.runs is not None and args.runs < 2:
+        raise _UsageError(f"--runs must be at least 2 (a record test needs a spread); got {args.runs}")
+    if args.check is not None:
+        found = [r for r in sr.records(tr.name, args.records) if r.number == args.check]
+        if not found:
+            raise _UsageError(f"track {tr.name!r} has no record {args.check}")
+        attempt = sr.check_record(found[0], runs=args.runs, root=args.records)
+        print(attempt.table().to_string(float_format=lambda v: f"{v:.3g}"), flush=True)
+        return EXIT_OK
+    if args.recipe:
+        from effitrain.recipes import recipe
+
+        cfg = recipe(args.recipe, tr.profile, budget=tr.budget, evals=tr.evals)
+    else:
+        cfg = tr.baseline()
+    sets = dict(parse_assignment(x) for x in args.sets)
+    cfg = cfg.replace(**sets) if sets else cfg
+    techniques = [parse_technique(spec) for spec in args.technique]
+    attempt = sr.speedrun(cfg, techniques, track=tr, runs=args.runs, name=args.name, root=args.records)
+    print(attempt.table().to_string(float_format=lambda v: f"{v:.3g}"), flush=True)
+    if not args.no_write:
+        print(f"written: {attempt.write(args.records, notes=args.notes)}", flush=True)
+    return EXIT_OK
+
+
 def _cmd_techniques(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -331,7 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
-        return {"train": _cmd_train, "bench": _cmd_bench, "techniques": _cmd_techniques}[args.command](args)
+        return {"train": _cmd_train, "bench": _cmd_bench, "speedrun": _cmd_speedrun,
+                "techniques": _cmd_techniques}[args.command](args)
     except (_UsageError, ConfigError, CorpusError, CheckpointError) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever the message
         print(f"{PROG}: error: {message}", file=sys.stderr)

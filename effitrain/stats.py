@@ -19,6 +19,7 @@ log ratios, and whatever the two runs of a seed have in common cancels.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -203,3 +204,105 @@ def difference_verdict(diff: float, lo: float, hi: float, resolve: float, what: 
     if -resolve <= lo and hi <= resolve:
         return f"no effect beyond ±{abs(max(-lo, hi)):.3f} here{what}"
     return f"undecided: [{lo:+.3f}, {hi:+.3f}] holds 0 and is wider than ±{resolve:g}{what}"
+
+
+RECORD_ALPHA = 0.01  # a speedrun record must be beyond the last one at this one-sided level
+
+
+@dataclass(frozen=True)
+class RecordTest:
+    """Is a candidate's speed-up beyond a record's? A one-sided t-test on per-run log speed-ups.
+
+    p, statistic, df: the test's (`scipy.stats.ttest_1samp` against 1× when there is no record yet,
+    else Welch's `ttest_ind(equal_var=False)`, both `alternative="greater"`). speedup, record_speedup:
+    geometric means (1.0 for "no record": the baseline itself). runs_needed: the candidate's runs at
+    which p would fall below `alpha` if its mean and spread stayed as measured (None when its mean is
+    not above the record's, or no number up to `max_runs` does).
+    """
+
+    p: float
+    statistic: float
+    df: float
+    test: str
+    runs: int
+    record_runs: int
+    speedup: float
+    record_speedup: float
+    alpha: float
+    runs_needed: int | None
+
+    @property
+    def beyond(self) -> bool:
+        return self.p < self.alpha
+
+    def verdict(self) -> str:
+        """"record at p = …" or "not yet: p = …, need ≈ n runs" (or why no number of runs will do)."""
+        if self.beyond:
+            return f"record at p = {self.p:.2g} ({self.runs} runs, {self.test})"
+        if self.runs_needed is None:
+            return (f"not a record: p = {self.p:.2g}; {self.speedup:.2f}× is not beyond {self.record_speedup:.2f}× "
+                    "at this spread with any affordable number of runs (the record's own runs bound the test)")
+        return f"not yet: p = {self.p:.2g}, need ≈ {self.runs_needed} runs at this spread (have {self.runs})"
+
+
+def _one_sided_p(diff: float, sd_c: float, n_c: int, sd_r: float, n_r: int) -> tuple[float, float, float]:
+    """(t, df, p) of a one-sided test that the candidate's mean log speed-up exceeds the record's."""
+    if n_r == 0:
+        se, df = sd_c / math.sqrt(n_c), n_c - 1.0
+    else:
+        vc, vr = sd_c ** 2 / n_c, sd_r ** 2 / n_r
+        se = math.sqrt(vc + vr)
+        df = (vc + vr) ** 2 / ((vc ** 2 / (n_c - 1) if n_c > 1 else 0.0) + (vr ** 2 / (n_r - 1) if n_r > 1 else 0.0)
+                               or math.inf)
+    if se == 0.0:
+        return (math.inf if diff > 0 else -math.inf), df, (0.0 if diff > 0 else 1.0)
+    t = diff / se
+    return t, df, float(stats.t.sf(t, df))
+
+
+def record_test(candidate: Sequence[float], record: Sequence[float] | None = None, alpha: float = RECORD_ALPHA,
+                max_runs: int = 200) -> RecordTest:
+    """Test per-run speed-ups of a candidate (baseline time ÷ candidate time, each run against the
+    baseline of its own seed in the same sitting) against a record's (None: against the baseline, 1×).
+
+    The test is on log speed-ups; at least 2 candidate runs, and 2 record runs when a record is given."""
+    c = np.log(_finite(candidate))
+    if c.size < 2:
+        raise ValueError(f"a record test needs at least 2 candidate runs, got {c.size}")
+    if record is None:
+        r = np.zeros(0)
+        test = "one-sided one-sample t-test of log speed-ups against 1×"
+    else:
+        r = np.log(_finite(record))
+        if r.size < 2:
+            raise ValueError(f"a record test needs at least 2 runs of the record, got {r.size}")
+        test = "one-sided Welch t-test of log speed-ups against the record's"
+    diff = float(c.mean() - (r.mean() if r.size else 0.0))
+    sd_c, sd_r = float(c.std(ddof=1)), float(r.std(ddof=1)) if r.size else 0.0
+    t, df, p = _one_sided_p(diff, sd_c, c.size, sd_r, r.size)
+    if max(sd_c, sd_r) > 1e-9 * max(1.0, abs(diff)):  # scipy's own numbers whenever there is a spread
+        with warnings.catch_warnings():  # one side without spread: scipy warns, and its numbers are right
+            warnings.simplefilter("ignore", RuntimeWarning)
+            result = (stats.ttest_1samp(c, 0.0, alternative="greater") if record is None
+                      else stats.ttest_ind(c, r, equal_var=False, alternative="greater"))
+        t, p, df = float(result.statistic), float(result.pvalue), float(getattr(result, "df", df))
+    need = _runs_needed(diff, sd_c, sd_r, int(r.size), alpha, max_runs)
+    return RecordTest(p=p, statistic=t, df=df, test=test, runs=int(c.size), record_runs=int(r.size),
+                      speedup=math.exp(float(c.mean())), record_speedup=math.exp(float(r.mean())) if r.size else 1.0,
+                      alpha=alpha, runs_needed=need)
+
+
+def _runs_needed(diff: float, sd: float, record_sd: float, record_runs: int, alpha: float, max_runs: int) -> int | None:
+    if diff <= 0:
+        return None
+    return next((n for n in range(2, max_runs + 1) if _one_sided_p(diff, sd, n, record_sd, record_runs)[2] < alpha),
+                None)
+
+
+def runs_for_record(improvement: float, sd: float, record_runs: int = 0, record_sd: float | None = None,
+                    alpha: float = RECORD_ALPHA, max_runs: int = 200) -> int | None:
+    """Runs a candidate needs for p < `alpha` if its speed-up is `improvement`× the record's (or the
+    baseline's, `record_runs=0`) and per-run log speed-ups spread with `sd` (the record's with `record_sd`,
+    default the same). None when `improvement` ≤ 1 or more than `max_runs` would be needed."""
+    return _runs_needed(math.log(improvement), sd, sd if record_sd is None else record_sd, record_runs, alpha,
+                        max_runs)
