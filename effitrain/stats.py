@@ -239,6 +239,8 @@ class RecordTest:
         """"record at p = …" or "not yet: p = …, need ≈ n runs" (or why no number of runs will do)."""
         if self.beyond:
             return f"record at p = {self.p:.2g} ({self.runs} runs, {self.test})"
+        if self.speedup <= self.record_speedup:
+            return f"not a record: p = {self.p:.2g}; {self.speedup:.2f}× is not above {self.record_speedup:.2f}×"
         if self.runs_needed is None:
             return (f"not a record: p = {self.p:.2g}; {self.speedup:.2f}× is not beyond {self.record_speedup:.2f}× "
                     "at this spread with any affordable number of runs (the record's own runs bound the test)")

@@ -25,6 +25,7 @@ def test_record_test_refuses_a_candidate_within_the_records_noise_and_accepts_on
     assert better.verdict().startswith("record at p = ")
     worse = record_test([1.2, 1.3, 1.25], record)
     assert not worse.beyond and worse.runs_needed is None and worse.p > 0.9
+    assert worse.verdict() == f"not a record: p = {worse.p:.2g}; 1.25× is not above 1.51×"
 
 
 def test_record_test_against_the_baseline_is_one_sample_and_says_how_many_runs_it_lacks():
@@ -97,7 +98,7 @@ def test_a_record_folder_round_trips_verifies_and_numbers_on(tmp_path):
     first = _attempt([5.0, 5.2, 4.9, 5.1])   # 2× with a small spread: beyond the baseline
     assert first.is_record() and first.verdict().startswith("1.98× [1.90, 2.06] over the baseline; against the baseline: record at p = ")
     folder = first.write(tmp_path, notes="higher learning rate")
-    assert folder.name == "01-fast-one" and (folder / "runs" / "candidate-s3.json").exists()
+    assert folder.name == "01-fast-one" and (folder / "runs" / "candidate-s3.json.gz").exists()
     rec = sr.load_record(folder)
     assert rec.number == 1 and rec.speedups == pytest.approx([2.0, 10 / 5.2, 10 / 4.9, 10 / 5.1])
     assert sr.verify_record(rec).beyond
@@ -135,11 +136,11 @@ def test_a_record_file_with_a_missing_key_is_refused_in_one_line(tmp_path):
 def test_a_failed_write_leaves_nothing_behind_and_records_are_never_overwritten(tmp_path, monkeypatch):
     a = _attempt([5.0, 5.2, 4.9])
 
-    def full_disk(self, path):
+    def full_disk(run, path):
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as m:
-        m.setattr(Run, "save", full_disk)
+        m.setattr(sr, "save_run", full_disk)
         with pytest.raises(OSError, match="No space left"):
             a.write(tmp_path)
     assert list((tmp_path / "smoke").iterdir()) == []
@@ -167,7 +168,7 @@ def test_a_smoke_sitting_alternates_stops_at_the_target_and_writes_a_valid_folde
     assert attempt.target == pytest.approx(data.unigram_val_loss() + 1.0)
     for run in attempt.baseline + attempt.candidate:
         s = sr.score(run, attempt.target)
-        assert s is not None and run.status == "stopped"
+        assert s is not None and run.status == "completed" and run.message.startswith("reached the target")
         assert run.history.evals[-1]["val_loss"] <= attempt.target  # stopped at the first evaluation there
         assert all(e["val_loss"] > attempt.target for e in run.history.evals[:-1])
     assert attempt.config_changes == {"optim.lr": 5e-3} and attempt.peak_flops > 0
@@ -175,7 +176,8 @@ def test_a_smoke_sitting_alternates_stops_at_the_target_and_writes_a_valid_folde
     info = json.loads((folder / "record.json").read_text())
     assert info["seeds"] == [0, 1] and info["machine"]["device"].startswith("cpu")
     assert math.isfinite(info["speedup"]["ratio"]) and info["test"]["against"] == 0
-    loaded = Run.load(folder / "runs" / "baseline-s1.json")
+    loaded = sr.load_run(folder / "runs" / "baseline-s1.json.gz")
+    assert loaded.to_dict() == attempt.baseline[1].to_dict()
     assert sr.score(loaded, attempt.target)["seconds"] == pytest.approx(attempt.seconds("baseline")[1])
 
 
@@ -224,3 +226,16 @@ def test_the_speedrun_panel_races_and_shows_the_record_and_the_verdict(tmp_path,
     assert [r.name for r in panel.runs] == ["baseline s0", "optim.lr=5e-3 s0", "optim.lr=5e-3 s1", "baseline s1"]
     assert panel.status.value == a.verdict() and "against record 1" in panel.status.value
     assert "<table" in panel.table.value and not panel.running
+
+
+def test_every_committed_record_verifies_from_its_histories_in_order():
+    """The repository's leaderboard: each record's numbers follow from its stored runs, and each beats
+    the one before it at p < 0.01 (recomputed, no training)."""
+    recs = sr.records("cpu", sr.records_root())
+    assert len(recs) >= 2, "the cpu track holds the records set so far (issue 34 asks for three)"
+    assert [r.number for r in recs] == list(range(1, len(recs) + 1))
+    previous = None
+    for rec in recs:
+        assert sr.verify_record(rec, previous).beyond
+        assert rec.info["notes"].strip() and rec.info["machine"]["device"]
+        previous = rec
