@@ -9,6 +9,7 @@
 """
 import datasets as _datasets
 
+from effitrain.version import __version__
 from effitrain.config import Budget, Config, ConfigError, PROFILES, PRESETS, default_profile, profile_config
 from effitrain.data import CorpusError, corpus_names, prepare_data
 from effitrain.techniques import Technique, get as technique, register, registered
@@ -19,7 +20,6 @@ from effitrain.data.downstream import downstream_task
 from effitrain.recipes import ingredients, recipe, recipe_card
 
 _datasets.disable_progress_bars()  # our own progress bar says what matters
-__version__ = "0.1.0"
 
 __all__ = ["Budget", "Config", "ConfigError", "PROFILES", "PRESETS", "default_profile", "profile_config",
            "CorpusError", "corpus_names", "prepare_data", "Technique", "technique", "register", "registered",

@@ -50,7 +50,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _build_parser() -> _Parser:
     parser = _Parser(prog=PROG, description="Measure what speeds up the training of Transformer language models.")
-    from effitrain import __version__
+    from effitrain.version import __version__
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{train,bench,speedrun,techniques,lab}", parser_class=_Parser)
 
@@ -246,13 +246,11 @@ def _train_run(args: argparse.Namespace, cfg: Any, techniques: list, stop: threa
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"loss became", category=RuntimeWarning)  # reported below
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ:  # started by torchrun
-            from effitrain.parallel.ddp import torchrun_main
+            from effitrain.parallel.layout import torchrun_main
 
             return torchrun_main(cfg, techniques, progress=not args.no_progress)  # torchrun owns the signals
         if args.nproc != 1:
-            from effitrain.train import train
-
-            return train(cfg, techniques, world_size=args.nproc, progress=not args.no_progress, stop=stop)
+            return runcache.train_now(cfg, techniques, world_size=args.nproc, progress=not args.no_progress, stop=stop)
         return runcache.cached_train(cfg, techniques, force=args.no_cache, progress=not args.no_progress, stop=stop)
 
 

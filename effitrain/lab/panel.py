@@ -160,6 +160,8 @@ class Panel:
     `target`, `use_cache`, `run_button`, `stop_button`, `status`, `errors`, `table`.
     """
 
+    kind = "panel"  # names the panel in its error lines
+
     def __init__(self, base_config: Config | None = None, techniques: Iterable[str] | None = None,
                  plot: LivePlot | None = None, data: PretrainData | None = None):
         self.base_config = base_config if base_config is not None else profile_config()
@@ -390,9 +392,9 @@ class Panel:
             blocking = not has_frontend()
         new_runs: list[Run] = []
         if blocking:
-            self._work(configs, specs, target, new_runs, foreground=True)
+            self._guarded(configs, specs, target, new_runs, True)
         else:
-            self._thread = threading.Thread(target=self._work, args=(configs, specs, target, new_runs, False),
+            self._thread = threading.Thread(target=self._guarded, args=(configs, specs, target, new_runs, False),
                                             name="effitrain-panel", daemon=True)
             self._thread.start()
         return new_runs
@@ -410,82 +412,100 @@ class Panel:
         except ConfigError:
             return None
 
-    def _work(self, configs: list[Config], specs: list[tuple[str, Any]], target: float | None,
-              new_runs: list[Run], foreground: bool) -> None:
-        n, done, twins = len(configs), 0, []
+    def _guarded(self, configs: list[Config], specs: list[tuple[str, Any]], target: float | None,
+                 new_runs: list[Run], foreground: bool) -> None:
+        """`_work`, with whatever it raises reported as one line, and the panel never left "running"."""
         try:
-            for i, cfg in enumerate(configs):
-                if self._stop.is_set():
-                    break
-                prefix = f"run {i + 1}/{n}" if n > 1 else "run"
-                self._say(f"{prefix}: preparing data and model…")
-                try:
-                    techniques = [REGISTRY[name](params) for name, params in specs]
-                except Exception as exc:
-                    self._error(f"{prefix} could not start: {one_line(exc)}")
-                    break
-                data = self.data if self.data is not None and self.data.config == cfg.data else None
-                adopted: list[Run] = []
-                drawers: list = []
-
-                def adopt(kind: str, row: dict, r: Run) -> None:
-                    # the first event (the first evaluation, a cached run's replay, or a failed
-                    # setup's "end") hands over the run: from then on the panel shows it
-                    if not adopted:
-                        adopted.append(r)
-                        self.runs.append(r)
-                        new_runs.append(r)
-                        drawers.append(self.plot.add_run(r, label=settings_label(r, self.base_config)))
-                    drawers[0](kind, row, r)
-
-                failed = False
-                try:
-                    run = runcache.cached_train(cfg, techniques, force=not self.use_cache.value, data=data,
-                                                stop=self._stop, progress=foreground,
-                                                callbacks=[adopt, self._progress_callback(prefix, cfg)])
-                except Exception as exc:
-                    if not adopted:  # bad data path, out of memory, …: report, keep earlier runs
-                        self._error(f"{prefix} could not start: {one_line(exc)}")
-                        break
-                    run, failed = adopted[0], True
-                    if run.status != "failed":  # raised during setup (on_dataset / on_model), before the loop
-                        run.status, run.message = "failed", one_line(exc)
-                    self._error(f"{run.label} failed: {one_line(exc)}")
-                finally:
-                    for r in adopted:
-                        self.plot.update(r)
-                    if adopted:
-                        self._refresh_table(target)
-                twin = self._shown_twin(run)
-                if twin is not None:  # a cache hit of a run already shown would count one seed twice
-                    for where in (self.runs, new_runs):
-                        if any(r is run for r in where):
-                            where[:] = [r for r in where if r is not run]
-                    self.plot.remove(run)
-                    self._refresh_table(target)
-                    twins.append(twin.label)
-                done += 1
-                if foreground:
-                    print(run.summary_line() if twin is None else
-                          f"{prefix}: the same run as {twin.label!r} (already shown): not added again", flush=True)
-                if failed or run.status in ("stopped", "interrupted"):
-                    break
-            skipped = n - done
-            last = new_runs[-1].status if new_runs else "not started"
-            tail = f"; {skipped} seed{'s' if skipped != 1 else ''} not run" if skipped else ""
-            if twins:
-                tail += (f"; {len(twins)} not added: the same run{'s' if len(twins) > 1 else ''} as "
-                         f"{', '.join(repr(t) for t in twins)}, already shown (same settings, seed, data and code)")
-            self._say(f"done: {done} run{'s' if done != 1 else ''}, last {last}{tail}")
-            if foreground and self.table_frame is not None:
-                print(to_text(self.table_frame), flush=True)
+            self._work(configs, specs, target, new_runs, foreground)
         except Exception as exc:  # a bug here must not leave the panel stuck in "running"
-            self._error(f"panel: {one_line(exc)}")
+            self._error(f"{self.kind}: {one_line(exc)}")
             self._say("stopped by an error (see above)")
         finally:
             self._running = False
             self.stop_button.disabled = True
             self.run_button.description = "Run"
+
+    def _work(self, configs: list[Config], specs: list[tuple[str, Any]], target: float | None,
+              new_runs: list[Run], foreground: bool) -> None:
+        """One press of Run: train each config in turn, drawing and tabulating as runs arrive (inside
+        `_guarded`, which reports what it raises and resets the buttons)."""
+        n, done, twins = len(configs), 0, []
+        for i, cfg in enumerate(configs):
+            if self._stop.is_set():
+                break
+            prefix = f"run {i + 1}/{n}" if n > 1 else "run"
+            trained = self._train_one(prefix, cfg, specs, target, new_runs, foreground)
+            if trained is None:  # could not start: reported
+                break
+            run, failed, twin = trained
+            if twin is not None:
+                twins.append(twin)
+            done += 1
+            if failed or run.status in ("stopped", "interrupted"):
+                break
+        skipped = n - done
+        last = new_runs[-1].status if new_runs else "not started"
+        tail = f"; {skipped} seed{'s' if skipped != 1 else ''} not run" if skipped else ""
+        if twins:
+            tail += (f"; {len(twins)} not added: the same run{'s' if len(twins) > 1 else ''} as "
+                     f"{', '.join(repr(t) for t in twins)}, already shown (same settings, seed, data and code)")
+        self._say(f"done: {done} run{'s' if done != 1 else ''}, last {last}{tail}")
+        if foreground and self.table_frame is not None:
+            print(to_text(self.table_frame), flush=True)
+
+    def _train_one(self, prefix: str, cfg: Config, specs: list[tuple[str, Any]], target: float | None,
+                   new_runs: list[Run], foreground: bool) -> tuple[Run, bool, str | None] | None:
+        """Train (or load) one config, shown live from its first event. Returns (run, failed, the label
+        of an identical run already shown, if any), or None when it could not start (reported)."""
+        self._say(f"{prefix}: preparing data and model…")
+        try:
+            techniques = [REGISTRY[name](params) for name, params in specs]
+        except Exception as exc:
+            self._error(f"{prefix} could not start: {one_line(exc)}")
+            return None
+        data = self.data if self.data is not None and self.data.config == cfg.data else None
+        adopted: list[Run] = []
+        drawers: list = []
+
+        def adopt(kind: str, row: dict, r: Run) -> None:
+            # the first event (the first evaluation, a cached run's replay, or a failed
+            # setup's "end") hands over the run: from then on the panel shows it
+            if not adopted:
+                adopted.append(r)
+                self.runs.append(r)
+                new_runs.append(r)
+                drawers.append(self.plot.add_run(r, label=settings_label(r, self.base_config)))
+            drawers[0](kind, row, r)
+
+        failed = False
+        try:
+            run = runcache.cached_train(cfg, techniques, force=not self.use_cache.value, data=data,
+                                        stop=self._stop, progress=foreground,
+                                        callbacks=[adopt, self._progress_callback(prefix, cfg)])
+        except Exception as exc:
+            if not adopted:  # bad data path, out of memory, …: report, keep earlier runs
+                self._error(f"{prefix} could not start: {one_line(exc)}")
+                return None
+            run, failed = adopted[0], True
+            if run.status != "failed":  # raised during setup (on_dataset / on_model), before the loop
+                run.status, run.message = "failed", one_line(exc)
+            self._error(f"{run.label} failed: {one_line(exc)}")
+        finally:
+            for r in adopted:
+                self.plot.update(r)
+            if adopted:
+                self._refresh_table(target)
+        twin = self._shown_twin(run)
+        if twin is not None:  # a cache hit of a run already shown would count one seed twice
+            for where in (self.runs, new_runs):
+                if any(r is run for r in where):
+                    where[:] = [r for r in where if r is not run]
+            self.plot.remove(run)
+            self._refresh_table(target)
+        if foreground:
+            print(run.summary_line() if twin is None else
+                  f"{prefix}: the same run as {twin.label!r} (already shown): not added again", flush=True)
+        return run, failed, None if twin is None else twin.label
 
     def _shown_twin(self, run: Run) -> Run | None:
         """A run the panel already holds that is this one (the same run cache entry), when `run` was loaded."""

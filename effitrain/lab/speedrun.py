@@ -49,7 +49,7 @@ import pandas as pd
 import torch
 
 from effitrain.config import Config, ConfigError, profile_config
-from effitrain.lab.panel import Panel, one_line
+from effitrain.lab.panel import Panel
 from effitrain.lab.plot import LivePlot
 from effitrain.stats import RECORD_ALPHA, Ratio, RecordTest, record_test
 from effitrain.techniques.base import REGISTRY, Technique, get as get_technique
@@ -565,6 +565,8 @@ class SpeedrunPanel(Panel):
     Nothing is written; `panel.attempt.write(notes=…)` keeps a record. `runs` slider: seeds per sitting.
     """
 
+    kind = "speedrun"
+
     def __init__(self, track_name: str = "cpu", root: str | Path | None = None,
                  techniques: Iterable[str] | None = None, plot: LivePlot | None = None):
         self.track = track(track_name)
@@ -592,30 +594,22 @@ class SpeedrunPanel(Panel):
 
     def _work(self, configs: list[Config], specs: list[tuple[str, Any]], target: float | None,
               new_runs: list[Run], foreground: bool) -> None:
-        try:
-            drawers: dict[int, Callable] = {}
+        drawers: dict[int, Callable] = {}
 
-            def draw(kind: str, row: dict, run: Run) -> None:
-                if id(run) not in drawers:
-                    drawers[id(run)] = self.plot.add_run(run, label=run.name)
-                    self.runs.append(run)
-                    new_runs.append(run)
-                    self._say(f"training {run.name}…")
-                drawers[id(run)](kind, row, run)
+        def draw(kind: str, row: dict, run: Run) -> None:
+            if id(run) not in drawers:
+                drawers[id(run)] = self.plot.add_run(run, label=run.name)
+                self.runs.append(run)
+                new_runs.append(run)
+                self._say(f"training {run.name}…")
+            drawers[id(run)](kind, row, run)
 
-            name = self.changes.value.strip() or "+".join(n for n, _ in specs) or self.recipe.value or "candidate"
-            self.attempt = speedrun(configs[0], [REGISTRY[n](p) for n, p in specs], track=self.track,
-                                    seeds=[c.run.seed for c in configs], name=name, root=self.root,
-                                    callbacks=[draw], verbose=foreground, stop=self._stop)
-            self.table.value = self.attempt.table().to_html(float_format=lambda v: f"{v:.3g}")
-            self._say(self.attempt.verdict())
-        except Exception as exc:  # a bad value or a failed run: one line in the panel, never stuck "running"
-            self._error(f"speedrun: {one_line(exc)}")
-            self._say("stopped by an error (see above)")
-        finally:
-            self._running = False
-            self.stop_button.disabled = True
-            self.run_button.description = "Run"
+        name = self.changes.value.strip() or "+".join(n for n, _ in specs) or self.recipe.value or "candidate"
+        self.attempt = speedrun(configs[0], [REGISTRY[n](p) for n, p in specs], track=self.track,
+                                seeds=[c.run.seed for c in configs], name=name, root=self.root,
+                                callbacks=[draw], verbose=foreground, stop=self._stop)
+        self.table.value = self.attempt.table().to_html(float_format=lambda v: f"{v:.3g}")
+        self._say(self.attempt.verdict())
 
 
 __all__ = ["load_run", "save_run", "Attempt", "SpeedrunPanel", "history_figure", "runs_table", "spread", "FIXED_FIELDS", "Record", "RecordError", "TRACKS", "Track", "changes", "check_record", "judged_data",

@@ -21,7 +21,8 @@ averaging all-reduces the replicas' corrections) trains without the DDP module: 
 replicas' micro-batches of the global step, and N processes of k replicas equal one of N·k.
 
 `ouroboros` with world_size = its groups is not data parallel: it trains as a pipeline, one process
-per group (`effitrain.parallel.pipeline`).
+per group (`effitrain.parallel.pipeline`); `effitrain.parallel.train` picks the trainer (this module
+knows nothing of the pipeline).
 
 What composes: techniques that act on the data (pruning, curriculum, sequence-length warmup,
 selective backprop's scoring) train under DDP unchanged, since every rank sees the same global
@@ -162,18 +163,12 @@ class DistributedTrainer(Trainer):
             super()._save()
 
 
-def trainer_class(techniques: Sequence[Technique]) -> type:
-    """DistributedTrainer, or the Ouroboros pipeline's trainer when ouroboros is among the techniques."""
-    from effitrain.parallel.pipeline import PipelineTrainer, pipelined
-
-    return PipelineTrainer if pipelined(techniques) is not None else DistributedTrainer
-
-
-def _rank_main(rank: int, world_size: int, config: Config, techniques: list, kwargs: dict, shared_stop: Any) -> Any:
+def _rank_main(rank: int, world_size: int, trainer: type, config: Config, techniques: list, kwargs: dict,
+               shared_stop: Any) -> Any:
     if config.run.resolved_device().type == "cuda":
         torch.cuda.set_device(rank % torch.cuda.device_count())
     callbacks = [lambda kind, row, run: emit(kind, {"row": row, "extra": dict(run.extra)})] if rank == 0 else []
-    run = trainer_class(techniques)(config, techniques, shared_stop=shared_stop, callbacks=callbacks, **kwargs).fit()
+    run = trainer(config, techniques, shared_stop=shared_stop, callbacks=callbacks, **kwargs).fit()
     if rank != 0:
         return None
     run.model = run.model.cpu() if run.model is not None else None
@@ -181,19 +176,17 @@ def _rank_main(rank: int, world_size: int, config: Config, techniques: list, kwa
 
 
 def train_distributed(config: Config, techniques: Iterable[Technique] = (), *, world_size: int,
-                      timeout: float = 60.0, callbacks: Iterable = (), stop: threading.Event | None = None,
-                      **kwargs: Any) -> Run:
+                      trainer: type | None = None, timeout: float = 60.0, callbacks: Iterable = (),
+                      stop: threading.Event | None = None, **kwargs: Any) -> Run:
     """Train over `world_size` spawned processes (see the module docstring); rank 0's Run comes back.
 
-    timeout: seconds any collective may wait (a rank that dies ends the others within it).
-    callbacks see the rows as they arrive, with a Run in this process that mirrors rank 0's history.
+    trainer: each rank's Trainer class (default `DistributedTrainer`; `effitrain.parallel.train` picks
+    the pipeline's for Ouroboros). timeout: seconds any collective may wait (a rank that dies ends the
+    others within it). callbacks see the rows as they arrive, with a Run in this process that mirrors
+    rank 0's history.
     """
     check_world_size(world_size, config.run.resolved_device())
     techniques = list(techniques)
-    from effitrain.parallel.pipeline import check_pipeline, pipelined
-
-    if pipelined(techniques) is not None:  # one process per group, not data parallel
-        check_pipeline(techniques, world_size, config, bool(kwargs.get("checkpoint") or kwargs.get("resume")))
     check_techniques(techniques, world_size)
     if not own_sync(techniques):
         check_split(config.run.batch_size, world_size)
@@ -222,15 +215,16 @@ def train_distributed(config: Config, techniques: Iterable[Technique] = (), *, w
 
     shared_stop = mp.get_context("spawn").Event()
     device = str(config.run.resolved_device())
-    return launch(_rank_main, world_size, (config, techniques, kwargs, shared_stop), timeout=timeout,
+    return launch(_rank_main, world_size, (trainer or DistributedTrainer, config, techniques, kwargs, shared_stop),
+                  timeout=timeout,
                   device=device, on_event=on_event, stop=stop, stop_shared=shared_stop,
                   threads=config.run.threads or None)
 
 
 def torchrun_main(config: Config, techniques: Iterable[Technique] = (), timeout: float = 60.0,
-                  **kwargs: Any) -> Run | None:
+                  trainer: type | None = None, **kwargs: Any) -> Run | None:
     """Under `torchrun` (RANK, WORLD_SIZE, MASTER_ADDR in the environment): join the group by env://,
-    train, and return the Run on rank 0 (None elsewhere)."""
+    train with `trainer` (default `DistributedTrainer`), and return the Run on rank 0 (None elsewhere)."""
     import datetime as _dt
 
     device = config.run.resolved_device()
@@ -239,7 +233,7 @@ def torchrun_main(config: Config, techniques: Iterable[Technique] = (), timeout:
     dist.init_process_group(backend_for(device), timeout=_dt.timedelta(seconds=timeout))
     try:
         techniques = list(techniques)
-        run = trainer_class(techniques)(config, techniques, **kwargs).fit()
+        run = (trainer or DistributedTrainer)(config, techniques, **kwargs).fit()
         return run if dist.get_rank() == 0 else None
     finally:
         dist.destroy_process_group()

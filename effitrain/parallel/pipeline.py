@@ -47,9 +47,11 @@ import torch.distributed as dist
 
 from effitrain.config import Config, ConfigError
 from effitrain.data import MaskedBatch
-from effitrain.parallel.ddp import REFUSED_EVENTS, DistributedTrainer  # (ddp imports this module lazily)
+from effitrain.parallel.ddp import REFUSED_EVENTS, DistributedTrainer
+from effitrain.parallel.launch import process_group
 from effitrain.techniques.base import StepContext, Technique, overridden
-from effitrain.techniques.ouroboros import DECODER_PART, EMBEDDING_PART, group_forward, ouroboros_groups
+from effitrain.techniques.ouroboros import (DECODER_PART, EMBEDDING_PART, OuroborosTechnique, group_forward,
+                                            ouroboros_groups)
 from effitrain.train.step import StepResult, TrainStep, loss_share, micro_batch_weights, set_lr
 from effitrain.train.flops import sync
 
@@ -61,8 +63,8 @@ SCHEDULE = ("forward of step t down the chain on weights stashed at t; backward 
 
 
 def pipelined(techniques: Sequence[Technique]) -> Technique | None:
-    """The ouroboros technique that turns a multi-process run into a pipeline, if there is one."""
-    return next((t for t in techniques if t.name == "ouroboros"), None)
+    """The Ouroboros technique that turns a multi-process run into a pipeline, if there is one."""
+    return next((t for t in techniques if isinstance(t, OuroborosTechnique)), None)
 
 
 def check_pipeline(techniques: Sequence[Technique], world_size: int, config: Config,
@@ -223,9 +225,8 @@ class PipelineTrainer(DistributedTrainer):
         self.run.extra.update(pipeline=True, schedule=SCHEDULE)
 
     def _setup(self) -> None:
-        super()._setup()  # ouroboros' on_step has made self.step a PipelineStep
-        if not isinstance(self.step, PipelineStep):
-            raise ConfigError("ouroboros over processes needs its own step, and another technique replaced it")
+        super()._setup()  # no partner replaced the step (check_pipeline refuses on_step): this rank's part of it
+        self.step = PipelineStep(self.step, *process_group())
 
     def _gather(self) -> None:
         """Every group's current weights from its owner to every rank (before evaluating, at the end)."""

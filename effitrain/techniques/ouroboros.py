@@ -197,7 +197,7 @@ class OuroborosTechnique(Technique):
         K = self.params.groups
         where = ouroboros_groups(model, K)
         named = dict(model.named_parameters())
-        self.pipeline = process_group()[1] > 1  # one process per group: its step (`on_step`) does the delaying
+        self.pipeline = process_group()[1] > 1  # one process per group: the pipeline's step does the delaying
         if not self.pipeline:
             slots = [(key, named[key.split("@")[0]], K - 1 - g) for key, g in where.items()]
             self.delayed = DelayedGradients(slots)
@@ -231,13 +231,6 @@ class OuroborosTechnique(Technique):
     def loss(self, out: LossInputs, ctx: StepContext) -> torch.Tensor | None:
         self.counting = ctx.counting  # the tensor hook above fires in this micro-batch's backward
         return None
-
-    def on_step(self, step: Any, ctx: StepContext) -> Any:
-        if not self.pipeline:
-            return step
-        from effitrain.parallel.pipeline import PipelineStep
-
-        return PipelineStep(step, *process_group())
 
     def before_update(self, model: nn.Module, optimizer: torch.optim.Optimizer, ctx: StepContext) -> None:
         parts = {}

@@ -60,6 +60,7 @@ from effitrain.data.cache import WRITE_ERRORS, cache_dir
 from effitrain.data.cache import first_line as _first_line
 from effitrain.train.machine import host, measured_elsewhere, measured_on, this_machine  # noqa: F401  # re-exported
 from effitrain.train.run import Run
+from effitrain.version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from effitrain.data import PretrainData
@@ -165,8 +166,6 @@ class RunKey:
 
 def run_key(config: Config, techniques: Sequence[Any], data: Any) -> RunKey:
     """The key of training `config` with `techniques` on `data` (a `PretrainData`); see the module docstring."""
-    import effitrain
-
     cfg = config.to_dict()
     cfg.pop("profile", None)
     cfg["run"] = {k: v for k, v in cfg["run"].items() if k not in ("name", "memory_budget")}  # no effect on the curve
@@ -176,7 +175,7 @@ def run_key(config: Config, techniques: Sequence[Any], data: Any) -> RunKey:
         "config": cfg,
         "techniques": [_technique_key(t) for t in techniques],
         "data": {"key": data.key, "config": dataclasses.asdict(data.config), "vocab_size": int(data.vocab_size)},
-        "effitrain": effitrain.__version__,
+        "effitrain": __version__,
         "code": code_fingerprint(),
         "torch": torch.__version__,
     }))
@@ -402,6 +401,22 @@ def train(config: Config, techniques: Iterable[Any] = (), **train_kwargs: Any) -
     return cached_train(config, techniques, force=True, **train_kwargs)
 
 
+def train_now(config: Config, techniques: Sequence[Any], *, world_size: int = 1, **train_kwargs: Any) -> Run:
+    """Train now, never from the cache: in this process (`trainer.train`) or, with world_size=N > 1,
+    over N processes in the layout the techniques ask for (`effitrain.parallel.layout`: data parallel,
+    or Ouroboros' pipeline); rank 0's Run comes back."""
+    from effitrain.train import trainer  # looked up at call time: the trainer module may be patched
+
+    if world_size == 1:
+        return trainer.train(config, techniques, **train_kwargs)
+    if config.run.warm_start:
+        raise ConfigError(f"run.warm_start and world_size={world_size} cannot train together yet: warm-start "
+                          "one process (world_size=1)")
+    from effitrain.parallel.layout import train_parallel  # on use: torch.distributed and the pipeline
+
+    return train_parallel(config, techniques, world_size=world_size, **train_kwargs)
+
+
 def cached_train(config: Config, techniques: Iterable[Any] = (), *, force: bool = False, cache: bool = True,
                  **train_kwargs: Any) -> Run:
     """`effitrain.train(config, techniques, **train_kwargs)`, or the same run loaded from the run cache.
@@ -411,11 +426,9 @@ def cached_train(config: Config, techniques: Iterable[Any] = (), *, force: bool 
     callbacks, progress, name, …); without `data` the config's data is prepared (from the disk
     cache) to read its fingerprint. See the module docstring for the key and what is stored.
     """
-    from effitrain.train import trainer  # looked up at call time: the trainer module may be patched
-
     techniques = list(techniques)
     if not cache or why_not_cached(techniques, train_kwargs) is not None:
-        return trainer.train(config, techniques, **train_kwargs)
+        return train_now(config, techniques, **train_kwargs)
     size_limit()  # a bad EFFITRAIN_RUN_CACHE_GB is refused before training, not after
     if train_kwargs.get("data") is None:
         from effitrain.data import prepare_data
@@ -432,7 +445,7 @@ def cached_train(config: Config, techniques: Iterable[Any] = (), *, force: bool 
                       file=sys.stderr, flush=True)
             return replay(run, train_kwargs.get("callbacks") or ())
         bad = problem is not None
-    run = trainer.train(config, techniques, **train_kwargs)
+    run = train_now(config, techniques, **train_kwargs)
     try:
         store(run, key, replace=force or bad)
     except WRITE_ERRORS as exc:  # a full or read-only disk costs the cache, never the run

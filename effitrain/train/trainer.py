@@ -608,17 +608,8 @@ class _ProgressBar:
             self.bar.close()
 
 
-def train(config: Config, techniques: Iterable[Technique] = (), *, world_size: int = 1, **kwargs: Any) -> Run:
-    """Train one run; see `Trainer` for keyword arguments (data, stop, callbacks, checkpoint, resume).
-
-    world_size=N > 1: data parallel over N spawned processes (`effitrain.parallel.ddp`); the global
-    batch is the config's, each process trains on its slice, and rank 0's `Run` comes back.
-    """
-    if world_size != 1:
-        if config.run.warm_start:
-            raise ConfigError(f"run.warm_start and world_size={world_size} cannot train together yet: warm-start "
-                              "one process (world_size=1)")
-        from effitrain.parallel.ddp import train_distributed
-
-        return train_distributed(config, techniques, world_size=world_size, **kwargs)
+def train(config: Config, techniques: Iterable[Technique] = (), **kwargs: Any) -> Run:
+    """Train one run in this process; see `Trainer` for keyword arguments (data, stop, callbacks,
+    checkpoint, resume). Over several processes: `effitrain.train(..., world_size=N)`, the run facade
+    (`effitrain.train.runcache`), which hands such a run to `effitrain.parallel.layout`."""
     return Trainer(config, techniques, **kwargs).fit()

@@ -1,0 +1,2 @@
+"""The package version (a leaf module: anything inside the package may import it)."""
+__version__ = "0.1.0"
