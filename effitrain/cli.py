@@ -97,10 +97,11 @@ def _build_parser() -> _Parser:
     b.add_argument("--json", action="store_true", help="end with the result as one line of JSON")
 
     s = sub.add_parser("speedrun", help="race a candidate against a track's baseline; records must beat the last at p < 0.01",
-                       description="Train the track baseline and a candidate (the baseline config with a recipe, "
-                                   "--set changes and techniques) seed by seed in alternating order, each stopped at "
-                                   "the track's target val loss; report seconds and FLOPs to target, the speed-up "
-                                   "with its interval and the one-sided test against the latest record, and write "
+                       description="Train the track baseline, the latest record and a candidate (the baseline "
+                                   "config with a recipe, --set changes and techniques) seed by seed in rotating "
+                                   "order, each stopped at the track's target val loss; report seconds and FLOPs to "
+                                   "target, the speed-up with its interval and the one-sided test against the "
+                                   "record (paired by seed in this sitting), and write "
                                    "the attempt's folder (records/<track>/NN-name/ when it is a record, else "
                                    "records/<track>/candidates/).")
     s.add_argument("--track", default="cpu", help="smoke, cpu or gpu (default cpu)")

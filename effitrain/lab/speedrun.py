@@ -2,7 +2,7 @@
 a new record must beat the last one at p < 0.01.
 
     cfg = track("cpu").baseline().replace(**{"optim.lr": 5e-3})
-    attempt = speedrun(cfg, [], track="cpu", runs=5, name="higher lr")   # baseline and candidate, interleaved
+    attempt = speedrun(cfg, [], track="cpu", runs=5, name="higher lr")   # baseline, record, candidate, interleaved
     attempt.verdict()            # "record at p = 0.003 (…)" or "not yet: p = 0.04, need ≈ 9 runs …"
     attempt.write(notes="…")     # records/cpu/01-higher-lr/ when a record, else records/cpu/candidates/…
     leaderboard("cpu")           # the records as a table (from their files: no training)
@@ -18,12 +18,16 @@ The rules, and why:
 - The **score** of a run is its training seconds to the target (evaluation excluded, torch.compile's
   compiling included; interpolated between evaluations), and each run stops at the first evaluation
   that reaches the target. Seconds are a fact about one machine and one moment, so a candidate is
-  always measured against the track baseline **in the same sitting**: for each seed the baseline and
-  the candidate train back to back, in alternating order, and the run's speed-up is the baseline's
-  seconds ÷ the candidate's for that seed. FLOPs to target (hardware-independent) are reported beside.
-- A **record** must beat the current record's speed-up in a one-sided t-test on log speed-ups at
-  p < 0.01 (`effitrain.stats.record_test`: Welch's test against the record's per-run speed-ups, or a
-  one-sample test against 1× for the first record). p < 0.01 rather than 0.05 because many
+  always measured against the track baseline **in the same sitting**: for each seed the baseline, the
+  current record and the candidate train back to back, the order rotating from seed to seed, and the
+  run's speed-up is the baseline's seconds ÷ the candidate's for that seed. FLOPs to target (hardware-independent) are reported beside.
+- A **record** must beat the current record at p < 0.01 in a one-sided t-test on log seconds
+  (`effitrain.stats.record_test`). The current record trains again in the sitting, as a third arm
+  beside the baseline and the candidate, and the test is paired by seed: the ratios record seconds ÷
+  candidate seconds against 1× (the first record: the speed-ups over the baseline against 1×).
+  Records 1 and 2 of the cpu track were set under the first version of this rule, a Welch test
+  against the record's stored speed-ups; it could not decide a 1.1× step, because the record's own
+  spread and the machine's drift between sittings stay in it (see lesson 10). p < 0.01 rather than 0.05 because many
   candidates are tried and only the winners are kept: at 0.05, one candidate in twenty that changes
   nothing would become a record. Records live in the repository as folders of plain files
   (`records/<track>/<NN>-<name>/`: `record.json` with the config, techniques, machine, date and
@@ -184,6 +188,7 @@ class Attempt:
     date: str
     machine: dict[str, str]
     config_changes: dict[str, Any] = field(default_factory=dict)
+    record: list[Run] = field(default_factory=list)  # the previous record re-run in this sitting, per seed
 
     @property
     def seeds(self) -> list[int]:
@@ -192,8 +197,11 @@ class Attempt:
     def scores(self, which: str) -> list[dict[str, float] | None]:
         return [score(r, self.target) for r in getattr(self, which)]
 
+    def arms(self) -> tuple[str, ...]:
+        return ("baseline", "record", "candidate") if self.record else ("baseline", "candidate")
+
     def reached(self) -> bool:
-        return all(s is not None for w in ("baseline", "candidate") for s in self.scores(w))
+        return all(s is not None for w in self.arms() for s in self.scores(w))
 
     def seconds(self, which: str) -> list[float]:
         return [s["seconds"] if s else math.nan for s in self.scores(which)]
@@ -210,9 +218,17 @@ class Attempt:
         return Ratio.of(values("baseline"), values("candidate"), paired=True)
 
     def test(self) -> RecordTest | None:
-        """The record test, or None when a run missed the target (then it is no record, whatever the rest)."""
+        """The record test, or None when a run missed the target (then it is no record, whatever the rest).
+
+        With the previous record re-run in this sitting: the per-seed ratios record seconds ÷ candidate
+        seconds against 1× (paired: the machine's drift and each seed's start cancel). Without a re-run:
+        the per-seed speed-ups against the record's stored ones (Welch), or against 1× for a first record."""
         if not self.reached() or len(self.candidate) < 2:
             return None
+        if self.record:
+            ratios = [r / c for r, c in zip(self.seconds("record"), self.seconds("candidate"))]
+            return dataclasses.replace(record_test(ratios), test=f"one-sided paired t-test against record "
+                                       f"{self.previous.number} re-run in this sitting (log seconds ratios)")
         return record_test(self.speedups(), self.previous.speedups if self.previous else None)
 
     def mfu(self) -> float:
@@ -226,27 +242,35 @@ class Attempt:
 
     def verdict(self) -> str:
         against = f"record {self.previous.number} ({self.previous.speedup:.2f}×)" if self.previous else "the baseline"
-        missed = {w: sum(s is None for s in self.scores(w)) for w in ("baseline", "candidate")}
-        if missed["baseline"]:
-            return (f"no verdict: the track baseline missed the target in {missed['baseline']} of "
-                    f"{len(self.baseline)} runs (a sitting needs every baseline run to reach it)")
+        missed = {w: sum(s is None for s in self.scores(w)) for w in self.arms()}
+        for arm, what in (("baseline", "the track baseline"), ("record", "the re-run record")):
+            if missed.get(arm):
+                return (f"no verdict: {what} missed the target in {missed[arm]} of {len(self.baseline)} runs "
+                        "(a sitting needs every such run to reach it)")
         if missed["candidate"]:
             return f"not a record: the candidate missed the target in {missed['candidate']} of {len(self.candidate)} runs"
         test = self.test()
         if test is None:
             return "no verdict: a record test needs at least 2 runs"
         r = self.ratio()
-        return f"{r.ratio:.2f}× [{r.lo:.2f}, {r.hi:.2f}] over the baseline; against {against}: {test.verdict()}"
+        over = (f" ({test.speedup:.2f}× over it, re-run in this sitting)" if self.record else "")
+        return (f"{r.ratio:.2f}× [{r.lo:.2f}, {r.hi:.2f}] over the baseline; against {against}{over}: "
+                f"{test.verdict()}")
 
     def table(self) -> pd.DataFrame:
-        """Per seed: seconds and FLOPs to target of both, the speed-up, and the steps."""
+        """Per seed: seconds to target of each arm, the speed-up over the baseline (and over the re-run
+        record), steps, and the speed-up by FLOPs."""
         rows = []
-        for seed, b, c in zip(self.seeds, self.scores("baseline"), self.scores("candidate")):
-            rows.append({"seed": seed, "baseline_s": b["seconds"] if b else math.nan,
-                         "candidate_s": c["seconds"] if c else math.nan,
-                         "speedup": (b["seconds"] / c["seconds"]) if b and c else math.nan,
-                         "baseline_step": b["step"] if b else math.nan, "candidate_step": c["step"] if c else math.nan,
-                         "flops_speedup": (b["flops"] / c["flops"]) if b and c else math.nan})
+        for i, seed in enumerate(self.seeds):
+            sc = {w: self.scores(w)[i] for w in self.arms()}
+            row = {f"{w}_s": sc[w]["seconds"] if sc[w] else math.nan for w in self.arms()}
+            b, c = sc["baseline"], sc["candidate"]
+            row["speedup"] = b["seconds"] / c["seconds"] if b and c else math.nan
+            if self.record:
+                row["vs_record"] = sc["record"]["seconds"] / c["seconds"] if sc["record"] and c else math.nan
+            row.update({f"{w}_step": sc[w]["step"] if sc[w] else math.nan for w in self.arms()})
+            row["flops_speedup"] = b["flops"] / c["flops"] if b and c else math.nan
+            rows.append({"seed": seed, **row})
         return pd.DataFrame(rows).set_index("seed")
 
     def to_dict(self, notes: str = "") -> dict[str, Any]:
@@ -258,10 +282,11 @@ class Attempt:
             "target_val_loss": self.target, "seeds": self.seeds,
             "baseline_seconds": self.seconds("baseline"), "candidate_seconds": self.seconds("candidate"),
             "baseline_flops": self.flops("baseline"), "candidate_flops": self.flops("candidate"),
+            **({"record_seconds": self.seconds("record"), "record_flops": self.flops("record")} if self.record else {}),
             "speedup": {"ratio": r.ratio, "lo": r.lo, "hi": r.hi},
             "flops_speedup": {"ratio": rf.ratio, "lo": rf.lo, "hi": rf.hi},
-            "test": None if test is None else {**dataclasses.asdict(test), "against": self.previous.number
-                                               if self.previous else 0},
+            "test": None if test is None else {**dataclasses.asdict(test), "paired": bool(self.record),
+                                               "against": self.previous.number if self.previous else 0},
             "verdict": self.verdict(), "peak_flops": self.peak_flops, "mfu": self.mfu(),
             "changes": self.config_changes, "techniques": cand.techniques, "config": cand.config.to_dict(),
             "notes": notes})
@@ -281,7 +306,8 @@ class Attempt:
         else:
             target = folder / "candidates" / f"{self.date.replace(':', '').replace('-', '')[:15]}-{slug}"
         info = {**self.to_dict(notes), "number": number if self.is_record() else 0}  # 0: a candidate
-        return _write_folder(target, info, self.baseline, self.candidate)
+        return _write_folder(target, info, {"baseline": self.baseline, "record": self.record,
+                                            "candidate": self.candidate})
 
 
 def save_run(run: Run, path: Path) -> Path:
@@ -305,7 +331,7 @@ def load_run(path: str | Path) -> Run:
         raise RecordError(f"run file {path}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
 
 
-def _write_folder(target: Path, info: dict[str, Any], baseline: Sequence[Run], candidate: Sequence[Run]) -> Path:
+def _write_folder(target: Path, info: dict[str, Any], arms: dict[str, Sequence[Run]]) -> Path:
     if target.exists():
         raise FileExistsError(f"{target} exists already; records are never overwritten")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -313,7 +339,7 @@ def _write_folder(target: Path, info: dict[str, Any], baseline: Sequence[Run], c
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         (tmp / "runs").mkdir(parents=True)
-        for which, runs in (("baseline", baseline), ("candidate", candidate)):
+        for which, runs in arms.items():
             for r in runs:
                 save_run(r, tmp / "runs" / f"{which}-s{r.config.run.seed}.json.gz")
         (tmp / "record.json").write_text(json.dumps(info, indent=1))
@@ -324,36 +350,39 @@ def _write_folder(target: Path, info: dict[str, Any], baseline: Sequence[Run], c
     return target
 
 
-def _sitting(seeds: Sequence[int], baseline: tuple, candidate: tuple, target: float, label: str,
+def _sitting(seeds: Sequence[int], arms: dict[str, tuple], target: float, labels: dict[str, str],
              callbacks: Iterable[Callable], verbose: bool, stop: threading.Event) -> dict[str, list[Run]]:
-    """For each seed, the baseline and the candidate ((config, techniques, data) each) back to back, in
-    alternating order; when `stop` is set, only the seeds whose two runs both finished are kept."""
-    pairs: dict[str, list[Run]] = {"baseline": [], "candidate": []}
+    """For each seed, every arm ((config, techniques, data) each) back to back, the order rotated by one
+    arm per seed (so each arm goes first as often); when `stop` is set, only the seeds whose runs all
+    finished are kept."""
+    names = list(arms)
+    runs: dict[str, list[Run]] = {k: [] for k in names}
     for i, seed in enumerate(seeds):
-        for which in (("baseline", "candidate") if i % 2 == 0 else ("candidate", "baseline")):
-            cfg, techs, d = baseline if which == "baseline" else candidate
-            run = race(cfg.replace(seed=seed), techs, d, target, name=f"{'baseline' if which == 'baseline' else label}"
-                       f" s{seed}", callbacks=callbacks, stop=stop)
-            if stop.is_set():  # a run cut short has no score: this seed's pair is dropped
+        for which in names[i % len(names):] + names[:i % len(names)]:
+            cfg, techs, d = arms[which]
+            run = race(cfg.replace(seed=seed), techs, d, target, name=f"{labels[which]} s{seed}",
+                       callbacks=callbacks, stop=stop)
+            if stop.is_set():  # a run cut short has no score: this seed is dropped
                 break
-            pairs[which].append(run)
+            runs[which].append(run)
             if verbose:
                 print(f"seed {seed} · {which}: {run.summary_line()}"
                       + ("" if score(run, target) else f" · missed the target {target:.3f}"), flush=True)
         if stop.is_set():
-            n = min(len(pairs["baseline"]), len(pairs["candidate"]))
-            return {k: v[:n] for k, v in pairs.items()}
-    return pairs
+            n = min(len(v) for v in runs.values())
+            return {k: v[:n] for k, v in runs.items()}
+    return runs
 
 
 def speedrun(config: Config, techniques: Iterable[Technique] = (), *, track: str | Track = "cpu",
              runs: int | None = None, seeds: Sequence[int] | None = None, name: str = "",
              root: str | Path | None = None, against: "Record | None | str" = "latest",
              callbacks: Iterable[Callable] = (), verbose: bool = True, stop: threading.Event | None = None) -> Attempt:
-    """Train the track baseline and the candidate (`config` + `techniques`) for each seed, back to back
-    in alternating order, each stopped at the target; test the speed-ups against the track's latest
-    record (`against`: a Record, None for the baseline, or "latest"). Nothing is written: see `Attempt.write`.
-    `stop` set: the sitting ends after the current step, keeping only the seeds whose two runs both finished."""
+    """Train the track baseline, the record to beat (`against`: a Record, None for the baseline, or
+    "latest") and the candidate (`config` + `techniques`) for each seed, back to back in rotating order,
+    each stopped at the target; test the candidate against the record re-run here, paired by seed (or
+    against 1× when there is no record). Nothing is written: see `Attempt.write`. `stop` set: the
+    sitting ends after the current step, keeping only the seeds whose runs all finished."""
     tr = TRACKS[track] if isinstance(track, str) else track
     tr.check(config)
     techniques = list(techniques)
@@ -369,15 +398,20 @@ def speedrun(config: Config, techniques: Iterable[Technique] = (), *, track: str
     target = tr.target(track_data)
     previous = latest_record(tr.name, root) if against == "latest" else against
     label = name or "candidate"
-    pairs = _sitting(seeds, (base_cfg, [], track_data), (config, techniques, data), target, label,
-                     callbacks, verbose, stop or threading.Event())
+    arms = {"baseline": (base_cfg, [], track_data)}
+    if previous is not None:
+        arms["record"] = (previous.config(), previous.techniques(), judged_data(track_data, previous.config()))
+    arms["candidate"] = (config, techniques, data)
+    labels = {"baseline": "baseline", "record": f"record {previous.number if previous else ''}", "candidate": label}
+    pairs = _sitting(seeds, arms, target, labels, callbacks, verbose, stop or threading.Event())
     device = base_cfg.run.resolved_device()
     from effitrain.bench import device_name
 
     attempt = Attempt(tr, label, target, pairs["baseline"], pairs["candidate"], previous,
                       measure_peak_flops(device.type, config.run.precision if config.run.precision != "fp16" else "bf16"),
                       datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                      {"host": host(), "device": device_name(device)}, changes(config, base_cfg))
+                      {"host": host(), "device": device_name(device)}, changes(config, base_cfg),
+                      pairs.get("record", []))
     if verbose:
         print(attempt.verdict(), flush=True)
     return attempt
@@ -450,7 +484,7 @@ def load_record(path: str | Path) -> Record:
         if not isinstance(info.get(key), kind) or isinstance(info.get(key), bool) and kind is int:
             raise RecordError(f"{where}: {key!r} is missing or not a {getattr(kind, '__name__', 'number')}")
     n = len(info["seeds"])
-    for key in ("baseline_seconds", "candidate_seconds"):
+    for key in ("baseline_seconds", "candidate_seconds", *(("record_seconds",) if "record_seconds" in info else ())):
         values = info[key]
         if len(values) != n or not all(isinstance(v, (int, float)) and v > 0 for v in values):
             raise RecordError(f"{where}: {key!r} must hold one positive number per seed ({n})")
@@ -474,14 +508,18 @@ def verify_record(record: Record, previous: Record | None = None) -> RecordTest:
     target must match `record.json`, and the speed-ups must beat `previous` (None: the baseline) at
     p < 0.01. Returns the recomputed test; a mismatch raises a one-line RecordError."""
     target = float(record.info["target_val_loss"])
-    for which in ("baseline", "candidate"):
+    rerun = "record_seconds" in record.info
+    for which in ("baseline", "record", "candidate") if rerun else ("baseline", "candidate"):
         for run, stored in zip(record.runs(which), record.info[f"{which}_seconds"]):
             s = score(run, target)
             if s is None or not math.isclose(s["seconds"], stored, rel_tol=1e-6):
                 raise RecordError(f"record {record.path.name}: {which} seed {run.config.run.seed} reaches "
                                  f"{target:.4f} in {s['seconds'] if s else 'never'} s by its history, but "
                                  f"record.json says {stored}")
-    test = record_test(record.speedups, previous.speedups if previous else None)
+    if rerun:  # the record before it was re-run in the same sitting: the paired test
+        test = record_test([r / c for r, c in zip(record.info["record_seconds"], record.info["candidate_seconds"])])
+    else:
+        test = record_test(record.speedups, previous.speedups if previous else None)
     if not test.beyond:
         against = f"record {previous.number}" if previous else "the baseline"
         raise RecordError(f"record {record.path.name} does not beat {against}: p = {test.p:.3g} ≥ {RECORD_ALPHA}")
@@ -506,7 +544,8 @@ def leaderboard(track_name: str = "cpu", root: str | Path | None = None) -> pd.D
         rows.append({"record": r.number, "name": r.name,
                      "speedup": f"{i['speedup']['ratio']:.2f}× [{i['speedup']['lo']:.2f}, {i['speedup']['hi']:.2f}]",
                      "flops_speedup": f"{i.get('flops_speedup', {}).get('ratio') or math.nan:.2f}×",
-                     "p": f"{t['p']:.2g} vs {'record ' + str(t['against']) if t['against'] else 'baseline'}",
+                     "p": f"{t['p']:.2g} vs {'record ' + str(t['against']) if t['against'] else 'baseline'}"
+                          + (" (re-run, paired)" if t.get("paired") else ""),
                      "runs": len(i["seeds"]), "mfu": f"{(i.get('mfu') or math.nan):.1%}",
                      "changes": ", ".join(f"{k}={v}" for k, v in i["changes"].items())
                      + "".join(f" +{x['name']}" for x in i["techniques"]),
