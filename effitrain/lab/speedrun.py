@@ -189,13 +189,17 @@ class Attempt:
     machine: dict[str, str]
     config_changes: dict[str, Any] = field(default_factory=dict)
     record: list[Run] = field(default_factory=list)  # the previous record re-run in this sitting, per seed
+    _scores: dict[str, list] = field(default_factory=dict, init=False, repr=False)  # per arm, computed once
 
     @property
     def seeds(self) -> list[int]:
         return [r.config.run.seed for r in self.candidate]
 
     def scores(self, which: str) -> list[dict[str, float] | None]:
-        return [score(r, self.target) for r in getattr(self, which)]
+        """Each run's `score` (the sitting is over: its runs no longer change, so each is read once)."""
+        if which not in self._scores:
+            self._scores[which] = [score(r, self.target) for r in getattr(self, which)]
+        return self._scores[which]
 
     def arms(self) -> tuple[str, ...]:
         return ("baseline", "record", "candidate") if self.record else ("baseline", "candidate")
@@ -260,9 +264,9 @@ class Attempt:
     def table(self) -> pd.DataFrame:
         """Per seed: seconds to target of each arm, the speed-up over the baseline (and over the re-run
         record), steps, and the speed-up by FLOPs."""
-        rows = []
+        rows, arms = [], {w: self.scores(w) for w in self.arms()}
         for i, seed in enumerate(self.seeds):
-            sc = {w: self.scores(w)[i] for w in self.arms()}
+            sc = {w: arms[w][i] for w in arms}
             row = {f"{w}_s": sc[w]["seconds"] if sc[w] else math.nan for w in self.arms()}
             b, c = sc["baseline"], sc["candidate"]
             row["speedup"] = b["seconds"] / c["seconds"] if b and c else math.nan
