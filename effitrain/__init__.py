@@ -10,7 +10,7 @@
 import datasets as _datasets
 
 from effitrain.version import __version__
-from effitrain.config import Budget, Config, ConfigError, PROFILES, PRESETS, default_profile, profile_config
+from effitrain.config import Budget, Config, ConfigError, PROFILES, PRESETS, default_profile, profile_config, profile_size
 from effitrain.data import CorpusError, corpus_names, prepare_data
 from effitrain.techniques import Technique, get as technique, register, registered
 from effitrain.train import CheckpointError, History, Run, Trainer, measure_peak_flops, time_to_target
@@ -21,7 +21,7 @@ from effitrain.recipes import ingredients, recipe, recipe_card
 
 _datasets.disable_progress_bars()  # our own progress bar says what matters
 
-__all__ = ["Budget", "Config", "ConfigError", "PROFILES", "PRESETS", "default_profile", "profile_config",
+__all__ = ["Budget", "Config", "ConfigError", "PROFILES", "PRESETS", "default_profile", "profile_config", "profile_size",
            "CorpusError", "corpus_names", "prepare_data", "Technique", "technique", "register", "registered",
            "CheckpointError", "History", "Run", "Trainer", "measure_peak_flops", "time_to_target", "train",
            "cached_train", "DownstreamResult", "downstream_table", "downstream_task", "evaluate_downstream", "random_init_floor",

@@ -56,7 +56,7 @@ def _build_parser() -> _Parser:
 
     t = sub.add_parser("train", help="train one run and print its summary",
                        description="Train one run of a profile (with overrides) and print its summary.")
-    t.add_argument("--profile", help="smoke, cpu or gpu (default: EFFITRAIN_PROFILE, else gpu with CUDA, else cpu)")
+    t.add_argument("--profile", help="smoke, gpu-smoke, cpu or gpu (default: EFFITRAIN_PROFILE, else gpu with CUDA, else cpu)")
     t.add_argument("--recipe", help="a named recipe on top of the profile: bert, 24h-bert or cramming")
     t.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="sets",
                    help="change one config field after the recipe, e.g. --set model.norm=post (repeatable)")
@@ -104,7 +104,7 @@ def _build_parser() -> _Parser:
                                    "record (paired by seed in this sitting), and write "
                                    "the attempt's folder (records/<track>/NN-name/ when it is a record, else "
                                    "records/<track>/candidates/).")
-    s.add_argument("--track", default="cpu", help="smoke, cpu or gpu (default cpu)")
+    s.add_argument("--track", default="cpu", help="smoke, gpu-smoke, cpu or gpu (default cpu)")
     s.add_argument("--name", default="", help="the candidate's name (its folder's name)")
     s.add_argument("--recipe", help="a named recipe on top of the track's baseline: bert, 24h-bert or cramming")
     s.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="sets",

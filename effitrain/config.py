@@ -1,7 +1,7 @@
 """Run configuration: small dataclasses, validated on construction, with one-line errors.
 
 A `Config` is the whole recipe for one run (data, model, optimizer, budget, run settings).
-`profile_config("smoke" | "cpu" | "gpu")` gives a sized starting point; `Config.replace(...)`
+`profile_config("smoke" | "cpu" | "gpu" | "gpu-smoke")` gives a sized starting point; `Config.replace(...)`
 and `Config.from_dict(...)` derive variants. Every field is checked in `__post_init__` and a bad
 value raises `ConfigError` naming the field, the value and what is allowed, e.g.
 ``model.hidden must be divisible by model.heads (256 % 3 != 0)``.
@@ -374,7 +374,8 @@ class RunConfig:
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if self.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("run.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+            raise ConfigError("run.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu' "
+                              "(for a cuda profile such as gpu-smoke, EFFITRAIN_DEVICE=cpu)")
         return torch.device(self.device)
 
 
@@ -538,6 +539,15 @@ PROFILES: dict[str, dict[str, Any]] = {
         "budget": "60s",
         "run": dict(batch_size=32, evals=12, precision="bf16" if cpu_has_native_bf16() else "fp32"),
     },
+    # CI of the CUDA paths: the smoke sizes on a GPU in bf16 (every lesson end to end in seconds; on a
+    # machine without one, EFFITRAIN_DEVICE=cpu runs the same profile as a stand-in)
+    "gpu-smoke": {
+        "data": dict(vocab_size=2048, seq_len=64, max_val_blocks=128, mask_prob=0.25),
+        "model": dict(preset="tiny", dropout=0.0, norm="pre", position="rotary"),
+        "optim": dict(lr=3e-3, warmup=0.05),
+        "budget": "300steps",
+        "run": dict(batch_size=32, evals=5, device="cuda", precision="bf16"),
+    },
     # one GPU
     "gpu": {
         "data": dict(vocab_size=16384, seq_len=128, max_val_blocks=256),
@@ -547,6 +557,28 @@ PROFILES: dict[str, dict[str, Any]] = {
         "run": dict(batch_size=128, precision="bf16", evals=10, log_every=10),
     },
 }
+
+
+# the lesson sizes a profile uses (a lesson's budgets, seeds and rows are written for smoke, cpu and gpu)
+PROFILE_SIZES = {"smoke": "smoke", "gpu-smoke": "smoke", "cpu": "cpu", "gpu": "gpu"}
+
+
+def profile_size(name: str | None = None) -> str:
+    """"smoke", "cpu" or "gpu": the sizes a lesson, design or recipe uses under profile `name` (default:
+    `default_profile()`); `gpu-smoke` has the smoke sizes on a GPU. A profile of your own added to
+    PROFILES without a size is refused in one line."""
+    name = name or default_profile()
+    _check(name in PROFILE_SIZES, f"profile {name!r} has no lesson size; add it to effitrain.config.PROFILE_SIZES "
+                                  f"as one of smoke, cpu, gpu (known profiles: {', '.join(PROFILE_SIZES)})")
+    return PROFILE_SIZES[name]
+
+
+def device_override() -> str:
+    """`EFFITRAIN_DEVICE` (auto, cpu or cuda) if set, else "": it replaces every profile's run.device, so
+    `EFFITRAIN_PROFILE=gpu-smoke EFFITRAIN_DEVICE=cpu` runs the GPU smoke profile on a CPU as a stand-in."""
+    value = os.environ.get("EFFITRAIN_DEVICE", "").strip()
+    _check(value in ("",) + DEVICES, f"EFFITRAIN_DEVICE must be one of {', '.join(DEVICES)}; got {value!r}")
+    return value
 
 
 def default_profile() -> str:
@@ -580,4 +612,6 @@ def profile_config(name: str | None = None, **changes: Any) -> Config:
     name = name or default_profile()
     _check(name in PROFILES, f"profile must be one of {', '.join(PROFILES)}; got {name!r}")
     cfg = Config.from_dict({**PROFILES[name], "profile": name})
+    if device_override():
+        cfg = cfg.replace(**{"run.device": device_override()})
     return cfg.replace(**changes) if changes else cfg

@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from effitrain.config import Config, ConfigError, default_profile, profile_config
+from effitrain.config import Config, ConfigError, default_profile, profile_config, profile_size
 
 RECIPE_NAMES = ("bert", "24h-bert", "cramming")
 
@@ -49,7 +49,7 @@ class Ingredient:
     by_profile: dict[str, Any] = field(default_factory=dict)
 
     def value_for(self, profile: str) -> Any:
-        return self.by_profile.get(profile, self.value)
+        return self.by_profile.get(profile_size(profile), self.value)
 
 
 BERT_SRC = "google-research/bert"

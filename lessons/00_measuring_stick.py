@@ -61,11 +61,12 @@
 import effitrain as et
 from IPython.display import display
 from effitrain.lab import LivePlot, Panel, aggregate_curves, compare, styled
+from effitrain.lab.reference import add_reference, reference_note, reference_sets
 from effitrain.model import matmul_parameters
 from effitrain.train import flops_breakdown
 
-PROFILE = et.default_profile()  # EFFITRAIN_PROFILE, else gpu with CUDA, else cpu
-BUDGET = {"smoke": "3s", "cpu": "60s", "gpu": "120s"}[PROFILE]  # training seconds per run
+PROFILE, SIZE = et.default_profile(), et.profile_size()  # EFFITRAIN_PROFILE, else gpu with CUDA, else cpu
+BUDGET = {"smoke": "3s", "cpu": "60s", "gpu": "120s"}[SIZE]  # training seconds per run
 SEEDS = 3
 cfg = et.profile_config(PROFILE, budget=BUDGET, precision="fp32")  # the baseline: full precision
 data = et.prepare_data(cfg.data)  # tokenizer + packed blocks, cached on disk
@@ -174,6 +175,21 @@ aggregate_curves(seed_runs, x="step").round(3).tail()
 
 # %%
 styled(compare(seed_runs))
+
+# %% [markdown]
+# **The same measurement at the larger scale.** A reference set holds runs measured on another
+# machine, here the `gpu` profile's baseline (a base-size BERT, three seeds) trained on a GPU by
+# `scripts/gpu_check.py`: histories only, no weights, each labelled with its device and date. Compare
+# its band with yours by steps (seconds are a fact about one machine). Where no set is stored yet,
+# the line below says so; nothing is made up to fill the plot.
+
+# %%
+gpu_sets = reference_sets("gpu", "gpu baseline")
+print(reference_note("gpu", "gpu baseline"))
+if gpu_sets:
+    ref_plot = LivePlot(x="step", show_train=False, title="the gpu profile's baseline, measured on a GPU")
+    add_reference(ref_plot, gpu_sets)
+    display(ref_plot)
 
 # %% [markdown]
 # ## 5. Measure a speed-up: bf16 autocast

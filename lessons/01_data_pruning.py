@@ -70,13 +70,13 @@ from effitrain.lab import LivePlot, Panel, common_target, compare, styled, figur
 from effitrain.lab.design import design
 from effitrain.techniques import pruning
 
-PROFILE = et.default_profile()
+PROFILE, SIZE = et.default_profile(), et.profile_size()
 # What each part trains. cpu (and smoke): compressibility against the baseline, 3 seeds, to stay within ten minutes
 # on a laptop; the control (random, part A) and the bound (oracle, part B) are one edit away (exercise 7)
 S = {"smoke": dict(pool=128, ref_steps=15, seeds=(0, 1)),
      "cpu": dict(pool=1024, ref_steps=60, seeds=(0, 1, 2)),
      "gpu": dict(pool=8192, ref_steps=200, seeds=(0, 1, 2), fractions=(0.3, 0.6, 0.8), sweep=pruning.SCORES,
-                 noisy=("compressibility", "oracle", "perplexity"))}[PROFILE]
+                 noisy=("compressibility", "oracle", "perplexity"))}[SIZE]
 S = {"fractions": (0.75,), "sweep": ("compressibility",), "noisy": ("compressibility",), **S}
 D = dataclasses.replace(design(PROFILE), seeds=S["seeds"])  # the toolkit's comparison design: budget, warm start, target
 POOL = {"data.max_train_examples": S["pool"]}

@@ -70,11 +70,11 @@ from effitrain.lab import LivePlot, Panel, common_target, compare, styled, figur
 from effitrain.lab.design import design, seed_runs
 from effitrain.techniques import dataset_distillation as DD, knowledge_distillation as KD
 
-PROFILE = et.default_profile()
+PROFILE, SIZE = et.default_profile(), et.profile_size()
 # The student is the shared design's model (effitrain.lab.design); the teacher (preset, steps): gpu a larger model,
 # as in DistilBERT; cpu a teacher of the student's size trained longer ("born-again", Furlanello et al. 2018),
 # whose forward pass a laptop can afford; smoke only runs the code
-TEACHER = {"smoke": ("same", 60), "cpu": ("same", 1600), "gpu": ("base", 2000)}[PROFILE]
+TEACHER = {"smoke": ("same", 60), "cpu": ("same", 1600), "gpu": ("base", 2000)}[SIZE]
 D = design(PROFILE)
 cfg = D.config()  # the student's recipe, from scratch (the teacher is trained with it)
 data = et.prepare_data(cfg.data)

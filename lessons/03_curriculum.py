@@ -73,14 +73,14 @@ from effitrain.lab import LivePlot, Panel, common_target, compare, styled, figur
 from effitrain.lab.design import design, seed_runs
 from effitrain.techniques import curriculum as cu
 
-PROFILE = et.default_profile()  # EFFITRAIN_PROFILE, else gpu with CUDA, else cpu
+PROFILE, SIZE = et.default_profile(), et.profile_size()  # EFFITRAIN_PROFILE, else gpu with CUDA, else cpu
 # paragraphs, not packed blocks; the profiles' 64 tokens would cut 4 paragraphs in 5, so every profile uses 128,
 # and smoke and cpu take batches of 16 paragraphs: 2,048 token positions per step, as the profile's 32 × 64
-SIZE = {"smoke": {"batch_size": 16, "data.seq_len": 128}, "cpu": {"batch_size": 16, "data.seq_len": 128},
-        "gpu": {}}[PROFILE]
-UNPACKED = {"data.pack": False, **SIZE}
+SHAPE = {"smoke": {"batch_size": 16, "data.seq_len": 128}, "cpu": {"batch_size": 16, "data.seq_len": 128},
+        "gpu": {}}[SIZE]
+UNPACKED = {"data.pack": False, **SHAPE}
 # the toolkit's comparison design (section 4 says why); cpu trains 3 seeds per variant to stay within ten minutes
-D = dataclasses.replace(design(PROFILE), **({"seeds": (0, 1, 2)} if PROFILE == "cpu" else {}))
+D = dataclasses.replace(design(PROFILE), **({"seeds": (0, 1, 2)} if SIZE == "cpu" else {}))
 
 # %%
 data = et.prepare_data(D.config(**UNPACKED).data)
@@ -197,7 +197,7 @@ runs = seed_runs(warm, [], D.seeds, data, name="baseline", callbacks=[plot.callb
 # `COMPETENCES` for all four. Every run goes through the run cache: run the cell again and they load.
 
 # %%
-COMPETENCES = ("linear", "sqrt") if PROFILE == "gpu" else ("sqrt",)
+COMPETENCES = ("linear", "sqrt") if SIZE == "gpu" else ("sqrt",)
 VARIANTS = {f"{d} · c_{c}": (lambda d=d, c=c: cu.Curriculum(difficulty=d, competence=c, c0=0.01, duration=0.5))
             for d in ("length", "rarity") for c in COMPETENCES}
 VARIANTS["seqlen warmup"] = lambda: cu.SeqLenWarmup(start_len=8, warmup_fraction=0.3)

@@ -112,10 +112,10 @@ from effitrain.lab.design import design, seed_runs
 from effitrain.techniques import electra as EL
 from effitrain.train.finetune import random_init
 
-PROFILE = et.default_profile()
+PROFILE, SIZE = et.default_profile(), et.profile_size()
 S = {"smoke": dict(fractions=(1.0, 0.5), methods=("probe",), rows=(256, 128)),
      "cpu": dict(fractions=(1.0, 0.5), methods=("probe",), rows=(None, None)),
-     "gpu": dict(fractions=(1.0, 0.5, 0.25, 0.125), methods=("probe", "finetune"), rows=(None, None))}[PROFILE]
+     "gpu": dict(fractions=(1.0, 0.5, 0.25, 0.125), methods=("probe", "finetune"), rows=(None, None))}[SIZE]
 D = design(PROFILE)  # the toolkit's comparison design: the shared MLM baseline's budget and seeds
 D = dataclasses.replace(D, seeds=D.seeds[:3])
 

@@ -70,10 +70,10 @@ from effitrain.lab import LivePlot, Panel, figures, tables
 from effitrain.lab.design import seed_runs
 from effitrain.recipes import ARCHITECTURE, DATA, TRAINING, swap
 
-PROFILE = et.default_profile()
+PROFILE, SIZE = et.default_profile(), et.profile_size()
 S = {"smoke": dict(budget="40000tokens", seeds=2, train_seeds=2, evals=4, rows=(256, 128), claim1="cramming", more=False),
      "cpu": dict(budget="1600000tokens", seeds=3, train_seeds=2, evals=16, rows=(None, None), claim1="cramming", more=False),
-     "gpu": dict(budget="300s", seeds=3, train_seeds=3, evals=10, rows=(None, None), claim1="24h-bert", more=True)}[PROFILE]
+     "gpu": dict(budget="300s", seeds=3, train_seeds=3, evals=10, rows=(None, None), claim1="24h-bert", more=True)}[SIZE]
 data = et.prepare_data(et.recipe("bert", PROFILE).data)  # validation masks: BERT's 15%, the same for every recipe
 tasks = [et.downstream_task("sotu-order", data).subset(*S["rows"])]
 JUDGE = ("sotu-order", "probe")  # the downstream verdict: a linear probe of word order (lesson 04)

@@ -64,12 +64,12 @@ from effitrain.train import chunked
 
 
 # %%
-PROFILE = et.default_profile()
+PROFILE, SIZE = et.default_profile(), et.profile_size()
 S = {"smoke": dict(rounds=2, bench_steps=2, parity_steps=10, compile=False, lengths=(256, 4096), micro=4),
      "cpu": dict(rounds=8, bench_steps=10, parity_steps=100, compile=True, micro=16,
                  lengths=(256, 1024, 4096, 16384, 65536)),
      "gpu": dict(rounds=4, bench_steps=20, parity_steps=300, compile=True, micro=16,
-                 lengths=(256, 1024, 4096, 16384, 65536))}[PROFILE]
+                 lengths=(256, 1024, 4096, 16384, 65536))}[SIZE]
 PLAIN = {"run.precision": "fp32", "model.attention": "math", "optim.kernel": "for-loop", "run.compile": False}
 
 # %%

@@ -77,13 +77,13 @@ from effitrain.techniques.layer_drop import expected_kept_fraction, theta
 from effitrain.techniques.standardization import residual_scale
 
 # %%
-PROFILE = et.default_profile()
+PROFILE, SIZE = et.default_profile(), et.profile_size()
 S = {"smoke": dict(steps=12, std_steps=12, seeds=2, layers=3, evals=2, hard_lr=1e-2, std_weight=1e-2,
                    rounds=2, cost_steps=2),
      "cpu": dict(steps=300, std_steps=300, seeds=3, layers=3, evals=4, hard_lr=1e-2, std_weight=1e-2,
                  rounds=2, cost_steps=8),
      "gpu": dict(steps=2000, std_steps=2000, seeds=3, layers=0, evals=10, hard_lr=3e-3,
-                 std_weight=1e-2, rounds=3, cost_steps=20)}[PROFILE]
+                 std_weight=1e-2, rounds=3, cost_steps=20)}[SIZE]
 cfg = et.profile_config(PROFILE, budget=f"{S['steps']}steps", evals=S["evals"])
 cfg = cfg.replace(layers=S["layers"]) if S["layers"] else cfg
 data = et.prepare_data(cfg.data)

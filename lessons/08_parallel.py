@@ -50,11 +50,12 @@ import effitrain as et
 from IPython.display import display
 from effitrain.lab import LivePlot, Panel, compare, styled
 from effitrain.lab.design import design, seed_runs
+from effitrain.parallel.layout import fit_world
 from effitrain.techniques.ouroboros import group_seconds, pipeline_time
 from effitrain.techniques.sma import auto_replicas, crossbow_settings, replica_throughput
 
 # %%
-PROFILE = et.default_profile()
+PROFILE, SIZE = et.default_profile(), et.profile_size()
 # linear_rule: train Crossbow's "batch k·b at lr k·η" too (cpu leaves it out to stay within ten minutes)
 S = {"smoke": dict(ddp_steps=6, steps=12, evals=2, rounds=1, bench_steps=2, replicas=(1, 2, 4),
                    pipeline_groups=(2,), groups=(1, 2), linear_rule=False),
@@ -62,7 +63,7 @@ S = {"smoke": dict(ddp_steps=6, steps=12, evals=2, rounds=1, bench_steps=2, repl
                  pipeline_groups=(2, 4), groups=(1, 2), linear_rule=False),
      "gpu": dict(ddp_steps=200, steps=2000, evals=10, rounds=3, bench_steps=20, replicas=(1, 2, 4, 8, 16),
                  pipeline_groups=tuple(K for K in (2, 4) if K <= torch.cuda.device_count()), groups=(1, 2, 4),
-                 linear_rule=True)}[PROFILE]
+                 linear_rule=True)}[SIZE]
 D = design(PROFILE)  # the toolkit's comparison design (section 2 says why); three seeds per setting at most
 D = dataclasses.replace(D, seeds=D.seeds[:3])
 cfg = et.profile_config(PROFILE, budget=f"{S['steps']}steps", evals=S["evals"])  # sections 1 and 3's checks, the panel
@@ -78,10 +79,13 @@ print(f"profile {PROFILE}: {cfg.model.preset} BERT, {cfg.model.layers} layers, {
 # averages the gradients in the backward of a step's last micro-batch only (`no_sync` before it),
 # weighting each slice by its share of the predicted tokens. So every process applies the same
 # update as one process with the whole batch would: the **same curve**, up to the order of float
-# additions. Rank 0 evaluates, logs and returns the `Run`; the others only train.
+# additions. Rank 0 evaluates, logs and returns the `Run`; the others only train. NCCL needs one GPU
+# per process: on a machine with one GPU, `fit_world` moves these checks to CPU processes (gloo) and
+# says so, rather than failing.
 
 # %%
-ddp_cfg = cfg.replace(budget=f"{S['ddp_steps']}steps", evals=2, log_every=1)
+ddp_cfg, note = fit_world(cfg.replace(budget=f"{S['ddp_steps']}steps", evals=2, log_every=1), 2)
+print(note or f"2 processes on {ddp_cfg.run.resolved_device()}")
 one = et.train(ddp_cfg, data=data, name="1 process", progress=False)
 two = et.train(ddp_cfg, data=data, name="2 processes", world_size=2, progress=False)
 for r in (one, two):
@@ -254,6 +258,8 @@ pd.DataFrame(rows).round(4)
 pipe_cfg = deep.replace(budget=f"{S['ddp_steps']}steps", evals=2, log_every=1, precision="fp32")  # see below
 ms = lambda r: 1e3 * r.history.steps[-1]["seconds"] / len(r.history.steps)  # noqa: E731
 for K in S["pipeline_groups"]:
+    pipe_cfg, note = fit_world(pipe_cfg, K)  # one GPU per group, else CPU processes
+    print(note or f"K = {K} on {pipe_cfg.run.resolved_device()}")
     inproc = et.train(pipe_cfg, [et.technique("ouroboros", groups=K)], data=data, name=f"K = {K}, 1 process",
                       progress=False)
     piped = et.train(pipe_cfg, [et.technique("ouroboros", groups=K)], world_size=K, name=f"K = {K}, {K} processes",

@@ -65,13 +65,13 @@ from effitrain.train.footprint import activation_formula, format_bytes, measure_
 from effitrain.data.downstream import sotu_era_task
 
 # %%
-PROFILE = et.default_profile()
+PROFILE, SIZE = et.default_profile(), et.profile_size()
 S = {"smoke": dict(rounds=2, steps=2, train="10steps", evals=2, seeds=(0, 1), ft_steps=10, ft_lr=2e-3, small="tiny",
                    big={"layers": 4}, methods=(1, False)),
      "cpu": dict(rounds=3, steps=6, train="800steps", evals=16, seeds=(0, 1, 2), ft_steps=90, ft_lr=None, small="tiny",
                  big={"layers": 4}, methods=(1, False)),
      "gpu": dict(rounds=5, steps=10, train="2000steps", evals=10, seeds=(0, 1, 2), ft_steps=200, ft_lr=None, small="small",
-                 big={"preset": "base"}, methods=(4, True))}[PROFILE]  # methods: (micro-batches, 4-bit AdamW)
+                 big={"preset": "base"}, methods=(4, True))}[SIZE]  # methods: (micro-batches, 4-bit AdamW)
 cfg = et.profile_config(PROFILE, preset=S["small"])
 data = et.prepare_data(cfg.data)
 BUDGET = budget_for(cfg, data.vocab_size, slack=1.2)  # the small model's step, +20%, rounded up to a whole MB

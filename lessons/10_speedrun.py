@@ -67,12 +67,12 @@ from effitrain.lab import LivePlot
 from effitrain.lab import speedrun as sr
 
 # %%
-PROFILE = et.default_profile()
+PROFILE, SIZE = et.default_profile(), et.profile_size()
 # board: whose records sections 2–3 replay (files only: smoke shows the cpu track's); track: section 4's race
-S = {"smoke": dict(board="cpu", track="smoke", runs=2, change="optim.lr=5e-3"),
+S = {"smoke": dict(board="cpu", track=PROFILE, runs=2, change="optim.lr=5e-3"),
      "cpu": dict(board="cpu", track="cpu", runs=3, change="model.attention=math, model.layers=1, optim.warmup=0.1, "
                                                        "model.heads=4, model.ffn=256, optim.lr=4e-3"),
-     "gpu": dict(board="gpu", track="gpu", runs=2, change="optim.lr=1e-3")}[PROFILE]
+     "gpu": dict(board="gpu", track="gpu", runs=2, change="optim.lr=1e-3")}[SIZE]
 TRACK = sr.track(S["track"])
 data = et.prepare_data(TRACK.baseline().data)
 TARGET = TRACK.target(data)

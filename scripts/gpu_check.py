@@ -1,62 +1,212 @@
 #!/usr/bin/env python
-"""The GPU measurements of lessons 04, 06 and 08 in one call (a lent GPU's time is short).
+"""The device script: every GPU measurement the project waits for, in one command of at most 9 minutes.
 
-    python scripts/gpu_check.py --out results/           # every section, in order of priority
-    python scripts/gpu_check.py --only replicas,bench    # some sections
-    python scripts/gpu_check.py --quick                  # tiny sizes: checks the script on a CPU
+    python scripts/gpu_check.py --out $OUT --deadline 530        # on the GPU: every section, by value
+    python scripts/gpu_check.py --device cpu --quick --out /tmp/g  # the dry run on a CPU (CI runs it)
+    python scripts/gpu_check.py --only notebooks --lessons 00,10   # some sections, some lessons
 
-Sections (each writes `<out>/gpu_check.json` as soon as it ends, so a later failure or the time
-limit loses nothing already measured; an exception in one section is recorded and the next runs):
+A lent GPU gives about 15 minutes in all, machine start included, and one command at most 10, so
+the sections run in order of value and each result is written (`<out>/gpu_check.json`, replaced
+whole) as soon as it is measured: a later failure or the time limit loses nothing already written.
+An exception in one section is recorded and the next runs; with `--deadline`, a section whose
+estimated seconds no longer fit is recorded as skipped instead of started. docs/gpu.md says how to
+carry the packages the GPU image lacks (scripts/gpu_wheels.sh) and the exact command.
 
+Sections, in order:
+
+  notebooks  every lesson notebook end to end under the gpu-smoke profile (CUDA, bf16, smoke sizes;
+             EFFITRAIN_DEVICE=cpu on a CPU), in a fresh run cache: pass or fail and seconds per lesson
   peak       the device's bf16 and fp32 matmul rate (the MFU denominator, `measure_peak_flops`)
+  bench      tokens/s and MFU of the base preset (seq 128, batch 128, bf16), eager and torch.compile'd
+  baseline   the gpu profile's shared baseline (`design("gpu")`) over 3 seeds from scratch: final val
+             loss, steps to 0.5 … 2.5 nats below the unigram line per seed and their spread; the runs
+             are stored as a reference set (`<out>/<device>-<date>-gpu-baseline.json.gz`) that
+             lessons show beside a learner's own runs
+  electra    lesson 04 at the lesson's gpu shape (small preset, seq 128, batch 128, 2,000 MLM steps):
+             one MLM run, ELECTRA at its measured FLOPs, each evaluation's unigram gap (MLM) and RTD gap
+             below the constant guess; `count_detector`; both and a random init probed and fine-tuned
   replicas   Crossbow's hardware-efficiency claim: samples/s of k vmapped SMA replicas of batch b
-             against one model with batch k·b (`replica_throughput`), for the lesson-08 model
-             (tiny, seq 64, b = 8) and a larger one (small, seq 128, b = 8); `auto_replicas`' k
+             against one model with batch k·b (`replica_throughput`); `auto_replicas`' k
   pipeline   Ouroboros: measured per-group forward/backward seconds of the base model (seq 128,
-             batch 32) for K = 2, 4 and the K-device time model (`pipeline_time`) at PCIe and
-             NVLink bandwidths
-  bench      lesson 06 / issue 14: tokens/s and MFU of the base preset (seq 128, batch 128, bf16),
-             eager and torch.compile'd, against the measured bf16 peak
-  electra    lesson 04 / issue 12 at the lesson's gpu shape (small preset, seq 128, batch 128, 2,000
-             MLM steps): one MLM run, ELECTRA at its measured FLOPs, each evaluation's unigram gap
-             (MLM) and RTD gap below the constant guess (the discriminator's plateau; `count_detector`
-             says what word-pair counts alone reach), then both
-             and a random init probed and fine-tuned (200 steps) on the era and party tasks
-  crossbow   lesson 08's Crossbow comparison on this device: batch 8, SMA 4 × 8, batch 32 (lr η),
-             batch 32 (lr 4η, warm-up) at equal samples, 3 seeds, compared by samples and by seconds
+             batch 32) for K = 2, 4 and the K-device time model (`pipeline_time`)
+  crossbow   lesson 08's Crossbow comparison on this device (batch 8, SMA 4 × 8, batch 32 at η and 4η)
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
+import statistics
 import sys
+import tempfile
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-import effitrain as et
-from effitrain.techniques.ouroboros import group_seconds, pipeline_time
-from effitrain.techniques.sma import auto_replicas, crossbow_settings, replica_throughput
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the GPU image runs the checkout without installing it
 
-SECTIONS = ("peak", "electra", "replicas", "pipeline", "bench", "crossbow")
+import effitrain as et  # noqa: E402
+from effitrain.lab.design import design  # noqa: E402
+from effitrain.lab.reference import device_name, save_reference  # noqa: E402
+from effitrain.techniques.ouroboros import group_seconds, pipeline_time  # noqa: E402
+from effitrain.techniques.sma import auto_replicas, crossbow_settings, replica_throughput  # noqa: E402
+
+# every section with its estimated seconds on one H100/H200 (what --deadline budgets with)
+SECTIONS = {"notebooks": 240, "peak": 10, "bench": 60, "baseline": 240, "electra": 150, "replicas": 90,
+            "pipeline": 30, "crossbow": 120}
+GAPS = (0.5, 1.0, 1.5, 2.0, 2.5)  # nats below the unigram line: the steps to each, per seed
+
+
+@dataclass
+class Check:
+    """One call of the script: its options and the results written so far."""
+
+    out: Path
+    device: str
+    quick: bool
+    lessons: tuple[str, ...] = ()
+    results: dict = field(default_factory=dict)
+
+    def save(self) -> None:
+        tmp = self.out / "gpu_check.json.tmp"
+        tmp.write_text(json.dumps(self.results, indent=1, default=str))
+        os.replace(tmp, self.out / "gpu_check.json")
+
+
+PACKAGES = ("datasets", "pyarrow", "huggingface-hub", "tokenizers", "torchao", "peft", "transformers", "plotly",
+            "ipywidgets", "nbclient", "ipykernel", "numpy", "pandas", "scipy")
+
+
+def package_versions() -> dict[str, str | None]:
+    """The versions this call ran with (the GPU image's own, or the carried wheels'); None = missing."""
+    from importlib.metadata import PackageNotFoundError, version
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def _table(df) -> list[dict]:
     return json.loads(df.reset_index().to_json(orient="records", default_handler=str))
 
 
-def peak(q: bool) -> dict:
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    size = 1024 if q else 0
-    return {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu", "torch": torch.__version__,
-            "bf16_flops": et.measure_peak_flops(dev, "bf16", size=size),
-            "fp32_flops": et.measure_peak_flops(dev, "fp32", size=size)}
+def _lesson_files(wanted: tuple[str, ...]) -> list[Path]:
+    files = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if wanted:
+        unknown = [w for w in wanted if not any(f.name.startswith(w) for f in files)]
+        if unknown:
+            raise SystemExit(f"--lessons: no notebook starts with {', '.join(unknown)}; have "
+                             f"{', '.join(f.name[:2] for f in files)}")
+        files = [f for f in files if any(f.name.startswith(w) for w in wanted)]
+    return files
 
 
-def replicas(q: bool) -> dict:
+def notebooks(c: Check) -> dict:
+    """Each lesson notebook under gpu-smoke, in a fresh run cache; the result grows per notebook."""
+    import nbformat
+    from nbclient import NotebookClient
+    out: dict = {"profile": "gpu-smoke", "device": c.device, "lessons": {}}
+    c.results["sections"]["notebooks"] = {"result": out}
+    cache = Path(tempfile.mkdtemp(prefix="effitrain-gpu-smoke-"))
+    saved = {k: os.environ.get(k) for k in ("EFFITRAIN_PROFILE", "EFFITRAIN_DEVICE", "EFFITRAIN_CACHE", "PYTHONPATH")}
+    os.environ.update(EFFITRAIN_PROFILE="gpu-smoke", EFFITRAIN_DEVICE=c.device, EFFITRAIN_CACHE=str(cache),
+                      PYTHONPATH=os.pathsep.join(filter(None, (str(REPO), saved["PYTHONPATH"]))))
+    try:
+        for path in _lesson_files(c.lessons):
+            nb = nbformat.read(path, as_version=4)
+            t0 = time.perf_counter()
+            try:
+                NotebookClient(nb, timeout=300, kernel_name="python3",
+                               resources={"metadata": {"path": str(path.parent)}}).execute()
+                row = {"passed": True}
+            except Exception as e:  # the notebook's error, in one line; the next notebook still runs
+                what = f"{e.ename}: {e.evalue}" if hasattr(e, "ename") else f"{type(e).__name__}: {e}"
+                row = {"passed": False, "error": " ".join(what.split())[:400]}
+            row["seconds"] = round(time.perf_counter() - t0, 1)
+            out["lessons"][path.stem] = row
+            print(f"{path.stem}: {'passed' if row['passed'] else 'FAILED'} in {row['seconds']} s", flush=True)
+            c.save()
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        shutil.rmtree(cache, ignore_errors=True)
+    out["passed"] = sum(r["passed"] for r in out["lessons"].values())
+    out["seconds"] = round(sum(r["seconds"] for r in out["lessons"].values()), 1)
+    return out
+
+
+def peak(c: Check) -> dict:
+    size = 1024 if c.quick else 0
+    return {"device": device_name(c.device), "torch": torch.__version__,
+            "bf16_flops": et.measure_peak_flops(c.device, "bf16", size=size),
+            "fp32_flops": et.measure_peak_flops(c.device, "fp32", size=size)}
+
+
+def bench(c: Check) -> dict:
+    from effitrain.bench import bench_training_step
+    cfg = et.profile_config("gpu", preset="tiny" if c.quick else "base", batch_size=4 if c.quick else 128)
+    out = {}
+    variants = {"eager": cfg, "compile": cfg.replace(compile=True),
+                "compile, batch 256": cfg.replace(compile=True, batch_size=8 if c.quick else 256)}
+    if c.quick:  # compiling on a CPU takes minutes; the dry run checks the eager path only
+        variants = {"eager": cfg}
+    for name, conf in variants.items():
+        r = bench_training_step(conf, steps=2 if c.quick else 30, warmup=1 if c.quick else 5)
+        out[name] = r.to_dict()
+        print(r.format(), flush=True)
+    return out
+
+
+def steps_to_gaps(run, unigram: float) -> dict[str, float | None]:
+    """{gap: step at which the val curve first reaches unigram − gap (interpolated), or None}."""
+    out = {}
+    for g in GAPS:
+        hit = et.time_to_target(run.history, val_loss=unigram - g)
+        out[f"{g:g}"] = None if hit is None else round(hit["step"], 1)
+    return out
+
+
+def spread(per_seed: list[dict]) -> dict[str, dict]:
+    """Mean, standard deviation and coefficient of variation over seeds of the steps to each gap that
+    every seed reached."""
+    out = {}
+    for g in GAPS:
+        steps = [d[f"{g:g}"] for d in per_seed]
+        if len(steps) > 1 and all(s is not None for s in steps):
+            m, sd = statistics.mean(steps), statistics.stdev(steps)
+            out[f"{g:g}"] = {"mean": round(m, 1), "sd": round(sd, 1), "cv": round(sd / m, 3)}
+    return out
+
+
+def baseline(c: Check) -> dict:
+    d = design("gpu-smoke" if c.quick else "gpu")
+    seeds = (0, 1, 2)
+    cfg = d.config()
+    data = et.prepare_data(cfg.data)
+    unigram = float(data.unigram_val_loss())
+    runs, per_seed = [], []
+    for s in seeds:
+        run = et.train(d.config(seed=s), data=data, name=f"baseline s{s}", progress=False)
+        print(run.summary_line(), flush=True)
+        runs.append(run)
+        per_seed.append(steps_to_gaps(run, unigram))
+    ref = save_reference(runs, c.out, what=f"{d.profile} baseline", profile=d.profile, device=device_name(c.device))
+    return {"design": {"profile": d.profile, "budget": d.budget, "evals": d.evals, "seeds": list(seeds)},
+            "unigram_val_loss": unigram, "runs": [r.summary_line() for r in runs],
+            "final_val_loss": [r.summary()["val_loss_last"] for r in runs],
+            "steps_to_gap": per_seed, "spread": spread(per_seed), "reference_file": ref.name}
+
+
+def replicas(c: Check) -> dict:
+    q = c.quick
     out = {}
     shapes = {"tiny seq64 b8": et.profile_config("cpu", batch_size=8, precision="bf16"),
               "small seq128 b8": et.profile_config("cpu", preset="small", seq_len=128, batch_size=8,
@@ -73,7 +223,8 @@ def replicas(q: bool) -> dict:
     return out
 
 
-def pipeline(q: bool) -> dict:
+def pipeline(c: Check) -> dict:
+    q = c.quick
     cfg = et.profile_config("gpu", batch_size=4 if q else 32, preset="tiny" if q else "base")
     out = {}
     for K in (2, 4):
@@ -85,20 +236,8 @@ def pipeline(q: bool) -> dict:
     return out
 
 
-def bench(q: bool) -> dict:
-    from effitrain.bench import bench_training_step
-    cfg = et.profile_config("gpu", preset="tiny" if q else "base", batch_size=4 if q else 128)
-    out = {}
-    variants = {"eager": cfg, "compile": cfg.replace(compile=True),
-                "compile, batch 256": cfg.replace(compile=True, batch_size=8 if q else 256)}
-    for name, c in variants.items():
-        r = bench_training_step(c, steps=2 if q else 30, warmup=1 if q else 5)
-        out[name] = r.to_dict()
-        print(r.format(), flush=True)
-    return out
-
-
-def electra(q: bool) -> dict:
+def electra(c: Check) -> dict:
+    q = c.quick
     from effitrain.model import BertForMLM
     from effitrain.techniques.electra import count_detector, rtd_gap
     cfg = (et.profile_config("smoke", budget="20steps", evals=2) if q else
@@ -135,7 +274,8 @@ def electra(q: bool) -> dict:
     return out
 
 
-def crossbow(q: bool) -> dict:
+def crossbow(c: Check) -> dict:
+    q = c.quick
     steps, seeds, b, k = (6, 2, 4, 2) if q else (300, 3, 8, 4)
     cfg = et.profile_config("cpu", evals=6, precision="bf16")
     data = et.prepare_data(cfg.data)
@@ -161,31 +301,55 @@ def crossbow(q: bool) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="gpu_check_out", help="folder for gpu_check.json")
+    p.add_argument("--out", default="gpu_check_out", help="folder for gpu_check.json and the reference sets")
     p.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: " + ", ".join(SECTIONS))
-    p.add_argument("--quick", action="store_true", help="tiny sizes, to check the script itself")
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where everything runs (default: cuda when available); sets EFFITRAIN_DEVICE")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, to check the script itself (the CPU dry run)")
+    p.add_argument("--lessons", default="", help="the notebooks section's lessons by number, e.g. 00,10 (default all)")
+    p.add_argument("--deadline", type=float, default=0.0,
+                   help="seconds this call may take: a section whose estimate no longer fits is skipped (0 = none)")
     args = p.parse_args(argv)
     wanted = [s.strip() for s in args.only.split(",") if s.strip()]
     bad = [s for s in wanted if s not in SECTIONS]
     if bad:
         p.error(f"--only: unknown section(s) {', '.join(bad)}; allowed: {', '.join(SECTIONS)}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch sees no CUDA device here; use --device cpu (with --quick) for the dry run")
+    os.environ["EFFITRAIN_DEVICE"] = args.device  # every profile runs on the chosen device
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "sections": {}}
+    c = Check(out_dir, args.device, args.quick, tuple(x.strip() for x in args.lessons.split(",") if x.strip()))
+    _lesson_files(c.lessons)  # a bad --lessons fails now, not minutes in
+    c.results.update({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "device": device_name(args.device),
+                      "torch": torch.__version__, "quick": args.quick, "packages": package_versions(), "sections": {}})
+    start = time.perf_counter()
     for name in wanted:
+        used = time.perf_counter() - start
+        estimate = SECTIONS[name] * (0.1 if args.quick else 1)
+        if args.deadline and used + estimate > args.deadline:
+            c.results["sections"][name] = {"skipped": f"{used:.0f} s used, ~{estimate:.0f} s more would pass the "
+                                                      f"{args.deadline:.0f} s deadline"}
+            print(f"== {name} skipped ({c.results['sections'][name]['skipped']})", flush=True)
+            c.save()
+            continue
         t0 = time.perf_counter()
         print(f"== {name}", flush=True)
         try:
-            value = globals()[name](args.quick)
+            value = globals()[name](c)
         except Exception as e:  # recorded; the next section still runs
             traceback.print_exc()
-            value = {"error": f"{type(e).__name__}: {e}"}
-        results["sections"][name] = {"seconds": round(time.perf_counter() - t0, 1), "result": value}
-        tmp = out_dir / "gpu_check.json.tmp"
-        tmp.write_text(json.dumps(results, indent=1, default=str))
-        os.replace(tmp, out_dir / "gpu_check.json")
-        print(f"== {name} done in {results['sections'][name]['seconds']} s", flush=True)
-    return 0
+            value = {"error": f"{type(e).__name__}: {' '.join(str(e).split())}"}
+        c.results["sections"][name] = {"seconds": round(time.perf_counter() - t0, 1), "result": value}
+        c.results["seconds"] = round(time.perf_counter() - start, 1)
+        c.save()
+        print(f"== {name} done in {c.results['sections'][name]['seconds']} s", flush=True)
+    errors = [n for n, v in c.results["sections"].items() if isinstance(v.get("result"), dict) and "error" in v["result"]]
+    failed = [k for k, v in c.results["sections"].get("notebooks", {}).get("result", {}).get("lessons", {}).items()
+              if not v["passed"]]
+    print(f"== done in {time.perf_counter() - start:.0f} s; sections with errors: {errors or 'none'}; "
+          f"notebooks failed: {failed or 'none'}", flush=True)
+    return 1 if errors or failed else 0
 
 
 if __name__ == "__main__":

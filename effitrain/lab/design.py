@@ -26,7 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
-from effitrain.config import Config, default_profile, profile_config
+import dataclasses
+
+from effitrain.config import PROFILE_SIZES, Config, default_profile, profile_config, profile_size
 from effitrain.stats import DEFAULT_RESOLVE
 from effitrain.techniques.base import Technique
 from effitrain.train.run import Run
@@ -89,9 +91,12 @@ DESIGNS: dict[str, Design] = {
 def design(profile: str | None = None) -> Design:
     """The comparison design of `profile` (default: `default_profile()`)."""
     name = profile or default_profile()
-    if name not in DESIGNS:
-        raise ValueError(f"no comparison design for profile {name!r}; designs: {', '.join(DESIGNS)}")
-    return DESIGNS[name]
+    if name in DESIGNS:
+        return DESIGNS[name]
+    if name not in PROFILE_SIZES:
+        raise ValueError(f"no comparison design for profile {name!r}; designs: {', '.join(DESIGNS)} "
+                         f"(and the profiles that use their sizes: {', '.join(PROFILE_SIZES)})")
+    return dataclasses.replace(DESIGNS[profile_size(name)], profile=name)  # gpu-smoke: smoke's design, its profile
 
 
 def seed_runs(config: Config, techniques: Iterable[Technique], seeds: Sequence[int], data: Any, *,

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import gzip
 import json
 import math
 import os
@@ -59,7 +58,7 @@ from effitrain.stats import RECORD_ALPHA, Ratio, RecordTest, record_test
 from effitrain.techniques.base import REGISTRY, Technique, get as get_technique
 from effitrain.train.history import time_to_target
 from effitrain.train.machine import host
-from effitrain.train.run import Run, finite_or_none, read_json
+from effitrain.train.run import Run, finite_or_none, load_run_file, read_json, save_run_file
 
 RECORD_FORMAT = "effitrain-record-1"
 # the fields that define the validation set and the machine: a candidate may not change them
@@ -107,6 +106,8 @@ TRACKS: dict[str, Track] = {
     "smoke": Track("smoke", "smoke", budget="60steps", evals=6, gap=-1.0, runs=2,
                    note="tests only: its target is on the plateau, so it decides nothing about training"),
     # a 2-core laptop: every baseline seed reaches 2 nats below the unigram line within ~900 of 2,000 steps
+    "gpu-smoke": Track("gpu-smoke", "gpu-smoke", budget="60steps", evals=6, gap=-1.0, runs=2,
+                       note="tests of the CUDA paths only: its target is on the plateau"),
     "cpu": Track("cpu", "cpu", budget="2000steps", evals=80, gap=2.0, runs=5),
     "gpu": Track("gpu", "gpu", budget="4000steps", evals=80, gap=2.5, runs=5),
 }
@@ -315,24 +316,16 @@ class Attempt:
 
 
 def save_run(run: Run, path: Path) -> Path:
-    """A run's file (`Run.to_dict`, no weights) as gzipped compact JSON: a tenth of `Run.save`'s size,
-    the same bytes for the same run (no time stamp in the gzip header)."""
-    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
-        f.write(json.dumps(run.to_dict(), separators=(",", ":")).encode())
-    return path
+    """A run's file (`effitrain.train.run.save_run_file`: gzipped JSON, no weights)."""
+    return save_run_file(run, path)
 
 
 def load_run(path: str | Path) -> Run:
     """A run written by `save_run`; a missing or malformed file raises a one-line RecordError."""
-    path = Path(path)
     try:
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            d = json.load(f)
-        return Run.from_dict(d, source=f"run file {path}")
-    except FileNotFoundError:
-        raise RecordError(f"run file {path} does not exist") from None
-    except (OSError, EOFError, json.JSONDecodeError, ValueError) as exc:
-        raise RecordError(f"run file {path}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
+        return load_run_file(path)
+    except ValueError as exc:
+        raise RecordError(str(exc)) from None
 
 
 def _write_folder(target: Path, info: dict[str, Any], arms: dict[str, Sequence[Run]]) -> Path:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+import torch
+
 from effitrain.config import Config
 from effitrain.parallel import ddp
 from effitrain.parallel.pipeline import PipelineTrainer, check_pipeline, pipelined
@@ -40,4 +42,13 @@ def torchrun_main(config: Config, techniques: Iterable[Technique] = (), **kwargs
     return ddp.torchrun_main(config, techniques, trainer=trainer_for(techniques), **kwargs)
 
 
-__all__ = ["torchrun_main", "train_parallel", "trainer_for"]
+def fit_world(config: Config, world_size: int) -> tuple[Config, str]:
+    """`config` where `world_size` processes fit its device; on CUDA with fewer GPUs than processes (one GPU
+    per process), the same config on CPU processes (gloo) and one line saying so; "" when unchanged."""
+    if config.run.resolved_device().type != "cuda" or torch.cuda.device_count() >= world_size:
+        return config, ""
+    return config.replace(device="cpu"), (f"{world_size} processes need {world_size} GPUs and this machine has "
+                                          f"{torch.cuda.device_count()}: these runs train on CPU processes (gloo)")
+
+
+__all__ = ["fit_world", "torchrun_main", "train_parallel", "trainer_for"]
