@@ -51,8 +51,7 @@ from IPython.display import display
 from effitrain.lab import LivePlot, Panel, compare, styled
 from effitrain.lab.design import design, seed_runs
 from effitrain.parallel.layout import fit_world
-from effitrain.techniques.ouroboros import group_seconds, pipeline_time
-from effitrain.techniques.sma import auto_replicas, crossbow_settings, replica_throughput
+from effitrain.lab.scaling import auto_replicas, crossbow_settings, group_seconds, pipeline_time, replica_throughput
 
 # %%
 PROFILE, SIZE = et.default_profile(), et.profile_size()

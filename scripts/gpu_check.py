@@ -53,8 +53,8 @@ sys.path.insert(0, str(REPO))  # the GPU image runs the checkout without install
 import effitrain as et  # noqa: E402
 from effitrain.lab.design import design  # noqa: E402
 from effitrain.lab.reference import device_name, save_reference  # noqa: E402
-from effitrain.techniques.ouroboros import group_seconds, pipeline_time  # noqa: E402
-from effitrain.techniques.sma import auto_replicas, crossbow_settings, replica_throughput  # noqa: E402
+from effitrain.lab.scaling import (auto_replicas, crossbow_settings, group_seconds, pipeline_time,  # noqa: E402
+                                   replica_throughput)
 
 # every section with its estimated seconds on one H100/H200 (what --deadline budgets with)
 SECTIONS = {"notebooks": 240, "peak": 10, "bench": 60, "baseline": 240, "electra": 150, "replicas": 90,

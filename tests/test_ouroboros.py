@@ -15,8 +15,8 @@ import effitrain as et
 from effitrain.bench import synthetic_batches
 from effitrain.model import BertForMLM
 from effitrain.techniques.base import StepContext
-from effitrain.techniques.ouroboros import (DECODER_PART, EMBEDDING_PART, DelayedGradients, ouroboros_groups,
-                                            pipeline_time)
+from effitrain.lab.scaling import pipeline_time
+from effitrain.techniques.ouroboros import DECODER_PART, EMBEDDING_PART, DelayedGradients, ouroboros_groups
 
 
 def _cfg(smoke, steps=6, **changes):

@@ -335,7 +335,7 @@ def test_panel_uses_the_cache_unless_told_to_train_again(smoke_data, cache, caps
 
 def test_code_fingerprint_covers_what_can_change_a_curve(tmp_path, monkeypatch):
     import shutil
-    from effitrain.train import runcache as rc
+    from effitrain.train import runstore as rc
 
     copy = tmp_path / "effitrain"
     shutil.copytree(rc._PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))

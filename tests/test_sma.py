@@ -13,7 +13,8 @@ import effitrain as et
 from effitrain.bench import synthetic_batches
 from effitrain.model import BertForMLM
 from effitrain.techniques.base import StepContext
-from effitrain.techniques.sma import SMATechnique, auto_replicas, replica_throughput, sma_average, stack_batches
+from effitrain.lab.scaling import auto_replicas, replica_throughput
+from effitrain.techniques.sma import SMATechnique, sma_average, stack_batches
 from effitrain.train.step import TrainStep, make_optimizer, param_groups
 
 
@@ -178,7 +179,7 @@ def test_a_state_from_another_process_is_refused_in_one_line():
 
 
 def test_crossbow_settings_train_on_equal_samples(smoke):
-    from effitrain.techniques.sma import crossbow_settings
+    from effitrain.lab.scaling import crossbow_settings
 
     cfg, _ = smoke
     settings, base = crossbow_settings(cfg, batch=8, replicas=4, steps=10)

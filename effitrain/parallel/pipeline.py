@@ -28,7 +28,7 @@ the schedule implemented for step t on rank g, whose gradient is d_g = K − 1 �
 
 What it costs. Step 4 is a barrier, so the forward chain stays inside the step: a step takes
 max_g (F_0 + … + F_g + B_g) plus the messages, not the max_g (F_g + B_g) of a pipeline without one
-(which would clip each group by its own norm and learn the loss a step late); `pipeline_time`
+(which would clip each group by its own norm and learn the loss a step late); `lab.scaling.pipeline_time`
 models both. Every process builds the whole model (its FLOP meter counts the whole step, as in one
 process, and the evaluation needs it) but trains only its group; before an evaluation each group's
 weights are broadcast from their owner, so rank 0 evaluates and returns the current model.

@@ -10,8 +10,8 @@ that is what a pipeline computes when device k runs its backward with the error 
 above it sent one step earlier, instead of waiting for it (Ouroboros, after decoupled parallel
 backprop); `et.train(cfg, [ouroboros], world_size=K)` runs that pipeline, one process per group,
 over torch.distributed point-to-point messages (`effitrain.parallel.pipeline`, its schedule written
-down there), and gives the same curve. `ouroboros_groups` writes down the grouping, `pipeline_time` the time per step a K-device
-pipeline would take from measured per-group seconds (`group_seconds`).
+down there), and gives the same curve. `ouroboros_groups` writes down the grouping; `effitrain.lab.scaling` measures per-group seconds
+(`group_seconds`) and models the time per step a K-device pipeline would take (`pipeline_time`).
 
 The hook is `OuroborosTechnique` (registered as ``ouroboros``):
 
@@ -23,7 +23,6 @@ The hook is `OuroborosTechnique` (registered as ``ouroboros``):
 from __future__ import annotations
 
 import collections
-import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -31,10 +30,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from effitrain.config import Config, ConfigError
+from effitrain.config import ConfigError
 from effitrain.parallel.launch import process_group
 from effitrain.techniques.base import LossInputs, StepContext, Technique, param, register
-from effitrain.train.flops import sync as device_sync
 
 TIED = "encoder.tok.weight"  # one tensor, two places: the embedding (first group) and the decoder (last)
 EMBEDDING_PART, DECODER_PART = "encoder.tok.weight@embedding", "encoder.tok.weight@decoder"
@@ -168,7 +166,7 @@ class OuroborosTechnique(Technique):
 
     **Settings.** `groups` K from 1 (plain training) to the number of blocks. In one process this is
     the delayed arithmetic, no faster by itself; with `world_size=K` it is a real pipeline, one
-    process per group (`effitrain.parallel.pipeline`). `pipeline_time` gives the time per step K
+    process per group (`effitrain.parallel.pipeline`). `effitrain.lab.scaling.pipeline_time` gives the time per step K
     devices would take from measured per-group seconds. Refused with fp16 (a scaled gradient would be
     delayed into a step with another scale) and with techniques that change the model's structure.
 
@@ -249,88 +247,3 @@ class OuroborosTechnique(Technique):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.delayed is not None:
             self.delayed.load_state_dict(state.get("queues", {}))
-
-
-# -- what K devices would take ------------------------------------------------------------------------------
-def group_seconds(config: Config, groups: int, *, vocab_size: int | None = None, repeats: int = 5,
-                  seed: int = 0) -> list[dict[str, float]]:
-    """Measured forward and backward seconds of each of the `groups` groups (median of `repeats`), on a
-    synthetic batch of the config's shape: the embedding stage with group 0, the head (and its loss)
-    with the last group. Rows: group, blocks, forward_s, backward_s, activation_bytes (what crosses
-    into the next group: one (B, T, H) tensor)."""
-    from effitrain.bench import synthetic_batches
-    from effitrain.model import BertForMLM
-    from effitrain.train.step import autocast_for
-
-    device = config.run.resolved_device()
-    vocab = vocab_size or config.data.vocab_size
-    torch.manual_seed(seed)
-    model = BertForMLM(config.model, vocab).to(device).train()
-    L = len(model.encoder.blocks)
-    if not 1 <= groups <= L:
-        raise ConfigError(f"group_seconds: groups must be in [1, {L}]; got {groups!r}")
-    batch = synthetic_batches(config, 1, vocab, seed + 1, device)[0]
-    autocast = autocast_for(config, device)
-
-    def stage(g: int, x: torch.Tensor | None) -> torch.Tensor:
-        with autocast():
-            return group_forward(model, g, groups, batch, x)
-
-    def sync() -> None:
-        device_sync(device)
-
-    rows = []
-    inputs: torch.Tensor | None = None
-    for g in range(groups):
-        fwd, bwd = [], []
-        for r in range(repeats + 1):
-            x = None if inputs is None else inputs.detach().requires_grad_(True)
-            sync()
-            t0 = time.perf_counter()
-            out = stage(g, x)
-            sync()
-            t1 = time.perf_counter()
-            grad = None if out.dim() == 0 else torch.ones_like(out) / out.numel()
-            out.backward(grad)
-            sync()
-            t2 = time.perf_counter()
-            model.zero_grad(set_to_none=True)
-            if r:  # the first round warms up
-                fwd.append(t1 - t0)
-                bwd.append(t2 - t1)
-        inputs = out.detach() if out.dim() else None
-        rows.append({"group": g, "blocks": len(blocks_of(g, groups, L)),
-                     "forward_s": sorted(fwd)[len(fwd) // 2], "backward_s": sorted(bwd)[len(bwd) // 2],
-                     "activation_bytes": 0 if inputs is None else inputs.numel() * inputs.element_size()})
-    return rows
-
-
-def pipeline_time(rows: Sequence[dict[str, float]], steps: int, bandwidth: float = 25e9) -> dict[str, float]:
-    """The time model of a K-device Ouroboros pipeline, from `group_seconds` rows.
-
-    One device runs every group in turn: Σ_k (F_k + B_k) per step. K devices without backward locking
-    run concurrently, so a step takes the slowest device's F_k + B_k plus, not overlapped, sending its
-    activation forward and receiving the gradient back (2 · activation bytes / bandwidth; 25 GB/s is
-    PCIe 4.0 x16, NVLink is ~10× that). The first K − 1 steps fill the pipeline.
-
-    With a barrier in every step (the real pipeline of `effitrain.parallel.pipeline` has one: the
-    global gradient norm for clipping), device k cannot finish a step before the forward has come
-    down the chain to it: the step takes max_k (F_0 + … + F_k + the k activations' transfers + B_k).
-
-    Returns seconds per step for one and K devices (without and with the barrier), the total for
-    `steps` steps each way, and both speed-ups."""
-    K = len(rows)
-    one = sum(r["forward_s"] + r["backward_s"] for r in rows)
-    sends = [r["activation_bytes"] / bandwidth for r in rows] if K > 1 else [0.0] * K
-    comm = 2 * max(sends, default=0.0)
-    per = max(r["forward_s"] + r["backward_s"] for r in rows) + comm
-    chain, barrier = 0.0, 0.0
-    for k, r in enumerate(rows):
-        chain += r["forward_s"] + (sends[k - 1] if k else 0.0)
-        barrier = max(barrier, chain + r["backward_s"])
-    fill = steps + K - 1
-    total_one, total_k, total_barrier = steps * one, fill * per, fill * barrier
-    return {"groups": K, "one_device_s_per_step": one, "k_devices_s_per_step": per, "communication_s": comm,
-            "barrier_s_per_step": barrier, "bubble_steps": K - 1,
-            "speedup": total_one / total_k if total_k > 0 else float("nan"),
-            "barrier_speedup": total_one / total_barrier if total_barrier > 0 else float("nan")}

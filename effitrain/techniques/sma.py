@@ -19,13 +19,13 @@ averaging is the synchronisation).
 
 The trainer's model stays the central model z: it is what is evaluated, checkpointed and returned.
 FLOPs are counted as for every run, one replica-batch at a time on z (the same work per row).
-`replica_throughput` and `auto_replicas` measure samples/s against k (Crossbow's tuning of k).
+`effitrain.lab.scaling` measures samples/s against k (`replica_throughput`, Crossbow's tuning of k:
+`auto_replicas`) and holds lesson 08's comparison settings (`crossbow_settings`).
 """
 from __future__ import annotations
 
 import copy
 import math
-import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
@@ -34,14 +34,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
-from effitrain.config import Config, ConfigError
+from effitrain.config import ConfigError
 from effitrain.data import MaskedBatch
 from effitrain.model.bert import SelfAttention, math_attention
 from effitrain.parallel.launch import process_group
-from effitrain.train.flops import sync
 from effitrain.techniques.base import StepContext, StepPlan, Technique, param, register
 from effitrain.train.step import StepResult, TrainStep, make_optimizer
-from effitrain.train.warm import variant
 
 
 # -- the averaging --------------------------------------------------------------------------------------
@@ -327,95 +325,3 @@ class SMATechnique(Technique):
                 self.replicas[n].copy_(t)
             for n, t in state.get("previous", {}).items():
                 self.previous[n].copy_(t)
-
-
-# -- the comparison of lesson 08 -----------------------------------------------------------------------
-def crossbow_settings(config: Config, batch: int = 8, replicas: int = 4, steps: int = 300,
-                      lr: float | None = None) -> tuple[dict[str, tuple[Config, list]], str]:
-    """Crossbow's comparison at equal samples (`steps` steps of k·b rows, as a token budget): batch b;
-    SMA with k replicas of b; batch k·b at lr η; batch k·b at lr k·η with a 10% warm-up (the linear
-    scaling rule). η = `lr`, default half the config's. With `run.warm_start` set, the baseline (batch
-    k·b, lr η, this budget) is the warm start's and every setting continues its state. Returns ({label: (config, [(technique,
-    params)])}, the baseline's label, "batch k·b, lr η")."""
-    b, k = batch, replicas
-    eta = config.optim.lr / 2 if lr is None else lr
-    base = config.replace(budget=f"{steps * k * b * config.data.seq_len}tokens", lr=eta, batch_size=k * b)
-    baseline = f"batch {k * b}, lr η"
-    # from a warm start every setting continues the baseline's state (warm.variant: a plain replace otherwise)
-    return {f"batch {b}": (variant(base, batch_size=b), []),
-            f"SMA {k} × {b}": (variant(base, batch_size=b), [("sma", {"replicas": k})]),
-            baseline: (base, []),
-            f"batch {k * b}, lr {k}η, warm-up": (variant(base, lr=k * eta, warmup=0.1), [])}, baseline
-
-
-# -- samples/s against k --------------------------------------------------------------------------------
-def _rate(step: Any, batches: Sequence[Any], per_step: int, rows: int, steps: int, warmup: int,
-          ctx: StepContext, device: torch.device) -> float:
-    """Rows per second of `step` over `steps` timed calls (after `warmup`), alternating two sets of batches."""
-    for i in range(warmup + steps):
-        if i == warmup:
-            sync(device)
-            t0 = time.perf_counter()
-        step(batches[(i % 2) * per_step:(i % 2 + 1) * per_step], ctx)
-    sync(device)
-    return steps * rows / (time.perf_counter() - t0)
-
-
-def replica_throughput(config: Config, replicas: Sequence[int] = (1, 2, 4), *, steps: int = 5, warmup: int = 2,
-                       vocab_size: int | None = None, rounds: int = 1, plain: bool = False) -> list[dict[str, Any]]:
-    """Samples/s of an SMA step with k replicas of the config's batch b, for each k (synthetic batches of
-    the config's shape; the replicas vmapped as in training); median over `rounds`. Rows: replicas,
-    rows/step, samples/s, ms/step; plain=True adds "one model, batch k·b samples/s": a single model
-    trained on the same k·b rows per step, timed the same way (what the replicas compete with)."""
-    from effitrain.bench import synthetic_batches
-    from effitrain.model import BertForMLM
-    from effitrain.train.step import param_groups
-
-    device = config.run.resolved_device()
-    vocab = vocab_size or config.data.vocab_size
-    ctx = StepContext.standalone(config, device, config.run.seed)
-    b = config.run.batch_size
-    rows = []
-    for k in replicas:
-        rates, plain_rates = [], []
-        for _ in range(rounds):
-            torch.manual_seed(config.run.seed)
-            model = BertForMLM(config.model, vocab).to(device).train()
-            sma = SMATechnique(replicas=k)
-            opt = sma.on_optimizer(model, param_groups(model, config.optim.weight_decay), ctx)
-            step = sma.on_step(TrainStep(model, opt, config, device), ctx)
-            batches = synthetic_batches(config, 2 * k, vocab, config.run.seed + 1, device)
-            rates.append(_rate(step, batches, k, k * b, steps, warmup, ctx, device))
-            if plain:
-                big = config.replace(batch_size=k * b)
-                single = BertForMLM(config.model, vocab).to(device).train()
-                one = TrainStep(single, make_optimizer(single, big, device), big, device)
-                big_batches = synthetic_batches(big, 2, vocab, config.run.seed + 1, device)
-                plain_rates.append(_rate(one, big_batches, 1, k * b, steps, warmup, ctx, device))
-        rate = sorted(rates)[len(rates) // 2]
-        row = {"replicas": k, "rows/step": k * b, "samples/s": rate, "ms/step": 1000 * k * b / rate}
-        if plain:
-            row["one model, batch k·b samples/s"] = sorted(plain_rates)[len(plain_rates) // 2]
-        rows.append(row)
-    return rows
-
-
-def auto_replicas(config: Config, max_replicas: int = 8, threshold: float = 0.05, **kwargs: Any) -> tuple[int, list]:
-    """Crossbow's tuning of k: add a replica while samples/s grows by more than `threshold` (relative);
-    returns the chosen k and the measured rows. Measured once, before training (k then stays fixed, so
-    the run's curve does not depend on timing)."""
-    if not (isinstance(max_replicas, int) and max_replicas >= 1):
-        raise ConfigError(f"auto_replicas: max_replicas must be a positive integer; got {max_replicas!r}")
-    if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold >= 0):
-        raise ConfigError(f"auto_replicas: threshold must be a number >= 0; got {threshold!r}")
-    rows = replica_throughput(config, (1,), **kwargs)
-    k = 1
-    while k < max_replicas:
-        row = replica_throughput(config, (k + 1,), **kwargs)[0]
-        gain = row["samples/s"] / rows[-1]["samples/s"] - 1.0
-        row["gain"] = gain
-        rows.append(row)
-        if gain <= threshold:
-            break
-        k += 1
-    return k, rows

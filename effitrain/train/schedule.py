@@ -56,3 +56,9 @@ def micro_batches_at(fraction: float, target: int, ramp: float) -> int:
     if ramp <= 0 or fraction >= ramp or target <= 1:
         return target
     return min(target, 1 + int((target - 1) * max(fraction, 0.0) / ramp))
+
+
+def evals_due(fraction: float, evals: int) -> int:
+    """How many of a run's `evals` evaluations are due by this budget fraction: one at every 1/evals
+    (the trainer evaluates when this exceeds the ones done; a resumed run counts its done ones so)."""
+    return min(evals, int(math.floor(fraction * evals + 1e-9)))

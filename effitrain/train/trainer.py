@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import math
 import threading
 import time
 import warnings
@@ -60,7 +59,7 @@ from effitrain.train.footprint import check_memory_budget, estimate_footprint
 from effitrain.train.memory import PeakMemory
 from effitrain.train.run import Run
 from effitrain.train.machine import this_machine
-from effitrain.train.schedule import lr_factor, micro_batches_at, schedule_fraction
+from effitrain.train.schedule import evals_due, lr_factor, micro_batches_at, schedule_fraction
 from effitrain.train.warm import prefix_config, prefix_state
 from effitrain.train.step import (FlopMeter, TrainStep, attention_recompute, autocast_for, check_fits,
                                   check_precision, compile_seconds, keep_rng, make_optimizer, param_groups)
@@ -201,7 +200,7 @@ class Trainer:
                 local_total = local + time.perf_counter() - t1
                 self.pos.seconds += self._agree(local_total) - local_total  # one agreement per step
                 self._log(result, plan)
-                if self._fraction() >= (self.pos.evals_done + 1) / self.config.run.evals - 1e-12:
+                if evals_due(self._fraction(), self.config.run.evals) > self.pos.evals_done:
                     self._evaluate()
                 if self.checkpoint_path and self.checkpoint_every and self.pos.step % self.checkpoint_every == 0:
                     self._save()
@@ -433,7 +432,7 @@ class Trainer:
 
     def _count_evals(self, fraction: float) -> None:
         """The evaluations due by this budget fraction are done (the next one is due at the next 1/evals)."""
-        self.pos.evals_done = min(self.config.run.evals, int(math.floor(fraction * self.config.run.evals + 1e-9)))
+        self.pos.evals_done = evals_due(fraction, self.config.run.evals)
 
     def _sync(self) -> None:
         sync(self.device)
@@ -454,10 +453,13 @@ class Trainer:
                            seconds=p.seconds, flops=p.flops, config=self.config, device=self.device,
                            rng=self.technique_rng, data=self.data, start=self.start_fraction)
 
+    def _used(self) -> float:
+        """How much of the budget's unit (steps, tokens, seconds or FLOPs) the run has used."""
+        p = self.pos
+        return {"steps": p.step, "tokens": p.tokens, "seconds": p.seconds, "flops": p.flops}[self.config.budget.unit]
+
     def _fraction(self) -> float:
-        b, p = self.config.budget, self.pos
-        used = {"steps": p.step, "tokens": p.tokens, "seconds": p.seconds, "flops": p.flops}[b.unit]
-        return min(1.0, used / b.amount)
+        return min(1.0, self._used() / self.config.budget.amount)
 
     def _emit(self, kind: str, row: dict) -> None:
         for cb in self.callbacks:
@@ -541,9 +543,7 @@ class Trainer:
                                   f"this run has [{names(self.run.techniques)}]")
         tr = state["trainer"]
         self.pos = _Position(**tr["position"])
-        b = self.config.budget
-        used = {"steps": self.pos.step, "tokens": self.pos.tokens, "seconds": self.pos.seconds,
-                "flops": self.pos.flops}[b.unit]
+        b, used = self.config.budget, self._used()
         if used > b.amount:
             raise CheckpointError(f"checkpoint {path} has already used {used:g} {b.unit}, more than this run's "
                                   f"budget {b}; give a longer budget to continue it")

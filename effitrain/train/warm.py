@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 from effitrain.config import PROFILES, WARM_BASE_KEYS, Config, parse_warm_base, profile_config
 from effitrain.data.cache import WRITE_ERRORS
-from effitrain.train import runcache
+from effitrain.train import runstore
 
 WARM_DIR = "warm"
 
@@ -90,8 +90,8 @@ def variant(config: Config, **changes: Any) -> Config:
 
 def state_path(config: Config, data: Any) -> Path:
     """Where the warm-start state of `config` (at `config.run.warm_start`) is kept in the cache."""
-    key = runcache.run_key(prefix_config(config), (), data)
-    return runcache.cache_root() / WARM_DIR / f"{key.folder}-step{config.run.warm_start}.pt"
+    key = runstore.run_key(prefix_config(config), (), data)
+    return runstore.cache_root() / WARM_DIR / f"{key.folder}-step{config.run.warm_start}.pt"
 
 
 def prefix_state(config: Config, data: Any, make_trainer: Callable[..., Any], progress: bool = False) -> Path:
@@ -102,7 +102,7 @@ def prefix_state(config: Config, data: Any, make_trainer: Callable[..., Any], pr
     trainer). A cache that cannot be written (read-only, full, turned off) costs the cache, never
     the run: the state is then trained into a temporary folder.
     """
-    path = state_path(config, data) if runcache.enabled() else None
+    path = state_path(config, data) if runstore.enabled() else None
     if path is not None and path.exists():
         return path
     if path is not None:
