@@ -109,7 +109,7 @@ import effitrain as et
 from IPython.display import display
 from effitrain.lab import LivePlot, Panel, tables
 from effitrain.lab.design import design, seed_runs
-from effitrain.techniques import electra as EL
+from effitrain.lab import electra as EL
 from effitrain.train.finetune import random_init
 
 PROFILE, SIZE = et.default_profile(), et.profile_size()

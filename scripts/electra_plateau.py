@@ -24,7 +24,7 @@ from typing import Any
 
 import effitrain as et
 from effitrain.config import parse_assignment
-from effitrain.techniques.electra import count_detector, rtd_gap
+from effitrain.lab.electra import count_detector, rtd_gap
 
 
 def measure(cfg: et.Config, params: dict[str, Any], data: Any) -> dict[str, Any]:

@@ -239,7 +239,7 @@ def pipeline(c: Check) -> dict:
 def electra(c: Check) -> dict:
     q = c.quick
     from effitrain.model import BertForMLM
-    from effitrain.techniques.electra import count_detector, rtd_gap
+    from effitrain.lab.electra import count_detector, rtd_gap
     cfg = (et.profile_config("smoke", budget="20steps", evals=2) if q else
            et.profile_config("gpu", preset="small", budget="2000steps", evals=10))
     data = et.prepare_data(cfg.data)

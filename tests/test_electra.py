@@ -213,7 +213,7 @@ def test_the_discriminator_beats_predicting_original_everywhere(smoke):
     constant = -(share * math.log(share) + (1 - share) * math.log(1 - share))
     assert last["val_rtd_accuracy"] >= 1.0 - share - 0.001, (last["val_rtd_accuracy"], 1.0 - share)
     assert last["val_rtd_loss"] < constant - 0.005, (last["val_rtd_loss"], constant)
-    from effitrain.techniques.electra import rtd_table
+    from effitrain.lab.electra import rtd_table
 
     table = rtd_table({"electra": [run, run]})
     assert table.loc["electra", "RTD loss below constant (nats)"] == pytest.approx(constant - last["val_rtd_loss"])
@@ -298,7 +298,7 @@ def test_bad_control_values_name_the_field():
 
 
 def test_examples_show_the_replacements_and_the_verdicts(smoke):
-    from effitrain.techniques.electra import examples
+    from effitrain.lab.electra import examples
 
     cfg, data = smoke
     run = et.train(small(cfg, 3), [et.technique("electra")], data=data, progress=False)
@@ -321,7 +321,7 @@ def test_count_detector_finds_the_context_that_word_pairs_give_and_none_in_shuff
 
     from effitrain.config import ConfigError
     from effitrain.data import MaskedBatch
-    from effitrain.techniques.electra import count_detector
+    from effitrain.lab.electra import count_detector
 
     _, data = smoke
     out = count_detector(data)
