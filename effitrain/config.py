@@ -415,7 +415,7 @@ def parse_warm_base(text: Any) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "run": RunConfig}
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "run": RunConfig}
 
 
 @dataclass(frozen=True)
@@ -452,16 +452,16 @@ class Config:
                 continue
             section, _, name = key.rpartition(".")
             if not section:
-                owners = [s for s, cls in _SECTIONS.items() if name in {f.name for f in fields(cls)}]
+                owners = [s for s, cls in SECTIONS.items() if name in {f.name for f in fields(cls)}]
                 if not owners:
                     raise ConfigError(f"unknown config field {key!r}; known: {', '.join(sorted(_all_field_names()))}")
                 section = owners[0]
             if section == "budget":
                 raise ConfigError(f"unknown config field {key!r}: the budget is one value, e.g. budget='500steps' "
                                   "(steps, tokens, flops or seconds: '2e12flops', '60s')")
-            if section not in _SECTIONS:
-                raise ConfigError(f"unknown config section {section!r}; known: {', '.join(_SECTIONS)}, budget")
-            if name not in {f.name for f in fields(_SECTIONS[section])}:
+            if section not in SECTIONS:
+                raise ConfigError(f"unknown config section {section!r}; known: {', '.join(SECTIONS)}, budget")
+            if name not in {f.name for f in fields(SECTIONS[section])}:
                 raise ConfigError(f"unknown config field {section}.{name}")
             sections.setdefault(section, {})[name] = value
         if "model" in sections and "preset" in sections["model"]:
@@ -480,11 +480,11 @@ class Config:
     def from_dict(cls, d: dict[str, Any]) -> "Config":
         if not isinstance(d, dict):
             raise ConfigError(f"config must be a mapping; got {type(d).__name__}")
-        unknown = set(d) - set(_SECTIONS) - {"budget", "profile"}
+        unknown = set(d) - set(SECTIONS) - {"budget", "profile"}
         if unknown:
-            raise ConfigError(f"unknown config section {sorted(unknown)[0]!r}; known: {', '.join(_SECTIONS)}, budget, profile")
+            raise ConfigError(f"unknown config section {sorted(unknown)[0]!r}; known: {', '.join(SECTIONS)}, budget, profile")
         kwargs: dict[str, Any] = {}
-        for section, klass in _SECTIONS.items():
+        for section, klass in SECTIONS.items():
             values = d.get(section, {})
             if not isinstance(values, dict):
                 raise ConfigError(f"config section {section!r} must be a mapping")
@@ -504,7 +504,7 @@ class Config:
 
 
 def _all_field_names() -> set[str]:
-    return {f.name for cls in _SECTIONS.values() for f in fields(cls)}
+    return {f.name for cls in SECTIONS.values() for f in fields(cls)}
 
 
 # --------------------------------------------------------------------------------------------

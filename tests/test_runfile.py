@@ -141,9 +141,9 @@ def test_older_formats_default_only_the_fields_added_after_them(tmp_path):
 def test_every_config_field_is_in_the_current_run_format():
     """A new config field needs a new run format in `run.FORMAT_FIELDS` (so that older files may leave it out)."""
     import dataclasses
-    from effitrain.config import _SECTIONS
+    from effitrain.config import SECTIONS
     current = FORMAT_FIELDS[RUN_FORMAT]
-    for section, klass in _SECTIONS.items():
+    for section, klass in SECTIONS.items():
         missing = {f.name for f in dataclasses.fields(klass)} - set(current[section])
         assert not missing, f"config fields {sorted(missing)} of {section} are in no run format: add a new format"
 

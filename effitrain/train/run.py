@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from effitrain.config import _SECTIONS, Config, ConfigError, DataConfig
+from effitrain.config import SECTIONS, Config, ConfigError, DataConfig
 from effitrain.data.cache import atomic_path
 from effitrain.train.history import History
 
@@ -196,7 +196,7 @@ class Run:
 
 def _config_from_dict(c: dict[str, Any], fmt: str, where: str) -> Config:
     """The config of a run file of format `fmt`: every field that format records must be there."""
-    for key in (*_SECTIONS, "budget", "profile"):
+    for key in (*SECTIONS, "budget", "profile"):
         if key not in c:
             raise ValueError(f"{where}config.{key} is missing (a {fmt} file records it)")
     if "fused" in FORMAT_FIELDS[fmt]["optim"] and isinstance(c.get("optim"), dict) and "fused" in c["optim"]:
@@ -209,7 +209,7 @@ def _config_from_dict(c: dict[str, Any], fmt: str, where: str) -> Config:
         values = c[section]
         if not isinstance(values, dict):
             raise ValueError(f"{where}config.{section} must be a mapping; got {type(values).__name__}")
-        known = {f.name for f in fields(_SECTIONS[section])}
+        known = {f.name for f in fields(SECTIONS[section])}
         for name in names:
             read_as = "kernel" if (section, name) == ("optim", "fused") else name  # converted above
             if read_as in known and read_as not in values:
