@@ -260,23 +260,14 @@ def compare(runs: Iterable[Run], target_val_loss: float | str | None = None, bas
     unigram_val_loss (the baseline's), plateau (True: target above it), resolve, wide (groups whose
     interval is wider than `resolve`), ci_method, excluded and notes.
     """
-    if speedup_by not in SPEEDUP_AXES:
-        raise ValueError(f"speedup_by must be one of {', '.join(SPEEDUP_AXES)}; got {speedup_by!r}")
-    if on_plateau not in PLATEAU_CHOICES:
-        raise ValueError(f"on_plateau must be one of {', '.join(PLATEAU_CHOICES)}; got {on_plateau!r}")
-    if not (paired is True or paired is False or paired == "auto"):
-        raise ValueError(f"paired must be 'auto', True or False; got {paired!r}")
-    if isinstance(resolve, bool) or not isinstance(resolve, (int, float)) or not resolve > 1.0:
-        raise ValueError(f"resolve must be a ×/÷ width above 1 (e.g. 1.15); got {resolve!r}")
-    if isinstance(target_val_loss, str) and target_val_loss not in TARGET_CHOICES:
-        raise ValueError(f"target_val_loss must be a number, 'baseline' or 'common'; got {target_val_loss!r}")
+    _check_options(speedup_by, on_plateau, paired, resolve, target_val_loss)
     runs = list(runs)
     kept = [r for r in runs if r.status != "failed" and r.history.evals]
     kept_ids = {id(r) for r in kept}
     excluded = [f"{r.label}: {r.status}" + (f" ({r.message})" if r.message else "")
                 for r in runs if id(r) not in kept_ids]
-    empty = pd.DataFrame(columns=COLUMNS)
     if not kept:
+        empty = pd.DataFrame(columns=COLUMNS)
         empty.attrs.update(target_val_loss=target_val_loss, target_source="none", baseline=None,
                            ci_method=CI_METHOD, excluded=excluded, notes=[], speedup_by=speedup_by,
                            unigram_val_loss=math.nan, plateau=False, resolve=resolve, wide=[])
@@ -287,84 +278,121 @@ def compare(runs: Iterable[Run], target_val_loss: float | str | None = None, bas
                          "times count from different points; give every run the same run.warm_start and run.warm_seed")
     groups = group_runs(kept)
     base_label = _find_baseline(groups, baseline)
-    if target_val_loss is None or target_val_loss == "baseline":
-        finals = [_final_val_loss(r) for r in groups[base_label]]
-        target = max(f for f in finals if math.isfinite(f)) if any(math.isfinite(f) for f in finals) else math.nan
-        source = f"highest final val loss of the baseline '{base_label}' seeds (reached by the baseline by definition)"
-    elif target_val_loss == "common":
-        target = common_target(kept)
-        source = "highest final val loss of all runs (common_target: every run reaches it)"
-    else:
-        target, source = float(target_val_loss), "given"
+    target, source = _target(target_val_loss, groups[base_label], kept, base_label)
     unigram, _ = mean_ci([unigram_val_loss(r) for r in groups[base_label]])
-    plateau = math.isfinite(target) and math.isfinite(unigram) and target > unigram
-    plateau_note = (f"the target val loss {target:.4g} is above the unigram baseline {unigram:.4g} (word "
-                    "frequencies alone): it is reached on the plateau, before any run uses context, so this "
-                    "comparison says nothing about a technique; train the baseline longer or give a target "
-                    "below the unigram line") if plateau else ""
-    if plateau and on_plateau == "error":
+    plateau_note = _plateau_note(target, unigram)
+    if plateau_note and on_plateau == "error":
         raise PlateauError(plateau_note)
-    if plateau:
+    if plateau_note:
         warnings.warn(plateau_note, PlateauWarning, stacklevel=2)
 
     reach: dict[int, dict | None] = {
         id(r): since_warm_start(r, time_to_target(r.history, val_loss=target)) if math.isfinite(target) else None
         for members in groups.values() for r in members}
+    cost = (lambda r: 0.0) if charge is None else (lambda r: float(charge(r, speedup_by)))  # noqa: E731
+    to_target = lambda r: reach[id(r)][speedup_by] + cost(r)  # noqa: E731
     base_runs = groups[base_label]
     base_reached = all(reach[id(r)] is not None for r in base_runs)
-    cost = (lambda r: 0.0) if charge is None else (lambda r: float(charge(r, speedup_by)))  # noqa: E731
-
-    def to_target(r: Run) -> float:
-        return reach[id(r)][speedup_by] + cost(r)
-
     rows, wide = {}, []
     for label, members in groups.items():
-        hits = [reach[id(r)] for r in members]
-        n, k = len(members), sum(h is not None for h in hits)
-        row: dict[str, Any] = {"seeds": n, "reached": f"{k}/{n}"}
-        if k == n:
-            row["time_s"], row["time_s_ci"] = mean_ci([h["seconds"] for h in hits])
-            row["flops"], row["flops_ci"] = mean_ci([h["flops"] for h in hits])
-        else:
-            row["time_s"], row["time_s_ci"] = NOT_REACHED, math.nan
-            row["flops"], row["flops_ci"] = NOT_REACHED, math.nan
-        row["final_val_loss"], row["final_val_loss_ci"] = mean_ci([_final_val_loss(r) for r in members])
-        row["context_gain"], row["context_gain_ci"] = mean_ci([context_gain(r) for r in members])
-        row["other_machine"] = sum(measured_elsewhere(r) for r in members)
-        row["tokens_per_s"], row["tokens_per_s_ci"] = mean_ci([r.summary()["tokens_per_second"] for r in members])
-        row.update(paired=False, width=math.nan, mde=math.nan, seeds_needed=math.nan)
-        if k < n:
-            row["speedup"], row["speedup_lo"], row["speedup_hi"] = NOT_REACHED, math.nan, math.nan
-            row["verdict"] = f"not reached by {n - k} of {n} seeds"
-        elif not base_reached:
-            row["speedup"], row["speedup_lo"], row["speedup_hi"] = BASELINE_NOT_REACHED, math.nan, math.nan
-            row["verdict"] = BASELINE_NOT_REACHED
-        elif label == base_label:
-            row["speedup"], row["speedup_lo"], row["speedup_hi"] = 1.0, math.nan, math.nan
-            row["verdict"] = "baseline"
-        else:
-            pairs = pairing(base_runs, members) if paired is not False else None
-            if paired is True and pairs is None:
-                raise ValueError(f"paired=True, but '{label}' and the baseline '{base_label}' do not hold the same "
-                                 "seeds (at least two, once each)")
-            if pairs is not None:
-                ratio = Ratio.of([to_target(b) for b, _ in pairs], [to_target(g) for _, g in pairs], paired=True)
-            else:
-                ratio = Ratio.of([to_target(b) for b in base_runs], [to_target(g) for g in members])
-            row["speedup"], row["speedup_lo"], row["speedup_hi"] = ratio.ratio, ratio.lo, ratio.hi
-            need = ratio.seeds_for(resolve)
-            row.update(paired=ratio.paired, width=ratio.width, mde=ratio.mde,
-                       seeds_needed=math.nan if need is None else need, verdict=ratio.verdict(resolve))
-            if not ratio.decides(resolve):
+        row = _group_row(members, [reach[id(r)] for r in members])
+        if row["reached"] == f"{len(members)}/{len(members)}" and base_reached and label != base_label:
+            if _speedup(row, label, members, base_label, base_runs, to_target, paired, resolve):
                 wide.append(label)
-        statuses: dict[str, int] = {}
-        for r in members:
-            statuses[r.status] = statuses.get(r.status, 0) + 1
-        row["status"] = ", ".join(f"{c} {s}" if n > 1 else s for s, c in statuses.items())
+        elif row["reached"] == f"{len(members)}/{len(members)}":
+            base = label == base_label and base_reached
+            row["speedup"] = 1.0 if base else BASELINE_NOT_REACHED
+            row["verdict"] = "baseline" if base else BASELINE_NOT_REACHED
         rows[label] = row
     df = pd.DataFrame.from_dict(rows, orient="index")[COLUMNS]
     df.index.name = "group"
-    notes = ([f"⚠ on the plateau: {plateau_note}"] if plateau else []) + [
+    notes = _notes(plateau_note, target, source, speedup_by, resolve, kept, wide, unigram)
+    df.attrs.update(
+        target_val_loss=target, target_source=source, baseline=base_label, ci_method=CI_METHOD, excluded=excluded,
+        speedup_by=speedup_by, unigram_val_loss=unigram, plateau=bool(plateau_note), resolve=resolve, wide=wide,
+        notes=notes)
+    return df
+
+
+def _check_options(speedup_by: str, on_plateau: str, paired: Any, resolve: Any, target_val_loss: Any) -> None:
+    if speedup_by not in SPEEDUP_AXES:
+        raise ValueError(f"speedup_by must be one of {', '.join(SPEEDUP_AXES)}; got {speedup_by!r}")
+    if on_plateau not in PLATEAU_CHOICES:
+        raise ValueError(f"on_plateau must be one of {', '.join(PLATEAU_CHOICES)}; got {on_plateau!r}")
+    if not (paired is True or paired is False or paired == "auto"):
+        raise ValueError(f"paired must be 'auto', True or False; got {paired!r}")
+    if isinstance(resolve, bool) or not isinstance(resolve, (int, float)) or not resolve > 1.0:
+        raise ValueError(f"resolve must be a ×/÷ width above 1 (e.g. 1.15); got {resolve!r}")
+    if isinstance(target_val_loss, str) and target_val_loss not in TARGET_CHOICES:
+        raise ValueError(f"target_val_loss must be a number, 'baseline' or 'common'; got {target_val_loss!r}")
+
+
+def _target(target_val_loss: Any, base_runs: Sequence[Run], kept: Sequence[Run], base_label: str) -> tuple[float, str]:
+    """The target val loss and where it comes from (see `compare`)."""
+    if target_val_loss is None or target_val_loss == "baseline":
+        finals = [f for f in (_final_val_loss(r) for r in base_runs) if math.isfinite(f)]
+        return (max(finals) if finals else math.nan,
+                f"highest final val loss of the baseline '{base_label}' seeds (reached by the baseline by definition)")
+    if target_val_loss == "common":
+        return common_target(kept), "highest final val loss of all runs (common_target: every run reaches it)"
+    return float(target_val_loss), "given"
+
+
+def _plateau_note(target: float, unigram: float) -> str:
+    """A line when the target sits above the unigram line (the plateau), else ""."""
+    if not (math.isfinite(target) and math.isfinite(unigram) and target > unigram):
+        return ""
+    return (f"the target val loss {target:.4g} is above the unigram baseline {unigram:.4g} (word "
+            "frequencies alone): it is reached on the plateau, before any run uses context, so this "
+            "comparison says nothing about a technique; train the baseline longer or give a target "
+            "below the unigram line")
+
+
+def _group_row(members: Sequence[Run], hits: Sequence[dict | None]) -> dict[str, Any]:
+    """A group's row without its speed-up: seeds, reached, time and FLOPs to target, final val loss, context
+    gain, tokens/s, statuses (the speed-up columns say "not reached" when a seed missed)."""
+    n, k = len(members), sum(h is not None for h in hits)
+    row: dict[str, Any] = {"seeds": n, "reached": f"{k}/{n}"}
+    if k == n:
+        row["time_s"], row["time_s_ci"] = mean_ci([h["seconds"] for h in hits])
+        row["flops"], row["flops_ci"] = mean_ci([h["flops"] for h in hits])
+    else:
+        row["time_s"], row["time_s_ci"] = NOT_REACHED, math.nan
+        row["flops"], row["flops_ci"] = NOT_REACHED, math.nan
+    row["final_val_loss"], row["final_val_loss_ci"] = mean_ci([_final_val_loss(r) for r in members])
+    row["context_gain"], row["context_gain_ci"] = mean_ci([context_gain(r) for r in members])
+    row["other_machine"] = sum(measured_elsewhere(r) for r in members)
+    row["tokens_per_s"], row["tokens_per_s_ci"] = mean_ci([r.summary()["tokens_per_second"] for r in members])
+    row.update(paired=False, width=math.nan, mde=math.nan, seeds_needed=math.nan,
+               speedup=NOT_REACHED, speedup_lo=math.nan, speedup_hi=math.nan,
+               verdict=f"not reached by {n - k} of {n} seeds" if k < n else "")
+    statuses: dict[str, int] = {}
+    for r in members:
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+    row["status"] = ", ".join(f"{c} {s}" if n > 1 else s for s, c in statuses.items())
+    return row
+
+
+def _speedup(row: dict[str, Any], label: str, members: Sequence[Run], base_label: str, base_runs: Sequence[Run],
+             to_target: Callable[[Run], float], paired: Any, resolve: float) -> bool:
+    """Fill the row's speed-up columns against the baseline; True when its interval is too wide to decide."""
+    pairs = pairing(base_runs, members) if paired is not False else None
+    if paired is True and pairs is None:
+        raise ValueError(f"paired=True, but '{label}' and the baseline '{base_label}' do not hold the same "
+                         "seeds (at least two, once each)")
+    if pairs is not None:
+        ratio = Ratio.of([to_target(b) for b, _ in pairs], [to_target(g) for _, g in pairs], paired=True)
+    else:
+        ratio = Ratio.of([to_target(b) for b in base_runs], [to_target(g) for g in members])
+    need = ratio.seeds_for(resolve)
+    row.update(speedup=ratio.ratio, speedup_lo=ratio.lo, speedup_hi=ratio.hi, paired=ratio.paired, width=ratio.width,
+               mde=ratio.mde, seeds_needed=math.nan if need is None else need, verdict=ratio.verdict(resolve))
+    return not ratio.decides(resolve)
+
+
+def _notes(plateau_note: str, target: float, source: str, speedup_by: str, resolve: float, kept: Sequence[Run],
+           wide: Sequence[str], unigram: float) -> list[str]:
+    notes = ([f"⚠ on the plateau: {plateau_note}"] if plateau_note else []) + [
         f"target val loss {target:.4g}: {source}",
         "time = training seconds to reach the target (evaluation excluded), interpolated between evaluations",
         f"± = {CI_METHOD}",
@@ -372,7 +400,7 @@ def compare(runs: Iterable[Run], target_val_loss: float | str | None = None, bas
         "'not reached' when any seed misses the target",
         f"width = the interval as ×/÷ around the speed-up; mde = the smallest ×/÷ effect these seeds find with 80% "
         f"power; seeds needed = for an interval within ×/÷{resolve:g} at this spread"]
-    if kept[0].extra.get("warm_start"):  # every run has the same start (checked above)
+    if kept[0].extra.get("warm_start"):  # every run has the same start (checked in compare)
         notes.append(f"every run starts from the baseline's {_warm_label(kept[0])}: time, FLOPs, tokens and steps "
                      "to target are counted from there (the shared prefix would only dilute a ratio toward 1)")
     if wide:
@@ -380,15 +408,11 @@ def compare(runs: Iterable[Run], target_val_loss: float | str | None = None, bas
                      "and holds 1, so it cannot tell faster from slower from no effect; see 'seeds needed', pair the "
                      "seeds, or warm-start from a shared baseline (docs/power.md)")
         notes.insert(0, wide_note)
-        warnings.warn(wide_note, WideIntervalWarning, stacklevel=2)
+        warnings.warn(wide_note, WideIntervalWarning, stacklevel=3)
     if math.isfinite(unigram):
         notes.append(f"context gain = unigram val loss (word frequencies alone; {unigram:.4g} for the baseline) "
                      "− final val loss, in nats; below 0: still on the plateau")
-    notes += _machine_notes(kept, speedup_by)
-    df.attrs.update(
-        target_val_loss=target, target_source=source, baseline=base_label, ci_method=CI_METHOD, excluded=excluded,
-        speedup_by=speedup_by, unigram_val_loss=unigram, plateau=plateau, resolve=resolve, wide=wide, notes=notes)
-    return df
+    return notes + _machine_notes(kept, speedup_by)
 
 
 def _machine_notes(runs: Sequence[Run], speedup_by: str) -> list[str]:
