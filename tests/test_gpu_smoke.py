@@ -129,3 +129,33 @@ def test_fit_world_moves_processes_to_cpu_where_gpus_are_too_few(monkeypatch):
     moved, note = fit_world(gpu, 2)
     assert moved == gpu.replace(device="cpu")
     assert note == "2 processes need 2 GPUs and this machine has 1: these runs train on CPU processes (gloo)"
+
+
+def test_cuda_paths_pick_nccl_cuda_memory_and_cuda_autocast(monkeypatch):
+    """What differs on CUDA, checked without one: the backend, the peak-memory reading, the autocast
+    device type and fp16's acceptance (the device script measures them for real)."""
+    from effitrain.bench import peak_memory, reset_peak_memory
+    from effitrain.parallel.launch import backend_for
+    from effitrain.train.memory import PeakMemory
+    from effitrain.train.step import autocast_for, check_precision
+
+    assert (backend_for("cuda"), backend_for("cpu"), backend_for(torch.device("cuda", 0))) == ("nccl", "gloo", "nccl")
+    calls = []
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d=None: calls.append(("reset", str(d))))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda d=None: 1000)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d=None: 5000)
+    cuda = torch.device("cuda", 0)
+    peak = PeakMemory(cuda)
+    assert peak.read() == {"peak_memory_bytes": 5000, "peak_memory_kind": "cuda max allocated"}
+    reset_peak_memory(cuda)
+    assert peak_memory(cuda) == (5000, "cuda max_memory_allocated")
+    assert calls == [("reset", "cuda:0"), ("reset", "cuda:0")]
+    cfg = et.profile_config("gpu-smoke")
+    check_precision(cfg.replace(precision="fp16"), cuda)  # accepted on CUDA
+    with pytest.raises(ConfigError, match="fp16"):
+        check_precision(cfg.replace(precision="fp16", device="auto"), torch.device("cpu"))
+    seen = []
+    monkeypatch.setattr(torch, "autocast", lambda device_type, dtype: seen.append((device_type, dtype)))
+    autocast_for(cfg, cuda)()
+    autocast_for(cfg.replace(precision="fp16"), cuda)()
+    assert seen == [("cuda", torch.bfloat16), ("cuda", torch.float16)]
