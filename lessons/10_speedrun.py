@@ -58,7 +58,12 @@
 # - record 3, a 10% warm-up, 4 heads and an FFN of 256: 2.27× [2.11, 2.44] over the baseline, and
 #   1.14× over record 2 re-run beside it (6 runs, p = 0.0083, paired).
 #
-# The goal for this track, 3×, is not reached yet.
+# The goal for this track, 3×, is not reached yet. Two candidates for record 4 missed on 2026-12-08
+# (same machine, 8 runs each, record 3 re-run beside them; `records/cpu/candidates/`): a peak learning
+# rate of 6e-3 with a 15% warm-up, 2.59× over the baseline but only 1.07× over record 3 (p = 0.027),
+# and the same with two heads, 0.99× (p = 0.54: one seed sat on the plateau for 1,490 steps). Both
+# had looked like 1.1–1.2× on the two seeds they were searched on: a search's best seeds flatter it,
+# which is why a record is decided in a sitting of its own, over more seeds.
 
 # %%
 import effitrain as et
