@@ -52,3 +52,42 @@ def load_checkpoint(path: str | Path, config: Config | None = None) -> dict[str,
                 raise CheckpointError(f"checkpoint {path} was made with {section}.{diff}={getattr(a, diff)!r}; "
                                       f"this run has {getattr(b, diff)!r}")
     return state
+
+
+# what a resumed run may change (a longer budget, where it evaluates and logs, the machine it runs on);
+# any other field would change the curve the checkpoint's history belongs to
+RESUME_MAY_CHANGE = ("budget", "run.evals", "run.log_every", "run.threads", "run.device", "run.compile", "run.name")
+
+
+def _curve_changes(saved: dict, config: Config) -> dict[str, tuple[Any, Any]]:
+    """{"section.field": (saved value, this run's)} for every field outside RESUME_MAY_CHANGE that differs."""
+    now = config.to_dict()
+    out: dict[str, tuple[Any, Any]] = {}
+    for section, fields in now.items():
+        if not isinstance(fields, dict):
+            continue
+        old = saved.get(section, {}) if isinstance(saved.get(section), dict) else {}
+        for field, value in fields.items():
+            key = f"{section}.{field}"
+            if key not in RESUME_MAY_CHANGE and field in old and old[field] != value:
+                out[key] = (old[field], value)
+    return out
+
+
+def check_resume(state: dict[str, Any], config: Config, techniques: list[dict[str, Any]], path: str | Path) -> None:
+    """A checkpoint `state` can be resumed by a run of `config` with `techniques` (`Run.techniques`): the
+    same seed, the same curve (only RESUME_MAY_CHANGE may differ) and the same techniques; else a
+    one-line CheckpointError naming what differs."""
+    saved_seed = state["config"].get("run", {}).get("seed")
+    if saved_seed != config.run.seed:
+        raise CheckpointError(f"checkpoint {path} was made with run.seed={saved_seed!r}; this run has "
+                              f"{config.run.seed!r}")
+    changed = _curve_changes(state["config"], config)
+    if changed:
+        key, (was, now) = next(iter(changed.items()))
+        raise CheckpointError(f"checkpoint {path} was made with {key}={was!r}; this run has {now!r} (a resumed run "
+                              f"continues the same curve: only {', '.join(RESUME_MAY_CHANGE)} may change)")
+    if state["techniques"] != techniques:
+        names = lambda ts: ", ".join(f"{t['name']}{t['params']}" for t in ts) or "none"  # noqa: E731
+        raise CheckpointError(f"checkpoint {path} was made with techniques [{names(state['techniques'])}]; "
+                              f"this run has [{names(techniques)}]")

@@ -53,7 +53,7 @@ from effitrain.data.sampler import EpochSampler
 from effitrain.model import BertForMLM, count_parameters
 from effitrain.model.bert import analytic_flops_parts
 from effitrain.techniques.base import Sampler, StepContext, StepPlan, Technique, overridden, resolve
-from effitrain.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from effitrain.train.checkpoint import CheckpointError, check_resume, load_checkpoint, save_checkpoint
 from effitrain.train.flops import sync
 from effitrain.train.footprint import check_memory_budget, estimate_footprint
 from effitrain.train.memory import PeakMemory
@@ -109,26 +109,6 @@ class _Position:
         self.flops_blocks += analytic["blocks"]
         self.flops_attention += analytic["attention"]
         self.flops_head += analytic["head"]
-
-
-# what a resumed run may change (a longer budget, where it evaluates and logs, the machine it runs on);
-# any other field would change the curve the checkpoint's history belongs to
-RESUME_MAY_CHANGE = ("budget", "run.evals", "run.log_every", "run.threads", "run.device", "run.compile", "run.name")
-
-
-def _curve_changes(saved: dict, config: Config) -> dict[str, tuple[Any, Any]]:
-    """{"section.field": (saved value, this run's)} for every field outside RESUME_MAY_CHANGE that differs."""
-    now = config.to_dict()
-    out: dict[str, tuple[Any, Any]] = {}
-    for section, fields in now.items():
-        if not isinstance(fields, dict):
-            continue
-        old = saved.get(section, {}) if isinstance(saved.get(section), dict) else {}
-        for field, value in fields.items():
-            key = f"{section}.{field}"
-            if key not in RESUME_MAY_CHANGE and field in old and old[field] != value:
-                out[key] = (old[field], value)
-    return out
 
 
 class Trainer:
@@ -528,19 +508,7 @@ class Trainer:
 
     def _load(self, path: str) -> None:
         state = load_checkpoint(path, self.config)
-        saved_seed = state["config"].get("run", {}).get("seed")
-        if saved_seed != self.config.run.seed:
-            raise CheckpointError(f"checkpoint {path} was made with run.seed={saved_seed!r}; this run has "
-                                  f"{self.config.run.seed!r}")
-        changed = _curve_changes(state["config"], self.config)
-        if changed:
-            key, (was, now) = next(iter(changed.items()))
-            raise CheckpointError(f"checkpoint {path} was made with {key}={was!r}; this run has {now!r} (a resumed run "
-                                  f"continues the same curve: only {', '.join(RESUME_MAY_CHANGE)} may change)")
-        if state["techniques"] != self.run.techniques:
-            names = lambda ts: ", ".join(f"{t['name']}{t['params']}" for t in ts) or "none"  # noqa: E731
-            raise CheckpointError(f"checkpoint {path} was made with techniques [{names(state['techniques'])}]; "
-                                  f"this run has [{names(self.run.techniques)}]")
+        check_resume(state, self.config, self.run.techniques, path)
         tr = state["trainer"]
         self.pos = _Position(**tr["position"])
         b, used = self.config.budget, self._used()
