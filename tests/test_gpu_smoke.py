@@ -159,3 +159,39 @@ def test_cuda_paths_pick_nccl_cuda_memory_and_cuda_autocast(monkeypatch):
     autocast_for(cfg, cuda)()
     autocast_for(cfg.replace(precision="fp16"), cuda)()
     assert seen == [("cuda", torch.bfloat16), ("cuda", torch.float16)]
+
+
+def _dist(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_wheel_kit_covers_every_import_the_gpu_image_lacks():
+    """Every third-party package that effitrain, the lessons or the device script import is in the GPU
+    image (scripts/gpu_image_packages.txt) or among the wheels scripts/gpu_wheels.sh carries: a new
+    dependency fails here, not minutes into a short GPU window."""
+    import ast
+    from importlib.metadata import packages_distributions
+    image = {_dist(line) for line in (REPO / "scripts" / "gpu_image_packages.txt").read_text().splitlines()
+             if line.strip() and not line.startswith("#")}
+    kit = re.search(r'NAMES="(.*?)"', (REPO / "scripts" / "gpu_wheels.sh").read_text(), re.S).group(1)
+    carried = {_dist(n) for n in kit.split()}
+    files = [*(REPO / "effitrain").rglob("*.py"), *LESSONS, REPO / "scripts" / "gpu_check.py"]
+    modules = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                modules.add(node.module.split(".")[0])
+            elif (isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] in ("quiet_import", "import_module")
+                  and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                modules.add(node.args[0].value.split(".")[0])  # imported by name, on use
+    modules -= set(sys.stdlib_module_names) | {"effitrain", "__future__"}
+    owners = packages_distributions()
+    missing = {}
+    for m in sorted(modules):
+        dists = {_dist(d) for d in owners.get(m, [m])}
+        if not dists & (image | carried):
+            missing[m] = sorted(dists)
+    assert not missing, f"imported but neither in the GPU image nor carried by scripts/gpu_wheels.sh: {missing}"
+    assert not carried & {"torch", "numpy", "pandas", "pyarrow"}, "the image's own core packages are never carried"
