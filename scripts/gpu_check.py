@@ -50,11 +50,16 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the GPU image runs the checkout without installing it
 
-import effitrain as et  # noqa: E402
-from effitrain.lab.design import design  # noqa: E402
-from effitrain.lab.reference import device_name, save_reference  # noqa: E402
-from effitrain.lab.scaling import (auto_replicas, crossbow_settings, group_seconds, pipeline_time,  # noqa: E402
-                                   replica_throughput)
+
+def _import_package() -> None:
+    """effitrain and what the sections use, imported in `main` after the package versions are written:
+    on a GPU image a missing or too-old dependency then leaves a result that says which."""
+    global et, design, device_name, save_reference, auto_replicas, crossbow_settings, group_seconds
+    global pipeline_time, replica_throughput
+    import effitrain as et
+    from effitrain.lab.design import design
+    from effitrain.lab.reference import device_name, save_reference
+    from effitrain.lab.scaling import auto_replicas, crossbow_settings, group_seconds, pipeline_time, replica_throughput
 
 # every section with its estimated seconds on one H100/H200 (what --deadline budgets with)
 SECTIONS = {"notebooks": 240, "peak": 10, "bench": 60, "baseline": 240, "electra": 150, "replicas": 90,
@@ -321,8 +326,17 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     c = Check(out_dir, args.device, args.quick, tuple(x.strip() for x in args.lessons.split(",") if x.strip()))
     _lesson_files(c.lessons)  # a bad --lessons fails now, not minutes in
-    c.results.update({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "device": device_name(args.device),
-                      "torch": torch.__version__, "quick": args.quick, "packages": package_versions(), "sections": {}})
+    c.results.update({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__,
+                      "quick": args.quick, "packages": package_versions(), "sections": {}})
+    c.save()
+    try:
+        _import_package()
+    except Exception as e:  # e.g. datasets against an older pyarrow on the GPU image
+        c.results["error"] = f"import effitrain: {type(e).__name__}: {' '.join(str(e).split())}"
+        c.save()
+        print(f"== {c.results['error']}; package versions in {out_dir / 'gpu_check.json'}", flush=True)
+        return 1
+    c.results["device"] = device_name(args.device)
     start = time.perf_counter()
     for name in wanted:
         used = time.perf_counter() - start

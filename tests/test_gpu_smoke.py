@@ -195,3 +195,18 @@ def test_the_wheel_kit_covers_every_import_the_gpu_image_lacks():
             missing[m] = sorted(dists)
     assert not missing, f"imported but neither in the GPU image nor carried by scripts/gpu_wheels.sh: {missing}"
     assert not carried & {"torch", "numpy", "pandas", "pyarrow"}, "the image's own core packages are never carried"
+
+
+def test_device_script_writes_the_package_versions_when_effitrain_cannot_import(tmp_path: Path):
+    """On a GPU image a dependency too old for effitrain must still leave a result naming it."""
+    fake = tmp_path / "site" / "datasets"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('pyarrow>=24 is required')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--device", "cpu", "--quick",
+                           "--out", str(tmp_path / "out"), "--only", "peak"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 1
+    res = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert res["error"] == "import effitrain: ImportError: pyarrow>=24 is required"
+    assert res["packages"]["torchao"] and res["sections"] == {}
