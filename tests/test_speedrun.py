@@ -58,7 +58,7 @@ def test_a_track_refuses_a_candidate_that_changes_its_validation_set_naming_the_
         t.check(t.baseline().replace(**{"data.seq_len": 32}))
     with pytest.raises(ConfigError, match="run.warm_start"):
         t.check(t.baseline().replace(**{"run.warm_start": 10}))
-    with pytest.raises(ConfigError, match="unknown speedrun track 'nope'; tracks: smoke, cpu, gpu"):
+    with pytest.raises(ConfigError, match="unknown speedrun track 'nope'; tracks: smoke, gpu-smoke, cpu, gpu"):
         sr.track("nope")
 
 
