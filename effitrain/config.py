@@ -612,6 +612,7 @@ def profile_config(name: str | None = None, **changes: Any) -> Config:
     name = name or default_profile()
     _check(name in PROFILES, f"profile must be one of {', '.join(PROFILES)}; got {name!r}")
     cfg = Config.from_dict({**PROFILES[name], "profile": name})
-    if device_override():
-        cfg = cfg.replace(**{"run.device": device_override()})
+    device = device_override()
+    if device:
+        cfg = cfg.replace(**{"run.device": device})
     return cfg.replace(**changes) if changes else cfg

@@ -34,6 +34,16 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def checkout_folder(env: str, *parts: str) -> Path:
+    """Folder `env` names if set; else `parts` under the source checkout this package runs from (a folder
+    with pyproject.toml above the package); else the last part in the current folder."""
+    named = os.environ.get(env, "").strip()
+    if named:
+        return Path(named).expanduser()
+    repo = Path(__file__).resolve().parents[2]
+    return repo.joinpath(*parts) if (repo / "pyproject.toml").exists() else Path.cwd() / parts[-1]
+
+
 def cache_dir(*parts: str) -> Path:
     """A folder of the cache, made if it can be (a read-only cache still reads the folders it has)."""
     root = Path(os.environ.get("EFFITRAIN_CACHE") or Path.home() / ".cache" / "effitrain")

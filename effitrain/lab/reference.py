@@ -15,7 +15,6 @@ one machine) and a lesson says which device and date each came from.
 from __future__ import annotations
 
 import datetime
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, Iterable
 
 import torch
 
+from effitrain.data.cache import checkout_folder
 from effitrain.train.run import Run, read_json_gz, write_json_gz
 
 REFERENCE_FORMAT = "effitrain-reference-1"
@@ -52,12 +52,7 @@ class ReferenceSet:
 def reference_dir() -> Path:
     """EFFITRAIN_REFERENCE if set, else the repository's `docs/measurements/reference/` (a source checkout),
     else `reference/` in the current folder."""
-    env = os.environ.get("EFFITRAIN_REFERENCE", "").strip()
-    if env:
-        return Path(env).expanduser()
-    repo = Path(__file__).resolve().parents[2]
-    return (repo / "docs" / "measurements" / "reference" if (repo / "pyproject.toml").exists()
-            else Path.cwd() / "reference")
+    return checkout_folder("EFFITRAIN_REFERENCE", "docs", "measurements", "reference")
 
 
 def device_name(device: str | torch.device | None = None) -> str:
@@ -126,11 +121,10 @@ def reference_sets(profile: str | None = None, what: str | None = None,
 def reference_runs(profile: str | None = None, what: str | None = None, folder: str | Path | None = None) -> list[Run]:
     """The runs of `reference_sets(...)`, each named "<its name> [<device>, <date>]"."""
     out = []
-    for s in reference_sets(profile, what, folder):
+    for s in reference_sets(profile, what, folder):  # loaded from disk on each call: renaming shares nothing
         for r in s.runs:
-            copy = Run.from_dict(r.to_dict())
-            copy.name = f"{r.name} [{s.device}, {s.date}]"
-            out.append(copy)
+            r.name = f"{r.name} [{s.device}, {s.date}]"
+            out.append(r)
     return out
 
 

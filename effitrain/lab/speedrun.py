@@ -52,6 +52,7 @@ import pandas as pd
 import torch
 
 from effitrain.config import Config, ConfigError, profile_config
+from effitrain.data.cache import checkout_folder
 from effitrain.lab.panel import Panel
 from effitrain.lab.plot import LivePlot
 from effitrain.stats import RECORD_ALPHA, Ratio, RecordTest, record_test
@@ -418,11 +419,7 @@ def speedrun(config: Config, techniques: Iterable[Technique] = (), *, track: str
 def records_root() -> Path:
     """Where records live: EFFITRAIN_RECORDS, else the repository's `records/` (a source checkout),
     else `records/` in the current folder."""
-    env = os.environ.get("EFFITRAIN_RECORDS", "").strip()
-    if env:
-        return Path(env).expanduser()
-    repo = Path(__file__).resolve().parents[2]
-    return repo / "records" if (repo / "pyproject.toml").exists() else Path.cwd() / "records"
+    return checkout_folder("EFFITRAIN_RECORDS", "records")
 
 
 _RECORD_KEYS = {"format": str, "track": str, "name": str, "number": int, "record": bool, "date": str,
